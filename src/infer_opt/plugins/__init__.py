@@ -1,0 +1,1 @@
+"""Built-in plugins: one optimization per file, registered through entry points."""

@@ -1,0 +1,12 @@
+from ..plugin import BASELINE_ATTENTION, BASELINE_DTYPE, BASELINE_KV_CACHE, Plugin, Settings
+
+
+class Baseline(Plugin):
+    name = "baseline"
+    summary = "pinned reference: fp32, eager attention, no KV cache (batch 1 is the workload's)"
+
+    def apply(self, settings: Settings) -> None:
+        # Set every field explicitly: a library default that changes must not move the baseline.
+        settings.set("dtype", BASELINE_DTYPE, by=self.name)
+        settings.set("attn_implementation", BASELINE_ATTENTION, by=self.name)
+        settings.set("kv_cache", BASELINE_KV_CACHE, by=self.name)

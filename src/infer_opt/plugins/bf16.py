@@ -1,0 +1,9 @@
+from ..plugin import Plugin, Settings
+
+
+class BF16(Plugin):
+    name = "bf16"
+    summary = "weights and activations in bfloat16 (fp32 range, 8-bit mantissa)"
+
+    def apply(self, settings: Settings) -> None:
+        settings.set("dtype", "bfloat16", by=self.name)

@@ -1,0 +1,11 @@
+from ..plugin import Plugin, Settings
+
+
+class FlashAttention2(Plugin):
+    name = "flash-attn2"
+    summary = "FlashAttention-2 via the flash-attn package (CUDA, fp16/bf16)"
+    requires_cuda = True
+    requires_packages = ("flash_attn",)
+
+    def apply(self, settings: Settings) -> None:
+        settings.set("attn_implementation", "flash_attention_2", by=self.name)

@@ -1,0 +1,9 @@
+from ..plugin import Plugin, Settings
+
+
+class FP16(Plugin):
+    name = "fp16"
+    summary = "weights and activations in float16 (half the bytes of fp32; narrow range)"
+
+    def apply(self, settings: Settings) -> None:
+        settings.set("dtype", "float16", by=self.name)

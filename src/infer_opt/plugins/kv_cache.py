@@ -1,0 +1,9 @@
+from ..plugin import Plugin, Settings
+
+
+class KVCache(Plugin):
+    name = "kv-cache"
+    summary = "dynamic KV cache: each decode step feeds one token and appends its keys/values"
+
+    def apply(self, settings: Settings) -> None:
+        settings.set("kv_cache", "dynamic", by=self.name)

@@ -1,0 +1,9 @@
+from ..plugin import Plugin, Settings
+
+
+class StaticCachePlugin(Plugin):
+    name = "static-cache"
+    summary = "KV cache preallocated to prompt+new tokens (fixed shapes; what compile needs)"
+
+    def apply(self, settings: Settings) -> None:
+        settings.set("kv_cache", "static", by=self.name)

@@ -1,0 +1,53 @@
+"""Throwaway plugins that misbehave on purpose, registered from outside the package through the
+same entry-point group as the built-ins (see the .dist-info beside this file)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from infer_opt.plugin import Plugin, Settings
+
+
+class Raises(Plugin):
+    name = "test-raise"
+    summary = "raises while loading"
+
+    def apply(self, settings: Settings) -> None:
+        def boom(model: Any, s: Settings) -> Any:
+            raise RuntimeError("deliberate failure\nwith a second line")
+
+        settings.model_transforms.append(boom)
+
+
+class Crashes(Plugin):
+    name = "test-crash"
+    summary = "kills its own process"
+
+    def apply(self, settings: Settings) -> None:
+        def die(model: Any, s: Settings) -> Any:
+            os._exit(3)
+
+        settings.model_transforms.append(die)
+
+
+class Hangs(Plugin):
+    name = "test-hang"
+    summary = "never finishes"
+
+    def apply(self, settings: Settings) -> None:
+        def hang(model: Any, s: Settings) -> Any:
+            time.sleep(3600)
+            return model
+
+        settings.model_transforms.append(hang)
+
+
+class NeedsMissingPackage(Plugin):
+    name = "test-missing"
+    summary = "needs a package nobody has"
+    requires_packages = ("surely_not_installed_pkg",)
+
+    def apply(self, settings: Settings) -> None:
+        settings.notes.append("unreachable")

@@ -1,0 +1,137 @@
+"""The runner on the tiny random model: rows, files, isolation of failures."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from infer_opt.runner import run_suite
+from infer_opt.schema import COLUMNS
+from infer_opt.suite import load_suite
+from infer_opt.table import greedy_match, render
+
+from .conftest import write_suite
+
+SUITE = """
+model = "tiny-random"
+device = "cpu"
+threads = 1
+timeout_s = 60
+[[group]]
+variants = ["baseline", "kv-cache", "static-cache", "kv-cache+sdpa", "sdpa-flash",
+            "test-raise", "test-missing"]
+batch_sizes = [1, 3]
+prompt_tokens = 12
+new_tokens = 6
+repeats = 2
+warmup_runs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], Path]:
+    tmp = tmp_path_factory.mktemp("run")
+    suite = load_suite(str(write_suite(tmp / "tiny.toml", SUITE)))
+    csv_path = run_suite(suite, tmp / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        return list(csv.DictReader(fh)), csv_path
+
+
+def by(rows: list[dict[str, str]], variant: str, bs: str = "1") -> dict[str, str]:
+    return next(r for r in rows if r["variant"] == variant and r["batch_size"] == bs)
+
+
+def test_every_cell_has_a_row_with_the_schema(tiny_run) -> None:
+    rows, csv_path = tiny_run
+    assert len(rows) == 7 * 2
+    assert list(rows[0]) == COLUMNS
+    assert [int(r["cell_index"]) for r in rows] == list(range(14))
+    assert csv_path.with_suffix(".md").is_file()
+
+
+def test_ok_rows_have_metrics(tiny_run) -> None:
+    rows, _ = tiny_run
+    for variant in ("baseline", "kv-cache", "static-cache", "kv-cache+sdpa"):
+        for bs in ("1", "3"):
+            r = by(rows, variant, bs)
+            assert r["status"] == "ok", r["reason"]
+            for col in ("ttft_ms_p50", "tpot_ms_p50", "itl_ms_p99", "e2e_ms_max",
+                        "decode_tokens_per_s", "weight_mb", "peak_rss_mb", "first_call_ms",
+                        "roofline_pct", "torch_version", "git_commit", "timestamp_utc"):
+                assert r[col] != "", (variant, col)
+            assert float(r["e2e_ms_p50"]) >= float(r["ttft_ms_p50"]) > 0
+            assert r["torch_threads"] == "1"
+            assert r["schema_version"] == "1"
+
+
+def test_baseline_row_is_pinned(tiny_run) -> None:
+    rows, _ = tiny_run
+    r = by(rows, "baseline")
+    assert (r["dtype"], r["attn_implementation"], r["kv_cache"]) == ("float32", "eager", "none")
+
+
+def test_cuda_plugin_is_skipped_with_reason(tiny_run) -> None:
+    rows, _ = tiny_run
+    r = by(rows, "sdpa-flash")
+    assert r["status"] == "skipped"
+    assert r["reason"] == "sdpa-flash: needs CUDA (device is cpu)"
+    assert by(rows, "test-missing")["status"] == "skipped"
+
+
+def test_exception_becomes_failed_row(tiny_run) -> None:
+    rows, _ = tiny_run
+    r = by(rows, "test-raise", "3")
+    assert r["status"] == "failed"
+    assert r["reason"] == "RuntimeError: deliberate failure with a second line"
+
+
+def test_cached_variants_generate_baseline_tokens(tiny_run) -> None:
+    rows, csv_path = tiny_run
+    samples = [json.loads(line) for line in csv_path.with_name(
+        csv_path.stem + ".samples.jsonl").read_text().splitlines()]
+    tokens = {(s["variant"], s["workload"]["batch_size"]): s.get("tokens") for s in samples}
+    ref = tokens[("baseline", 3)]
+    assert len(ref) == 3 and len(ref[0]) == 6
+    for variant in ("kv-cache", "static-cache", "kv-cache+sdpa"):
+        assert tokens[(variant, 3)] == ref, variant
+        assert tokens[(variant, 1)] == ref[:1], variant
+
+
+def test_table_shows_speedup_and_match(tiny_run) -> None:
+    _, csv_path = tiny_run
+    text = render(csv_path)
+    line = next(ln for ln in text.splitlines() if ln.startswith("| kv-cache | 3 |"))
+    assert "x |" in line and "| 6/6 |" in line
+    assert "needs CUDA" in text
+
+
+def test_greedy_match_prefix() -> None:
+    assert greedy_match([[1, 2, 3]], [[1, 2, 3]]) == (3, 3)
+    assert greedy_match([[1, 9, 3], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]]) == (1, 3)
+
+
+def test_crash_and_hang_become_failed_rows(tmp_path: Path) -> None:
+    body = SUITE.replace('timeout_s = 60', 'timeout_s = 8').replace(
+        '''variants = ["baseline", "kv-cache", "static-cache", "kv-cache+sdpa", "sdpa-flash",
+            "test-raise", "test-missing"]''', 'variants = ["test-crash", "test-hang", "kv-cache"]'
+    ).replace("batch_sizes = [1, 3]", "batch_sizes = [1]")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["failed", "failed", "ok"]
+    assert rows[0]["reason"] == "crashed: exit code 3 before writing a row"
+    assert rows[1]["reason"] == "timeout: cell ran past 8 s and was killed"
+
+
+def test_new_run_never_overwrites(tmp_path: Path) -> None:
+    body = SUITE.replace(
+        '''variants = ["baseline", "kv-cache", "static-cache", "kv-cache+sdpa", "sdpa-flash",
+            "test-raise", "test-missing"]''', 'variants = ["kv-cache"]'
+    ).replace("batch_sizes = [1, 3]", "batch_sizes = [1]")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    first = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    before = first.read_bytes()
+    second = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    assert first != second and first.read_bytes() == before
