@@ -8,6 +8,7 @@
     reference = "baseline"         # variant the table divides by
 
     [[group]]                      # variants x batch_sizes, one workload shape
+    workload = "static-batch"      # the kind of load (default)
     variants = ["baseline", "kv-cache"]
     batch_sizes = [1]
     prompt_tokens = 32
@@ -26,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .workload import StaticBatch
+from .workload import WORKLOAD_KINDS
 
 SUITE_KEYS = {"name", "description", "model", "device", "threads", "timeout_s", "reference",
               "group"}
-GROUP_KEYS = {"name", "variants", "batch_sizes", "prompt_tokens", "new_tokens", "repeats",
-              "warmup_runs", "warmup_new_tokens"}
+# Keys every group has; each workload kind adds its own (StaticBatch.group_keys, ...).
+GROUP_KEYS = {"name", "variants", "workload"}
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -39,7 +40,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class Group:
     name: str
     variants: list[str]
-    workloads: list[StaticBatch]
+    workloads: list[Any]
 
 
 @dataclass
@@ -110,27 +111,22 @@ def load_suite(name_or_path: str) -> Suite:
         raise UserError(f"{path}: group", "at least one [[group]] table is required")
     for i, g in enumerate(groups):
         where = f"{path}: group[{i}]"
-        _check_keys(where, g, GROUP_KEYS)
+        kind = g.get("workload", "static-batch")
+        if kind not in WORKLOAD_KINDS:
+            raise UserError(f"{where}.workload",
+                            f"unknown workload {kind!r}; known: {', '.join(sorted(WORKLOAD_KINDS))}")
+        cls = WORKLOAD_KINDS[kind]
+        _check_keys(where, g, GROUP_KEYS | set(cls.group_keys))
         variants = g.get("variants")
         if not isinstance(variants, list) or not variants or not all(isinstance(v, str) for v in variants):
             raise UserError(f"{where}.variants", "must be a non-empty list of variant strings")
-        batch_sizes = g.get("batch_sizes", [1])
-        if not isinstance(batch_sizes, list) or not batch_sizes:
-            raise UserError(f"{where}.batch_sizes", "must be a non-empty list of integers > 0")
-        workloads = []
-        for bs in batch_sizes:
-            w = StaticBatch(batch_size=bs,
-                            prompt_tokens=g.get("prompt_tokens", 128),
-                            new_tokens=g.get("new_tokens", 128),
-                            repeats=g.get("repeats", 3),
-                            warmup_runs=g.get("warmup_runs", 1),
-                            warmup_new_tokens=g.get("warmup_new_tokens", 0))
-            try:
+        try:
+            workloads = cls.from_group(g)
+            for w in workloads:
                 w.validate()
-            except UserError as exc:
-                raise UserError(f"{where}.{exc.field.removeprefix('workload.')}",
-                                str(exc).split(": ", 1)[1]) from None
-            workloads.append(w)
+        except UserError as exc:
+            raise UserError(f"{where}.{exc.field.removeprefix('workload.')}",
+                            str(exc).split(": ", 1)[1]) from None
         suite.groups.append(Group(name=str(g.get("name", f"group{i}")), variants=variants,
                                   workloads=workloads))
     return suite

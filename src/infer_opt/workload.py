@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from .errors import UserError
+
+
+class Workload(Protocol):
+    """A kind of load. `kind` names it in suites, cells and rows; `measure` serves it on a
+    loaded backend and fills the row and samples. Registered in WORKLOAD_KINDS."""
+
+    kind: str
+
+    def validate(self, max_context: int | None = None) -> None: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def measure(self, ctx: Any, row: dict[str, Any], samples: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,9 @@ class StaticBatch:
     warmup_runs: int = 1
     warmup_new_tokens: int = 0
     kind: str = "static-batch"
+    # Keys a suite [[group]] may set for this workload (batch_sizes expands to one per size).
+    group_keys: ClassVar[tuple[str, ...]] = ("batch_sizes", "prompt_tokens", "new_tokens",
+                                             "repeats", "warmup_runs", "warmup_new_tokens")
 
     def validate(self, max_context: int | None = None) -> None:
         for name in ("batch_size", "prompt_tokens", "new_tokens", "repeats"):
@@ -59,3 +73,32 @@ class StaticBatch:
                 "workload", f"unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
             )
         return cls(**d)
+
+    @classmethod
+    def from_group(cls, group: dict[str, Any]) -> list[StaticBatch]:
+        """One workload per batch size of a suite group (keys already checked)."""
+        sizes = group.get("batch_sizes", [1])
+        if not isinstance(sizes, list) or not sizes:
+            raise UserError("batch_sizes", "must be a non-empty list of integers > 0")
+        return [cls(batch_size=bs,
+                     prompt_tokens=group.get("prompt_tokens", 128),
+                     new_tokens=group.get("new_tokens", 128),
+                     repeats=group.get("repeats", 3),
+                     warmup_runs=group.get("warmup_runs", 1),
+                     warmup_new_tokens=group.get("warmup_new_tokens", 0)) for bs in sizes]
+
+    def measure(self, ctx: Any, row: dict[str, Any], samples: dict[str, Any]) -> None:
+        from .static_batch import measure_static_batch
+
+        measure_static_batch(self, ctx, row, samples)
+
+
+# kind -> workload class. Other kinds (online serving, ...) add themselves here.
+WORKLOAD_KINDS: dict[str, Any] = {"static-batch": StaticBatch}
+
+
+def workload_from_dict(d: dict[str, Any]) -> Any:
+    kind = d.get("kind", "static-batch")
+    if kind not in WORKLOAD_KINDS:
+        raise UserError("workload", f"unknown kind {kind!r}; known: {', '.join(sorted(WORKLOAD_KINDS))}")
+    return WORKLOAD_KINDS[kind].from_dict(d)

@@ -56,6 +56,13 @@ class Backend(Protocol):
         """Entered around all timed runs (inference mode, forced kernels, ...)."""
         ...
 
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced next-token logits: ids [B, T] -> float32 CPU logits [B, T, V].
+
+        Untimed; used for fidelity against the baseline on identical token sequences.
+        """
+        ...
+
 
 class StepSession(Protocol):
     """A backend that exposes prefill and single-token decode steps."""

@@ -133,5 +133,13 @@ class TorchBackend:
         return self._step(next_ids, positions, self._cache)
 
     # --- Backend -----------------------------------------------------------------------
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.to(self.device)
+        batch, length = ids.shape
+        positions = torch.arange(length, device=self.device).expand(batch, length)
+        with self.context():
+            out = self.model(input_ids=ids, position_ids=positions, use_cache=False)
+        return out.logits.float().cpu()  # [B, T, V]
+
     def run_batch(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
         return stepwise_generate(self, prompts, new_tokens, clock)
