@@ -4,15 +4,21 @@ Loading the Llama modeling code alone takes ~3-6 s of imports; paying it once pe
 once per cell matters on a 2-core box. Other architectures still import lazily in the cell.
 """
 
-import torch  # noqa: F401
-from transformers import (  # noqa: F401
+from .quiet import quiet_libraries
+
+quiet_libraries()  # before torch/transformers/torchao imports log anything
+
+import torch  # noqa: E402,F401
+from transformers import (  # noqa: E402,F401
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     DynamicCache,
     StaticCache,
 )
-from transformers.models.llama import modeling_llama  # noqa: F401
+from transformers.models.llama import modeling_llama  # noqa: E402,F401
 
-from . import cell  # noqa: F401
-from .backends import torch_backend  # noqa: F401
+from . import cell  # noqa: E402,F401
+from .backends import torch_backend  # noqa: E402,F401
+
+quiet_libraries()  # transformers resets its own verbosity on import

@@ -147,20 +147,20 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     from .roofline import measure_bandwidth_gb_per_s
 
     run_id = new_run_id(suite.name)
-    cells_probe = plan_cells(suite, run_id, ref, device, 0.0, variants_filter)  # validate first
+    # Every cell is validated before anything is measured or written.
+    cells = plan_cells(suite, run_id, ref, device, 0.0, variants_filter)
     log(f"infer-opt: suite {suite.name}, model {ref.name}, device {device}, "
-        f"{len(cells_probe)} cells, {suite.threads} threads")
+        f"{len(cells)} cells, {suite.threads} threads")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
     log(f"infer-opt: measured memory bandwidth {bandwidth:.1f} GB/s")
-    cells = plan_cells(suite, run_id, ref, device, bandwidth, variants_filter)
+    for cell in cells:
+        cell.bandwidth_gb_per_s = bandwidth
     writer = RunWriter(out_dir, run_id)
     log(f"infer-opt: writing {writer.csv_path}")
-    rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     try:
         for i, (cell, row, samples) in enumerate(executor(cells, suite.timeout_s), start=1):
             writer.add(row, samples)
-            rows.append(row)
             log(_progress(i, len(cells), cell, row, time.perf_counter() - start))
     finally:
         writer.close()
