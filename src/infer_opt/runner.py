@@ -95,11 +95,14 @@ def _failed(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
                  "workload": cell.workload}
 
 
-def run_one_local(cell: Cell, timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_one_local(cell: Cell, timeout_s: float,
+                  target: Callable[[dict[str, Any], str], None] = _child
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs `target(cell_dict, out_path)` (default: run_cell) in a fresh forked child."""
     ctx = _context()
     with tempfile.TemporaryDirectory(prefix="infer-opt-cell-") as tmp:
         out_path = os.path.join(tmp, "result.json")
-        proc = ctx.Process(target=_child, args=(cell.to_dict(), out_path), daemon=True)
+        proc = ctx.Process(target=target, args=(cell.to_dict(), out_path), daemon=True)
         proc.start()
         proc.join(timeout_s)
         if proc.is_alive():
