@@ -64,7 +64,8 @@ def _fits(need: dict[str, float], node: dict[str, float]) -> int:
 
 
 def _describe(need: dict[str, float]) -> str:
-    return ", ".join(f"{v:g} {k.removeprefix('num_').upper()}" for k, v in need.items())
+    names = {"num_cpus": "CPU", "num_gpus": "GPU"}
+    return ", ".join(f"{v:g} {names.get(k, k)}" for k, v in need.items())
 
 
 # --- on the worker -----------------------------------------------------------------------
