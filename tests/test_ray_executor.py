@@ -74,6 +74,16 @@ def test_resources_per_cell() -> None:
     assert rx._fits(rx.ray_resources(gpu), {"CPU": 16.0}) == 0
 
 
+def test_cell_process_gets_the_gpu_ray_gave_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, str | None] = {}
+    monkeypatch.setattr(rx, "_die_with_parent", lambda: None)
+    monkeypatch.setattr(rx, "_child", lambda _d, _p: seen.update(
+        gpus=os.environ.get("CUDA_VISIBLE_DEVICES")))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what the forkserver kept from an old task
+    rx._child_on_worker({"CUDA_VISIBLE_DEVICES": "3"}, {}, "unused")
+    assert seen["gpus"] == "3"
+
+
 def test_missing_ray_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     real = importlib.util.find_spec
@@ -159,3 +169,35 @@ def test_lost_reason_is_one_line() -> None:
 
     reason = rx._lost_reason(WorkerCrashedError("The worker died unexpectedly.\nmore"))
     assert reason == "ray task lost: WorkerCrashedError: The worker died unexpectedly."
+
+
+@pytest.mark.skipif(not os.sys.platform.startswith("linux"), reason="prctl is Linux-only")
+def test_cell_process_dies_with_its_parent(tmp_path: Path) -> None:
+    """ray.cancel(force=True) kills the worker; its forkserver exits; the cell must follow."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys, time\n"
+              "from infer_opt.executors.ray_executor import _die_with_parent\n"
+              "pid = os.fork()\n"
+              "if pid == 0:\n"
+              "    _die_with_parent(); time.sleep(120); os._exit(0)\n"
+              "print(pid, flush=True); time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(0.5)  # let the child reach prctl
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    status = Path(f"/proc/{child}/status")
+    for _ in range(50):
+        try:
+            state = next(ln for ln in status.read_text().splitlines() if ln.startswith("State"))
+        except FileNotFoundError:
+            return
+        if "zombie" in state:  # dead, waiting for a reaper that this container may lack
+            return
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    pytest.fail("the cell process outlived its parent")

@@ -12,6 +12,7 @@ Ray is optional (`pip install 'infer-opt[cluster]'`) and imported only when this
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import secrets
@@ -24,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from typing import Any
 
 from ..cell import Cell, one_line
@@ -80,16 +80,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _child_on_worker(cell_dict: dict[str, Any], out_path: str) -> None:
+# Set by Ray in the worker for each task (the GPU it was given). The forkserver keeps the
+# environment of the task that started it and Ray reuses workers, so each cell gets them again.
+TASK_ENV = ("CUDA_VISIBLE_DEVICES",)
+
+
+def _child_on_worker(task_env: dict[str, str | None], cell_dict: dict[str, Any],
+                     out_path: str) -> None:
     _die_with_parent()
+    for key, value in task_env.items():  # before anything in the cell initializes CUDA
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     _child(cell_dict, out_path)
 
 
-@lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4)
 def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
     from ..roofline import measure_bandwidth_gb_per_s
+    from ..runner import _context
 
-    return measure_bandwidth_gb_per_s(device, threads)
+    # In a child of its own: the 512 MiB probe (and, on a GPU, a CUDA context) must not stay
+    # in this long-lived worker while the node's cells run.
+    with _context().Pool(1) as pool:
+        return float(pool.apply(measure_bandwidth_gb_per_s, (device, threads)))
 
 
 def run_cell_task(cell_dict: dict[str, Any], timeout_s: float, driver_host: str
@@ -99,7 +114,9 @@ def run_cell_task(cell_dict: dict[str, Any], timeout_s: float, driver_host: str
         # The driver measured its own memory bandwidth; roofline_pct must use this node's.
         cell_dict = {**cell_dict, "bandwidth_gb_per_s": _node_bandwidth_gb_per_s(
             cell_dict["device"], cell_dict["threads"])}
-    return run_one_local(Cell(**cell_dict), timeout_s, target=_child_on_worker)
+    task_env = {key: os.environ.get(key) for key in TASK_ENV}
+    return run_one_local(Cell(**cell_dict), timeout_s,
+                         target=functools.partial(_child_on_worker, task_env))
 
 
 # --- on the driver -----------------------------------------------------------------------
