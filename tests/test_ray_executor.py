@@ -15,6 +15,7 @@ import pytest
 
 from infer_opt import cli
 from infer_opt.cell import Cell
+from infer_opt.errors import UserError
 from infer_opt.executors import make_executor
 from infer_opt.executors import ray_executor as rx
 from infer_opt.models import resolve
@@ -100,8 +101,18 @@ def test_missing_ray_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_address_needs_ray_executor() -> None:
-    with pytest.raises(Exception, match="address: only used with --executor ray"):
+    with pytest.raises(UserError, match="address: only used with --executor ray"):
         make_executor("local", address="head:6379")
+
+
+@needs_ray
+@pytest.mark.parametrize("address,needle", [
+    ("127.0.0.1:1", "address: no Ray cluster reachable at 127.0.0.1:1"),
+    ("headnode", "address: expected HOST:PORT or ray://HOST:PORT, got 'headnode'"),
+])
+def test_bad_address_is_one_line(address: str, needle: str) -> None:
+    with pytest.raises(UserError, match=needle.replace(".", r"\.")):
+        make_executor("ray", address=address)
 
 
 # --- on a local Ray ----------------------------------------------------------------------

@@ -129,6 +129,20 @@ def _lost_reason(exc: BaseException) -> str:
     return f"ray task lost: {type(exc).__name__}: {first}"[:300]
 
 
+def _check_reachable(address: str) -> None:
+    """A typo'd or stopped cluster: one line before any file is written, not Ray's retries."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError("address", f"expected HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError("address", f"no Ray cluster reachable at {address} ({exc.strerror or exc}); "
+                        "start one with `ray start --head`") from None
+
+
 class RayExecutor:
     """`infer-opt run --executor ray [--address HOST:6379]`: one Ray task per cell."""
 
@@ -139,6 +153,8 @@ class RayExecutor:
                             f"{INSTALL_HINT}")
         if max_retries < 0:
             raise UserError("max_retries", f"must be >= 0, got {max_retries}")
+        if address:
+            _check_reachable(address)
         self.address = address
         self.max_retries = max_retries
         self.num_cpus = num_cpus  # local Ray only; None = this machine's CPU count
@@ -171,7 +187,11 @@ class RayExecutor:
                              object_store_memory=OBJECT_STORE_BYTES,
                              _system_config={"task_oom_retries": self.max_retries})
                 else:
-                    ray.init(address=self.address)
+                    try:
+                        ray.init(address=self.address)
+                    except (ConnectionError, RuntimeError) as exc:
+                        raise UserError("address", f"cannot join the Ray cluster at "
+                                        f"{self.address}: {one_line(exc)}") from None
                 started = True
             yield ray
         finally:
