@@ -137,7 +137,7 @@ def _check_reachable(address: str) -> None:
     if not host or not port.isdigit():
         raise UserError("address", f"expected HOST:PORT or ray://HOST:PORT, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as exc:
         raise UserError("address", f"no Ray cluster reachable at {address} ({exc.strerror or exc}); "
                         "start one with `ray start --head`") from None
