@@ -77,7 +77,6 @@ def test_resources_per_cell() -> None:
 
 def test_cell_process_gets_the_gpu_ray_gave_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, str | None] = {}
-    monkeypatch.setattr(rx, "_die_with_parent", lambda: None)
     monkeypatch.setattr(rx, "_child", lambda _d, _p: seen.update(
         gpus=os.environ.get("CUDA_VISIBLE_DEVICES")))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what the forkserver kept from an old task
@@ -184,14 +183,15 @@ def test_lost_reason_is_one_line() -> None:
 
 @pytest.mark.skipif(not os.sys.platform.startswith("linux"), reason="prctl is Linux-only")
 def test_cell_process_dies_with_its_parent(tmp_path: Path) -> None:
-    """ray.cancel(force=True) kills the worker; its forkserver exits; the cell must follow."""
+    """A killed run or a cancelled Ray task (its worker killed): the forkserver exits and the
+    cell must follow rather than keep a core busy."""
     import signal
     import subprocess
     import sys
     import time
 
     script = ("import os, sys, time\n"
-              "from infer_opt.executors.ray_executor import _die_with_parent\n"
+              "from infer_opt.runner import _die_with_parent\n"
               "pid = os.fork()\n"
               "if pid == 0:\n"
               "    _die_with_parent(); time.sleep(120); os._exit(0)\n"

@@ -66,7 +66,18 @@ def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth:
 
 # --- local executor ----------------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this cell when its forkserver exits, which it does when the process that
+    started it dies (a killed run, a cancelled Ray task): no orphaned cell keeps a core busy."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _child(cell_dict: dict[str, Any], out_path: str) -> None:
+    _die_with_parent()
     row, samples = run_cell(cell_dict)
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

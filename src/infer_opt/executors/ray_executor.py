@@ -17,7 +17,6 @@ import importlib.util
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -70,16 +69,6 @@ def _describe(need: dict[str, float]) -> str:
 
 # --- on the worker -----------------------------------------------------------------------
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this cell when its forkserver exits, which it does when the Ray worker
-    holding it dies (ray.cancel(force=True), a lost node): no orphaned cell keeps a core busy."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 # Set by Ray in the worker for each task (the GPU it was given). The forkserver keeps the
 # environment of the task that started it and Ray reuses workers, so each cell gets them again.
 TASK_ENV = ("CUDA_VISIBLE_DEVICES",)
@@ -87,13 +76,12 @@ TASK_ENV = ("CUDA_VISIBLE_DEVICES",)
 
 def _child_on_worker(task_env: dict[str, str | None], cell_dict: dict[str, Any],
                      out_path: str) -> None:
-    _die_with_parent()
     for key, value in task_env.items():  # before anything in the cell initializes CUDA
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    _child(cell_dict, out_path)
+    _child(cell_dict, out_path)  # which dies with the forkserver, so with this Ray worker
 
 
 @functools.lru_cache(maxsize=4)
