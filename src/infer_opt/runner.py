@@ -66,7 +66,18 @@ def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth:
 
 # --- local executor ----------------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this cell when its forkserver exits, which it does when the process that
+    started it dies (a killed run, a cancelled Ray task): no orphaned cell keeps a core busy."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _child(cell_dict: dict[str, Any], out_path: str) -> None:
+    _die_with_parent()
     row, samples = run_cell(cell_dict)
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -95,11 +106,14 @@ def _failed(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
                  "workload": cell.workload}
 
 
-def run_one_local(cell: Cell, timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_one_local(cell: Cell, timeout_s: float,
+                  target: Callable[[dict[str, Any], str], None] = _child
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs `target(cell_dict, out_path)` (default: run_cell) in a fresh forked child."""
     ctx = _context()
     with tempfile.TemporaryDirectory(prefix="infer-opt-cell-") as tmp:
         out_path = os.path.join(tmp, "result.json")
-        proc = ctx.Process(target=_child, args=(cell.to_dict(), out_path), daemon=True)
+        proc = ctx.Process(target=target, args=(cell.to_dict(), out_path), daemon=True)
         proc.start()
         proc.join(timeout_s)
         if proc.is_alive():

@@ -62,6 +62,7 @@ def _f(value: Any, digits: int = 1) -> str:
 
 def render(csv_path: Path, reference: str = "baseline") -> str:
     rows = read_rows(csv_path)
+    rows.sort(key=lambda r: int(r.get("cell_index") or 0))  # the Ray executor writes as cells finish
     samples_path = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".samples.jsonl")
     tokens = {str(s["cell_index"]): s.get("tokens") for s in read_samples(samples_path)}
     head = ["variant", "bs", "prompt", "new", "status", "TTFT p50 ms", "TPOT p50 ms",

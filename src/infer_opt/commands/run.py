@@ -12,9 +12,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default=None,
                    help="comma-separated subset of the suite's variants to run")
     p.add_argument("--out", default="results", help="directory for result files")
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local: one process per cell here; ray: one Ray task per cell "
+                        "(needs the 'cluster' extra)")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: an existing cluster (HOST:6379, or ray://HOST:10001);"
+                        " default starts a local Ray for the run")
+    p.add_argument("--max-retries", type=int, default=1,
+                   help="with --executor ray: retries of a task whose worker or node died")
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..executors import make_executor
     from ..runner import run_suite
     from ..suite import load_suite
     from ..table import write_table
@@ -24,9 +33,11 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         name = "gpu" if torch.cuda.is_available() else "default"
+    executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     suite = load_suite(name)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
-    csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants)
+    csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
+                         executor=executor)
     table = write_table(csv_path, reference=suite.reference)
     print(table.read_text(encoding="utf-8"))
     print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
