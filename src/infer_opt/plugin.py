@@ -54,6 +54,9 @@ class Settings:
     options: dict[str, Any] = field(default_factory=dict)
     # Human-readable remarks that end up in the row's `notes` column.
     notes: list[str] = field(default_factory=list)
+    # Numbers a plugin measures itself (e.g. compile_s), copied to the row's column of the same
+    # name once the workload is measured.
+    metrics: dict[str, float] = field(default_factory=dict)
     # Which plugin set which field, to refuse contradictory stacks.
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
 

@@ -20,14 +20,18 @@ LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
 LATENCY = [f"{m}_{s}" for m in LATENCY_METRICS for s in STAT_NAMES]
 THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_s",
               "requests_per_s"]
-COST = ["first_call_ms", "load_s", "cell_s"]
+COST = ["first_call_ms", "load_s", "cell_s", "compile_s"]
 MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"]
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
                "torch_version", "transformers_version", "cuda_version", "package_versions",
                "infer_opt_version", "git_commit", "timestamp_utc"]
+# Output fidelity against the pinned fp32 baseline (see fidelity.py), untimed.
+FIDELITY = ["kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens", "perplexity",
+            "logits_nonfinite_count"]
 
-COLUMNS = IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
+COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
+           + FIDELITY)
 STATUSES = ("ok", "skipped", "failed")
 
 

@@ -67,7 +67,8 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
     tokens = {str(s["cell_index"]): s.get("tokens") for s in read_samples(samples_path)}
     head = ["variant", "bs", "prompt", "new", "status", "TTFT p50 ms", "TPOT p50 ms",
             "TPOT p99 ms", "decode tok/s", f"speedup vs {reference}", "greedy = ref",
-            "weight MB", "peak RSS MB", "roofline %", "reason / notes"]
+            "weight MB", "peak RSS MB", "roofline %", "KL mean", "top-1 %", "greedy match",
+            "reason / notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ref, same_batch = find_reference(r, rows, reference)
@@ -85,7 +86,9 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
             r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
             _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2),
             _f(r["decode_tokens_per_s"]), speedup, match, _f(r["weight_mb"]),
-            _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]), why.replace("|", "/"),
+            _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]), _kl(r.get("kl_mean")),
+            _f(r.get("top1_agreement_pct")), _gm(r.get("greedy_match_tokens")),
+            why.replace("|", "/"),
         ]) + " |")
     env = rows[0] if rows else {}
     footer = (f"\nmodel {env.get('model', '')}, device {env.get('device', '')} "
@@ -93,7 +96,58 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
               f"threads, torch {env.get('torch_version', '')}, transformers "
               f"{env.get('transformers_version', '')}, measured bandwidth "
               f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")
-    return "\n".join(lines) + "\n" + footer
+    return "\n".join(lines) + "\n" + footer + pareto_section(rows, reference)
+
+
+def _kl(value: Any) -> str:
+    v = _num(value)
+    return "" if v is None else f"{v:.2g}"
+
+
+def _gm(value: Any) -> str:
+    from .fidelity import NEW_TOKENS
+
+    return "" if value in (None, "") else f"{value}/{NEW_TOKENS}"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (speedup, kl) points: True where no other point is at least as fast and at least as
+    faithful, and strictly better in one of the two."""
+    return [not any(s2 >= s and k2 <= k and (s2 > s or k2 < k) for s2, k2 in points)
+            for s, k in points]
+
+
+def pareto_section(rows: list[dict[str, str]], reference: str = "baseline") -> str:
+    """Speedup vs fidelity: ok rows of each workload sorted by speedup, with their KL; `*` marks
+    the Pareto front (nothing else is both faster and closer to the baseline)."""
+    groups: dict[tuple[str, ...], list[tuple[float, float, dict[str, str]]]] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        ref, same_batch = find_reference(r, rows, reference)
+        kl = _num(r.get("kl_mean"))
+        if ref is None or not same_batch or kl is None:
+            continue
+        mine, theirs = _num(r["decode_tokens_per_s"]), _num(ref["decode_tokens_per_s"])
+        if not mine or not theirs:
+            continue
+        groups.setdefault(_key(r) + (r["batch_size"],), []).append((mine / theirs, kl, r))
+    if not groups:
+        return ""
+    out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
+           "nats; * = Pareto front)\n"]
+    for (_model, _kind, prompt, new, bs), items in groups.items():
+        items.sort(key=lambda x: (-x[0], x[1]))
+        front = pareto_front([(s, k) for s, k, _ in items])
+        out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
+        out.append("| front | variant | speedup | KL mean | top-1 % | greedy match | weight MB |")
+        out.append("|---|---|---|---|---|---|---|")
+        for (speedup, _kl_value, r), on_front in zip(items, front):
+            out.append(f"| {'*' if on_front else ''} | {r['variant']} | {speedup:.2f}x | "
+                       f"{_kl(r.get('kl_mean'))} | {_f(r.get('top1_agreement_pct'))} | "
+                       f"{_gm(r.get('greedy_match_tokens'))} | {_f(r['weight_mb'])} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def write_table(csv_path: Path, reference: str = "baseline") -> Path:

@@ -38,6 +38,38 @@ def load_model(ref: ModelRef, settings: Settings) -> Any:
     return model
 
 
+def tensor_bytes(t: Any) -> int:
+    """Bytes a tensor really holds: a quantized tensor counts its packed data and its scales.
+
+    - torchao tensor subclasses (Int8Tensor, ...) are wrapper tensors whose `numel()` is the
+      logical shape; `__tensor_flatten__` names the inner tensors (int8 `qdata`, `scale`, ...).
+    - bitsandbytes Int8Params hold int8 data plus per-row scales in `.SCB`; Params4bit hold two
+      4-bit codes per uint8 plus a `quant_state` (absmax per block, code book, nested state).
+    """
+    flatten = getattr(type(t), "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_bytes(getattr(t, n)) for n in names)
+    total = t.numel() * t.element_size()
+    scb = getattr(t, "SCB", None)
+    if isinstance(scb, torch.Tensor):
+        total += scb.numel() * scb.element_size()
+    state = getattr(t, "quant_state", None)
+    if state is not None:
+        total += _quant_state_bytes(state)
+    return total
+
+
+def _quant_state_bytes(state: Any) -> int:
+    total = 0
+    for value in vars(state).values():
+        if isinstance(value, torch.Tensor):
+            total += value.numel() * value.element_size()
+        elif value is not None and hasattr(value, "absmax"):  # nested (double-quant) state
+            total += _quant_state_bytes(value)
+    return total
+
+
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of parameters and buffers as stored (quantized tensors count their packed size)."""
     seen: set[int] = set()
@@ -46,7 +78,17 @@ def weight_bytes(model: torch.nn.Module) -> int:
         if id(t) in seen:  # tied embeddings count once
             continue
         seen.add(id(t))
-        total += t.numel() * t.element_size()
+        total += tensor_bytes(t)
+    for m in model.modules():
+        # torch.ao dynamic-quantized Linear keeps its int8 weight in a packed C++ object, not a
+        # parameter: `_weight_bias()` unpacks a view of it (qint8, 1 byte per element).
+        # Count the packed-params holder only (the Linear that owns it has `_weight_bias` too).
+        unpack = getattr(m, "_weight_bias", None)
+        packed = getattr(m, "_packed_params", None)
+        if callable(unpack) and packed is not None and not isinstance(packed, torch.nn.Module):
+            for t in unpack():
+                if isinstance(t, torch.Tensor):
+                    total += t.numel() * t.element_size()
     return total
 
 

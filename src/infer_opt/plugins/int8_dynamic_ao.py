@@ -1,0 +1,37 @@
+"""torch.ao's eager dynamic quantization (fbgemm int8 kernels on x86).
+
+Deprecated in favour of torchao but still shipped in torch 2.13 and, on CPU without compile,
+much faster than torchao's dynamic int8; the row says it uses the deprecated API.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ..plugin import Plugin, Settings
+
+
+class Int8DynamicAO(Plugin):
+    name = "int8-dynamic-ao"
+    summary = "torch.ao quantize_dynamic int8 Linear (fbgemm; deprecated API, CPU, fp32 only)"
+
+    def unavailable_reason(self, device: str) -> str | None:
+        if device != "cpu":
+            return f"torch.ao dynamic quantization runs on CPU only (device is {device})"
+        return super().unavailable_reason(device)
+
+    def apply(self, settings: Settings) -> None:
+        settings.notes.append(f"{self.name}: deprecated API torch.ao.quantization.quantize_dynamic")
+
+        def transform(model: Any, s: Settings) -> Any:
+            import torch
+
+            if s.dtype != "float32":
+                raise ValueError(f"{self.name} quantizes float32 Linear layers; dtype is {s.dtype}")
+            with warnings.catch_warnings():  # its own deprecation warning, already in the notes
+                warnings.simplefilter("ignore")
+                return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                              dtype=torch.qint8)
+
+        settings.model_transforms.append(transform)

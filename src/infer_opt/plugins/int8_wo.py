@@ -1,0 +1,17 @@
+from ..plugin import Plugin, Settings
+from ._torchao import add_torchao_transform
+
+
+class Int8WeightOnly(Plugin):
+    name = "int8-wo"
+    summary = ("torchao int8 weight-only (per-channel scales); dequantizes in the matmul, so it "
+               "pays off with bf16 + compile")
+    requires_packages = ("torchao",)
+
+    def apply(self, settings: Settings) -> None:
+        def config() -> object:
+            from torchao.quantization import Int8WeightOnlyConfig
+
+            return Int8WeightOnlyConfig()
+
+        add_torchao_transform(settings, self.name, config)
