@@ -26,8 +26,16 @@ ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
                "torch_version", "transformers_version", "cuda_version", "package_versions",
                "infer_opt_version", "git_commit", "timestamp_utc"]
+# Online serving workloads (workload = "online"): the load, the policy, and what it achieved.
+# ttft/tpot/itl/e2e, output_tokens_per_s and requests_per_s above keep their meaning, per request.
+SERVING = ["policy", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",
+           "max_batch_size", "max_wait_ms", "prompts", "prefix_tokens", "prefix_reuse"] + [
+    f"queue_ms_{s}" for s in STAT_NAMES] + [
+    "goodput_requests_per_s", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms", "slo_target_pct",
+    "slo_met_pct", "meets_slo", "duration_s", "mean_batch_size", "prefix_prefill_ms"]
 
-COLUMNS = IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
+COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
+           + SERVING)
 STATUSES = ("ok", "skipped", "failed")
 
 
