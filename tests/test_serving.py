@@ -282,3 +282,19 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
     assert "x | 4/4 |" in reuse_line  # TTFT ratio and identical tokens, printed
     png = write_plot(csv_path)
     assert png is not None and png.stat().st_size > 0 and png.name.endswith(".serving.png")
+
+
+def test_shipped_serving_suite_is_valid() -> None:
+    from infer_opt.plugin import discover, parse_variant
+
+    suite = load_suite("serving")
+    known = discover()
+    kinds = set()
+    for g in suite.groups:
+        for v in g.variants:
+            parse_variant(v, known)
+        for w in g.workloads:
+            w.validate(8192)
+            kinds.add((w.policy, w.prompts))
+    assert {p for p, _ in kinds} == {"sequential", "dynamic", "continuous"}
+    assert ("sequential", "shared-prefix") in kinds
