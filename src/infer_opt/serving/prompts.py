@@ -46,7 +46,10 @@ def shared_prefix_prompts(prefix_tokens: int, lengths: list[int], vocab_size: in
         own = [[rng.randrange(3, vocab_size) for _ in range(n)] for n in lengths]
         return prefix, own
     system, questions = shared_prefix_text()
-    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # type: ignore[operator]  # noqa: E731
+
+    def enc(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+
     prefix = _cycle(enc(system), 0, prefix_tokens)
     qs = [enc(f"Question: {q}\n") for q in questions]
     own = []

@@ -87,20 +87,25 @@ class OnlineWorkload:
             number(name, 0.0)
         number("slo_target_pct", 0.0)
         if self.slo_target_pct > 100:
-            raise UserError("workload.slo_target_pct", f"must be <= 100, got {self.slo_target_pct!r}")
+            raise UserError("workload.slo_target_pct",
+                            f"must be <= 100, got {self.slo_target_pct!r}")
         if not isinstance(self.length_spread, (int, float)) or not 0 <= self.length_spread < 1:
-            raise UserError("workload.length_spread", f"must be a number in [0, 1), got {self.length_spread!r}")
+            raise UserError("workload.length_spread",
+                            f"must be a number in [0, 1), got {self.length_spread!r}")
         if not isinstance(self.prefix_reuse, bool):
-            raise UserError("workload.prefix_reuse", f"must be true or false, got {self.prefix_reuse!r}")
+            raise UserError("workload.prefix_reuse",
+                            f"must be true or false, got {self.prefix_reuse!r}")
         if self.prompts == "shared-prefix" and self.prefix_tokens < 1:
-            raise UserError("workload.prefix_tokens", "must be >= 1 with prompts = \"shared-prefix\"")
+            raise UserError("workload.prefix_tokens",
+                            "must be >= 1 with prompts = \"shared-prefix\"")
         if self.prompts != "shared-prefix" and (self.prefix_tokens or self.prefix_reuse):
             raise UserError("workload.prefix_tokens",
                             "prefix_tokens and prefix_reuse need prompts = \"shared-prefix\"")
         if max_context is not None:
             top = self.prefix_tokens + self.prompt_tokens + self.new_tokens
             if self.lengths == "uniform":
-                top = self.prefix_tokens + round((self.prompt_tokens + self.new_tokens) * (1 + self.length_spread))
+                spread = 1 + self.length_spread
+                top = self.prefix_tokens + round((self.prompt_tokens + self.new_tokens) * spread)
             if top > max_context:
                 raise UserError("workload.prompt_tokens",
                                 f"longest request ({top} tokens) exceeds the model's context of "
@@ -125,14 +130,16 @@ class OnlineWorkload:
         allowed = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - allowed)
         if unknown:
-            raise UserError("workload", f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+            raise UserError("workload",
+                            f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
         return cls(**d)
 
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
         """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
         policies = group.get("policies", ["sequential", "dynamic", "continuous"])
-        if not isinstance(policies, list) or not policies or not all(isinstance(p, str) for p in policies):
+        if not isinstance(policies, list) or not policies or not all(
+                isinstance(p, str) for p in policies):
             raise UserError("policies", f"must be a non-empty list of: {', '.join(POLICIES)}")
         for p in policies:
             if p not in POLICIES:
@@ -141,7 +148,8 @@ class OnlineWorkload:
         rates = group.get("arrival_rates", [1.0])
         if not isinstance(rates, list) or not rates or not all(
                 isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-            raise UserError("arrival_rates", f"must be a non-empty list of numbers > 0, got {rates!r}")
+            raise UserError("arrival_rates",
+                            f"must be a non-empty list of numbers > 0, got {rates!r}")
         if arrival == "offline":
             rates = rates[:1]  # arrival rate means nothing when everything arrives at t = 0
         reuse = group.get("prefix_reuse", False)
