@@ -36,6 +36,11 @@ class Cell:
 
     def label(self) -> str:
         w = self.workload
+        if w.get("kind") == "online":
+            rate = "" if w.get("arrival") == "offline" else f" rate={w.get('arrival_rate_per_s')}/s"
+            return (f"{self.variant} online {w.get('policy')} {w.get('arrival')}{rate} "
+                    f"n={w.get('num_requests')}"
+                    + (" prefix-reuse" if w.get("prefix_reuse") else ""))
         return (f"{self.variant} bs={w.get('batch_size')} prompt={w.get('prompt_tokens')} "
                 f"new={w.get('new_tokens')}")
 
@@ -130,7 +135,7 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
         traceback.print_exc()
         settings.notes.append(f"fidelity failed: {one_line(exc)}")
     row["notes"] = "; ".join(settings.notes)
-    row["status"] = "ok"
+    row["status"] = row["status"] or "ok"  # a workload may have marked the row skipped
 
 
 __all__ = ["Cell", "run_cell", "UserError"]

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("infer_opt.commands.plugins", "list optimizations and whether they run here"),
     "models": ("infer_opt.commands.models", "list built-in models / prepare the default one"),
     "table": ("infer_opt.commands.table", "print the comparison table of a results CSV"),
+    "sweep": ("infer_opt.commands.sweep", "search the highest arrival rate meeting an SLO (online)"),
 }
 
 

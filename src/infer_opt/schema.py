@@ -29,9 +29,16 @@ ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "p
 # Output fidelity against the pinned fp32 baseline (see fidelity.py), untimed.
 FIDELITY = ["kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens", "perplexity",
             "logits_nonfinite_count"]
+# Online serving workloads (workload = "online"): the load, the policy, and what it achieved.
+# ttft/tpot/itl/e2e, output_tokens_per_s and requests_per_s above keep their meaning, per request.
+SERVING = ["policy", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",
+           "max_batch_size", "max_wait_ms", "prompts", "prefix_tokens", "prefix_reuse"] + [
+    f"queue_ms_{s}" for s in STAT_NAMES] + [
+    "goodput_requests_per_s", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms", "slo_target_pct",
+    "slo_met_pct", "meets_slo", "duration_s", "mean_batch_size", "prefix_prefill_ms"]
 
 COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
-           + FIDELITY)
+           + FIDELITY + SERVING)
 STATUSES = ("ok", "skipped", "failed")
 
 

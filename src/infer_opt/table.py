@@ -71,6 +71,8 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
             "reason / notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        if r.get("workload") == "online":
+            continue  # rendered in their own section below
         ref, same_batch = find_reference(r, rows, reference)
         speedup = match = ""
         if ref is not None and r["status"] == "ok":
@@ -96,7 +98,13 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
               f"threads, torch {env.get('torch_version', '')}, transformers "
               f"{env.get('transformers_version', '')}, measured bandwidth "
               f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")
-    return "\n".join(lines) + "\n" + footer + pareto_section(rows, reference)
+    from .serving.table import render_online
+
+    online = render_online(rows, tokens)
+    if online and all(r.get("workload") == "online" for r in rows):
+        lines = []  # nothing static to show: only the online section
+    return ("\n".join(lines) + "\n" + (online and "\n" + online) + footer
+            + pareto_section(rows, reference))
 
 
 def _kl(value: Any) -> str:

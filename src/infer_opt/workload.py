@@ -102,3 +102,12 @@ def workload_from_dict(d: dict[str, Any]) -> Any:
     if kind not in WORKLOAD_KINDS:
         raise UserError("workload", f"unknown kind {kind!r}; known: {', '.join(sorted(WORKLOAD_KINDS))}")
     return WORKLOAD_KINDS[kind].from_dict(d)
+
+
+def _register_online() -> None:
+    from .serving.workload import OnlineWorkload
+
+    WORKLOAD_KINDS["online"] = OnlineWorkload
+
+
+_register_online()

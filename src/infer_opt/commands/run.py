@@ -41,4 +41,9 @@ def main(args: argparse.Namespace) -> int:
     table = write_table(csv_path, reference=suite.reference)
     print(table.read_text(encoding="utf-8"))
     print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
+    from ..serving.plot import write_plot
+
+    png = write_plot(csv_path)  # online rows only: latency vs throughput per policy
+    if png is not None:
+        print(f"plot:    {png}", file=sys.stderr)
     return 0

@@ -1,0 +1,118 @@
+"""`infer-opt sweep`: per variant and policy of an online suite group, search the highest
+arrival rate that meets the group's SLO; every probe is a row; plot beside the CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="serving", help="suite name in bench/ or a .toml path")
+    p.add_argument("--group", default=None,
+                   help="name of an online group with an SLO (default: the first such group)")
+    p.add_argument("--model", default=None, help="override the suite's model")
+    p.add_argument("--variants", default=None, help="comma-separated subset of the group's variants")
+    p.add_argument("--max-doublings", type=int, default=5, help="doublings/halvings to bracket")
+    p.add_argument("--bisect-steps", type=int, default=3, help="bisections of the bracket")
+    p.add_argument("--out", default="results", help="directory for result files")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..cell import Cell
+    from ..errors import UserError
+    from ..models import resolve
+    from ..plugin import discover, parse_variant
+    from ..results import RunWriter
+    from ..roofline import measure_bandwidth_gb_per_s
+    from ..runner import new_run_id, resolve_device, run_one_local
+    from ..serving.plot import write_plot
+    from ..serving.sweep import search_max_rate
+    from ..suite import load_suite
+    from ..table import write_table
+
+    suite = load_suite(args.suite)
+    online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
+              and g.workloads[0].slos_ms() and g.workloads[0].arrival != "offline"]
+    if args.group is not None:
+        online = [g for g in online if g.name == args.group]
+    if not online:
+        raise UserError("group", f"no online group with arrival poisson/gamma and an SLO "
+                        f"(ttft_slo_ms, tpot_slo_ms or e2e_slo_ms) in {suite.path}"
+                        + (f" named {args.group!r}" if args.group else ""))
+    if args.max_doublings < 1 or args.bisect_steps < 0:
+        raise UserError("max-doublings", "must be >= 1 (and --bisect-steps >= 0)")
+    group = online[0]
+    known = discover()
+    variants = group.variants
+    if args.variants:
+        want = [v.strip() for v in args.variants.split(",")]
+        variants = [v for v in variants if v in want]
+        if not variants:
+            raise UserError("variants", f"none of {want} is in group {group.name!r}: {group.variants}")
+    for v in variants:
+        parse_variant(v, known)
+    templates = {}
+    for w in group.workloads:  # one per policy (and prefix_reuse); the first rate is the start
+        templates.setdefault((w.policy, w.prefix_reuse), w)
+
+    ref = resolve(args.model or suite.model)
+    device = resolve_device(suite.device)
+    bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
+    run_id = new_run_id(f"{suite.name}-sweep")
+    writer = RunWriter(Path(args.out), run_id)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    first = next(iter(templates.values()))
+    summary = [f"# Rate sweep {run_id}: group {group.name}, SLO {first.slos_ms()} ms, met by "
+               f">= {first.slo_target_pct}% of requests", ""]
+    index = 0
+    try:
+        for variant in variants:
+            for (policy, reuse), template in templates.items():
+                def passes(rate: float) -> bool:
+                    nonlocal index
+                    w = replace(template, arrival_rate_per_s=round(rate, 4))
+                    w.validate(ref.max_context)
+                    cell = Cell(run_id=run_id, suite=suite.name, index=index, model=asdict(ref),
+                                variant=variant, workload=w.to_dict(), device=device,
+                                threads=suite.threads, bandwidth_gb_per_s=bandwidth)
+                    index += 1
+                    row, samples = run_one_local(cell, suite.timeout_s)
+                    writer.add(row, samples)
+                    ok = row["status"] == "ok" and row.get("meets_slo") is True
+                    log(f"  {variant} {policy} rate {w.arrival_rate_per_s}/s: {row['status']} "
+                        f"SLO met {row.get('slo_met_pct', '')}% -> {'pass' if ok else 'fail'}")
+                    if row["status"] != "ok":
+                        raise _Stop(row.get("reason", ""))
+                    return ok
+
+                try:
+                    res = search_max_rate(passes, template.arrival_rate_per_s,
+                                          args.max_doublings, args.bisect_steps)
+                    best = "none (even the lowest rate failed)" if res.best_rate is None else \
+                        f"{res.best_rate:.3g} req/s"
+                    above = "" if res.first_fail is None else f", fails at {res.first_fail:.3g} req/s"
+                    if res.first_fail is None:
+                        above = " (never failed: raise --max-doublings)"
+                    line = f"- {variant} · {policy}" + (" · prefix reuse" if reuse else "") + \
+                        f": highest rate meeting the SLO {best}{above}; {len(res.probes)} probes"
+                except _Stop as stop:
+                    line = f"- {variant} · {policy}: probe did not run ({stop})"
+                summary.append(line)
+                log(line)
+    finally:
+        writer.close()
+        write_table(writer.csv_path, reference=suite.reference)
+    png = write_plot(writer.csv_path)
+    summary_path = writer.csv_path.with_name(run_id + ".sweep.md")
+    summary_path.write_text("\n".join(summary) + "\n", encoding="utf-8")
+    print("\n".join(summary))
+    print(f"results: {writer.csv_path}\nsummary: {summary_path}"
+          + (f"\nplot:    {png}" if png else ""), file=sys.stderr)
+    return 0
+
+
+class _Stop(Exception):
+    """A probe row was skipped or failed: the search for this variant/policy ends."""

@@ -1,0 +1,62 @@
+"""Latency against throughput, one curve per policy (and variant): <run>.serving.png.
+
+Each point is one online row (one arrival rate); x = output tokens/s achieved, y = latency.
+Left: TTFT p50 (solid) and p99 (dashed); right: TPOT p50 and p99. As the offered rate grows a
+policy's curve moves right until it saturates, then bends up: the knee is the most load it
+takes at acceptable latency. Needs matplotlib (extra `report`); without it no plot is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from collections import defaultdict
+from pathlib import Path
+
+
+def plot_path(csv_path: Path) -> Path:
+    return csv_path.with_name(csv_path.name.removesuffix(".csv") + ".serving.png")
+
+
+def write_plot(csv_path: Path) -> Path | None:
+    """Writes the plot beside the CSV; None when there are no online rows or no matplotlib."""
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
+        rows = [r for r in csv.DictReader(fh) if r.get("workload") == "online"
+                and r["status"] == "ok" and r.get("prompts") != "shared-prefix"]
+    if not rows or importlib.util.find_spec("matplotlib") is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        label = f"{r['policy']} · {r['variant']} · {r['arrival']}"
+        curves[label].append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, pts) in enumerate(sorted(curves.items())):
+        # Along the curve the offered rate grows; offline (everything at t = 0) is the limit.
+        pts.sort(key=lambda r: float(r["arrival_rate_per_s"] or "inf"))
+        x = [float(r["output_tokens_per_s"]) for r in pts]
+        color = f"C{i % 10}"
+        for ax, metric in zip(axes, ("ttft_ms", "tpot_ms")):
+            for stat, style in (("p50", "-"), ("p99", "--")):
+                y = [float(r[f"{metric}_{stat}"]) if r[f"{metric}_{stat}"] else float("nan")
+                     for r in pts]
+                ax.plot(x, y, style, marker="o", color=color,
+                        label=label if ax is axes[0] and stat == "p50" else None)
+    for ax, title in zip(axes, ("TTFT (ms)", "TPOT (ms)")):
+        ax.set_xlabel("output tokens/s (achieved)")
+        ax.set_ylabel(title)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{title} vs throughput (solid p50, dashed p99)")
+    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle(f"latency vs throughput per policy ({rows[0]['model']}, {rows[0]['device']})")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    out = plot_path(csv_path)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

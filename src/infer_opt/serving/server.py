@@ -1,0 +1,117 @@
+"""What a serving policy works with: requests, their timestamps, and the wall clock.
+
+Time is real: request i is due `arrival_s` seconds after the run starts, the server sleeps
+until a request is due when it has nothing else to do, and every stamp is `perf_counter` read
+after the step's tokens are on the host (the `.tolist()` of the greedy ids waits for the
+device, so CUDA work is finished when a stamp is taken).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Request:
+    """One request and what happened to it. Times are seconds since the run started."""
+
+    id: int
+    arrival_s: float
+    prompt: list[int]  # the tokens to prefill (after the shared prefix, when one is reused)
+    new_tokens: int
+    prompt_len: int = 0  # full prompt length, shared prefix included
+    admitted_s: float | None = None  # prefill started (queue wait ends)
+    stamps_s: list[float] = field(default_factory=list)  # when each output token was ready
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return len(self.tokens) >= self.new_tokens
+
+    def add(self, token: int, t: float) -> None:
+        if not self.done:
+            self.tokens.append(token)
+            self.stamps_s.append(t)
+
+
+class ServerClock:
+    """Seconds since start(), and sleeping until a time on that scale."""
+
+    def __init__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def sleep_until(self, t: float) -> None:
+        delay = t - self.now()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class Arrivals:
+    """Requests in arrival order; hands out those that are due."""
+
+    def __init__(self, requests: list[Request]) -> None:
+        self.pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
+        self._next = 0
+
+    def due(self, now: float) -> list[Request]:
+        out = []
+        while self._next < len(self.pending) and self.pending[self._next].arrival_s <= now:
+            out.append(self.pending[self._next])
+            self._next += 1
+        return out
+
+    def next_arrival_s(self) -> float | None:
+        if self._next < len(self.pending):
+            return self.pending[self._next].arrival_s
+        return None
+
+
+@dataclass
+class Stats:
+    """What the server loop saw: the batch size of every forward step."""
+
+    step_batch_sizes: list[int] = field(default_factory=list)
+
+
+Policy = Any  # a callable (engine, requests, clock, options, prefix) -> Stats
+
+
+def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefix: Any,
+                    stats: Stats) -> Any:
+    """Admit `batch`: prefill it as one padded batch, stamp each first token.
+
+    Returns the running batch without the rows that are already finished (new_tokens == 1),
+    or None when none is left.
+    """
+    now = clock.now()
+    for r in batch:
+        r.admitted_s = now
+    run, first = engine.prefill([r.prompt for r in batch], [r.id for r in batch], prefix)
+    t = clock.now()
+    stats.step_batch_sizes.append(len(batch))
+    for r, tok in zip(batch, first):
+        r.add(tok, t)
+    return engine.select(run, [i for i, r in enumerate(batch) if not r.done])
+
+
+def decode_stamped(engine: Any, run: Any, by_id: dict[int, Request], clock: ServerClock,
+                   stats: Stats) -> Any:
+    """One decode step for every row; finished rows leave. Returns the batch or None."""
+    toks = engine.decode(run)
+    t = clock.now()
+    stats.step_batch_sizes.append(run.size)
+    keep = []
+    for i, (rid, tok) in enumerate(zip(run.rows, toks)):
+        r = by_id[rid]
+        r.add(tok, t)
+        if not r.done:
+            keep.append(i)
+    return engine.select(run, keep)
