@@ -127,13 +127,14 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
         if name in row:
             row[name] = round(value, 3)
     # After the timed runs and memory readings: fidelity loads the baseline once per model.
-    try:
-        from .fidelity import measure_fidelity
+    if not row["status"]:  # a workload that skipped itself has nothing to score
+        try:
+            from .fidelity import measure_fidelity
 
-        measure_fidelity(ctx, row)
-    except Exception as exc:  # the timings stand; the row says why fidelity is missing
-        traceback.print_exc()
-        settings.notes.append(f"fidelity failed: {one_line(exc)}")
+            measure_fidelity(ctx, row)
+        except Exception as exc:  # the timings stand; the row says why fidelity is missing
+            traceback.print_exc()
+            settings.notes.append(f"fidelity failed: {one_line(exc)}")
     row["notes"] = "; ".join(settings.notes)
     row["status"] = row["status"] or "ok"  # a workload may have marked the row skipped
 
