@@ -31,6 +31,7 @@ model: setup
 
 bench: model
 	$(BIN)/infer-opt run --suite $(SUITE)
+	$(BIN)/infer-opt report results
 
 test: setup
 	$(BIN)/python -m pytest -q
