@@ -59,16 +59,22 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
         p50 = [_num(r.get(f"{metric}_p50")) or 0.0 for r in pts]
         p99 = [_num(r.get(f"{metric}_p99")) or 0.0 for r in pts]
         err = [[0.0] * len(pts), [max(b - a, 0.0) for a, b in zip(p50, p99)]]
-        ax.barh(ys, p50, xerr=err, color="tab:blue", alpha=0.75, capsize=3,
+        ax.barh(ys, p50, xerr=err, color="tab:blue", alpha=0.45, capsize=3,
                 error_kw={"ecolor": "black", "lw": 1})
-        for y, v in zip(ys, p50):
-            ax.text(v, y, f" {v:.3g}", va="center", ha="left", fontsize=7)
         positive = [v for v in p50 if v > 0]
-        if positive and max(positive) / min(positive) > 20:
+        log = bool(positive) and max(positive) / min(positive) > 20
+        if log:
             ax.set_xscale("log")
+        for y, a, b in zip(ys, p50, p99):  # values inside the bar's start, clear of the whisker
+            ax.text(min(positive) / 2 if log else 0, y, f" p50 {a:.3g} / p99 {b:.3g}",
+                    va="center", ha="left", fontsize=7, color="black")
         ax.set_title(f"{title}: bar p50, whisker p99", fontsize=10)
         ax.set_xlabel("ms (lower is better)")
         ax.grid(True, axis="x", alpha=0.3)
+    env = pts[0]
+    fig.suptitle(f"{env.get('model', '')} on {env.get('device', '')} "
+                 f"({env.get('gpu_name') or env.get('cpu_model', '')}, "
+                 f"{env.get('torch_threads', '')} threads)", fontsize=10)
     axes[0].set_yticks(ys)
     axes[0].set_yticklabels(labels, fontsize=8)
     axes[0].invert_yaxis()
