@@ -209,3 +209,8 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["compare", str(good), str(tmp_path / "none.csv")]) == 2
     assert "not found" in capsys.readouterr().err
     assert main(["compare", str(good), str(good), "--fail-above", "x=abc"]) == 2
+
+
+def test_ragged_samples_do_not_break_the_bootstrap() -> None:
+    point, lo, hi = bootstrap_ratio([[1.0, 2.0], [3.0]], [[2.0, 4.0, 6.0]], "p50", seed=0)
+    assert point == pytest.approx(2.0) and lo <= point <= hi

@@ -117,8 +117,9 @@ def read_run(path: Path) -> Run:
         raise UserError(field_name, f"{path} has a header but no rows")
     for i, row in enumerate(rows, start=2):
         if None in row or any(v is None for v in row.values()):
-            raise UserError(field_name, f"{path} line {i}: {len([v for v in row.values() if v is not None])}"
-                                        f" fields where the header has {len(columns)}")
+            fields = len([v for v in row.values() if v is not None]) + len(row.get(None) or [])
+            raise UserError(field_name, f"{path} line {i}: {fields} fields where the header "
+                                        f"has {len(columns)}")
         if row["schema_version"] != str(SCHEMA_VERSION):
             raise UserError(field_name, f"{path} has schema version {row['schema_version']!r}; "
                                         f"this infer-opt reads version {SCHEMA_VERSION}")
@@ -169,6 +170,8 @@ def run_samples(column: str, row: dict[str, str], s: dict[str, Any] | None
             # TPOT of a run = (e2e - ttft) / (n - 1) = the mean of its inter-token latencies.
             return [[math.fsum(run) / len(run)] for run in itl], stat
         return None
+    if row.get("workload") != "static-batch":
+        return None  # other workloads define throughput their own way: summary columns only
     b, p, n = _num(row.get("batch_size")), _num(row.get("prompt_tokens")), _num(row.get("new_tokens"))
     if b is None or p is None or n is None or not ttft or not e2e:
         return None
@@ -203,6 +206,10 @@ def bootstrap_ratio(old: Sequence[Sequence[float]], new: Sequence[Sequence[float
     import numpy as np
 
     rng = np.random.default_rng(seed)
+    if len({len(r) for r in old}) > 1 or len({len(r) for r in new}) > 1:
+        # Groups of unequal size (e.g. requests of different lengths): resample single values.
+        old = [[v] for r in old for v in r]
+        new = [[v] for r in new for v in r]
     a = np.asarray(old, dtype=float)  # [runs_old, values_per_run]
     b = np.asarray(new, dtype=float)  # [runs_new, values_per_run]
     point = float(_stat(b.ravel(), stat) / _stat(a.ravel(), stat))
@@ -342,11 +349,14 @@ def compare_metric(metric: str, old_row: dict[str, str], new_row: dict[str, str]
     else:
         ratio = new / old
     ci = None
-    a, b = run_samples(metric, old_row, old_s), run_samples(metric, new_row, new_s)
-    if a and b and a[1] == b[1] and old > 0 and new > 0:
-        _, lo, hi = bootstrap_ratio(a[0], b[0], a[1], resamples=resamples, seed=seed)
-        if math.isfinite(lo) and math.isfinite(hi):
-            ci = (lo, hi)
+    try:
+        a, b = run_samples(metric, old_row, old_s), run_samples(metric, new_row, new_s)
+        if a and b and a[1] == b[1] and old > 0 and new > 0:
+            _, lo, hi = bootstrap_ratio(a[0], b[0], a[1], resamples=resamples, seed=seed)
+            if math.isfinite(lo) and math.isfinite(hi):
+                ci = (lo, hi)
+    except (TypeError, ValueError):
+        ci = None  # samples of an unexpected shape: judged on the summary columns
     worse = ratio - 1.0 if better == "lower" else 1.0 - ratio  # > 0: worse, as a fraction
     if ci is None:
         clear_worse = clear_better = True  # no samples: the point ratio is all there is
