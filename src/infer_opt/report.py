@@ -100,6 +100,8 @@ def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
         pts.sort()
         ax.plot([b for b, _ in pts], [t for _, t in pts], "o-", label=key)
     ax.set_xscale("log", base=2)
+    sizes = sorted({b for pts in series.values() for b, _ in pts})
+    ax.set_xticks(sizes, [f"{b:g}" for b in sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("decode tokens/s, all requests (higher is better)")
     ax.set_title("Throughput vs batch size (static batch)")
