@@ -119,7 +119,7 @@ class Point:
 
 def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
             gen_lengths: Sequence[int], cached_lengths: Sequence[int], prompt_tokens: int,
-            repeats: int, log: Callable[[str], None]) -> list[Point]:
+            repeats: int, attn_repeats: int, log: Callable[[str], None]) -> list[Point]:
     import torch
 
     from .backends.torch_backend import TorchBackend
@@ -136,7 +136,7 @@ def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     for n in attn_lengths:
-        t = time_attention(n, heads, head_dim, repeats, device)
+        t = time_attention(n, heads, head_dim, attn_repeats, device)
         points.append(Point("attention", n, t))
         log(f"attention n={n}: {t * 1e3:.2f} ms")
     prompts = prompt_batch(1, prompt_tokens, ref.vocab_size, load_tokenizer(ref))  # [1, P]
