@@ -214,3 +214,14 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_ragged_samples_do_not_break_the_bootstrap() -> None:
     point, lo, hi = bootstrap_ratio([[1.0, 2.0], [3.0]], [[2.0, 4.0, 6.0]], "p50", seed=0)
     assert point == pytest.approx(2.0) and lo <= point <= hi
+
+
+def test_slowed_run_against_a_normal_run_by_variant(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    normal = write_run(tmp_path / "normal.csv", [fake_cell(0, "kv-cache", 10.0, 1)])
+    slowed = write_run(tmp_path / "slowed.csv", [fake_cell(0, "kv-cache+test-slow", 11.5, 2)])
+    assert main(["compare", str(normal), str(slowed)]) == 2  # nothing matches: not a pass
+    assert "no row of slowed.csv matches a row of normal.csv" in capsys.readouterr().err
+    assert main(["compare", str(normal), str(slowed), "--baseline-variant", "kv-cache"]) == 1
+    tail = capsys.readouterr().out.split("REGRESSION in 1 of 1 rows:", 1)[1]
+    assert "kv-cache+test-slow static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +" in tail

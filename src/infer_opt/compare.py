@@ -412,40 +412,49 @@ def compare_runs(old: Run, new: Run, thresholds: Sequence[str] = (), resamples: 
                                   resamples, seed))
     only_old = [_label(ko[k]) for k in ko if k not in kn]
     only_new = [_label(kn[k]) for k in kn if k not in ko]
+    if not rows:
+        # A gate that matched nothing must not pass silently (wrong file, renamed variants).
+        raise UserError("csv", f"no row of {new.path.name} matches a row of {old.path.name} on "
+                               f"{', '.join(JOIN_COLUMNS)}; to compare different variants use "
+                               f"--baseline-variant")
     return Comparison(f"{new.path.name} vs {old.path.name}", rows, only_old, only_new, notes,
                       default)
 
 
 def compare_to_variant(run: Run, baseline: str, thresholds: Sequence[str] = (),
-                       resamples: int = 2000, seed: int = 0) -> Comparison:
-    """Every other variant of one run against `baseline` on the same workload."""
+                       resamples: int = 2000, seed: int = 0, base_run: Run | None = None
+                       ) -> Comparison:
+    """Every variant of `run` against variant `baseline` of `base_run` (default: the same run)
+    on the same workload; in one run, the baseline's own rows are not compared."""
     default, per = parse_thresholds(thresholds)
-    variants = sorted({r["variant"] for r in run.rows})
+    base_run = base_run or run
+    same = base_run is run
+    variants = sorted({r["variant"] for r in base_run.rows})
     if baseline not in variants:
-        raise UserError("--baseline-variant", f"{baseline!r} is not in {run.path.name}; "
+        raise UserError("--baseline-variant", f"{baseline!r} is not in {base_run.path.name}; "
                                               f"variants there: {', '.join(variants)}")
-    notes = [run.samples_note] if run.samples_note else []
-    use_workload = bool(run.samples)
+    notes = [n for n in {base_run.samples_note, run.samples_note} if n]
+    use_workload = bool(run.samples) and bool(base_run.samples)
     drop = ("variant", "backend")
     base: dict[tuple[str, ...], dict[str, str]] = {}
-    for row in run.rows:
+    for row in base_run.rows:
         if row["variant"] == baseline:
-            base.setdefault(row_key(run, row, use_workload, drop), row)
-    metrics = _metric_columns(run, run)
+            base.setdefault(row_key(base_run, row, use_workload, drop), row)
+    metrics = _metric_columns(base_run, run)
     rows, unmatched = [], []
-    # Each other row is keyed without its variant and backend and matched to the base row.
+    # Each row is keyed without its variant and backend and matched to the baseline's row.
     for row in run.rows:
-        if row["variant"] == baseline:
+        if same and row["variant"] == baseline:
             continue
         ref = base.get(row_key(run, row, use_workload, drop))
         if ref is None:
             unmatched.append(_label(row))
             continue
-        rows.append(_compare_pair(_label(row), ref, row, run.samples.get(ref["cell_index"]),
+        rows.append(_compare_pair(_label(row), ref, row, base_run.samples.get(ref["cell_index"]),
                                   run.samples.get(row["cell_index"]), metrics, default, per,
                                   resamples, seed))
-    return Comparison(f"variants of {run.path.name} vs {baseline}", rows, [], unmatched, notes,
-                      default)
+    where = run.path.name if same else f"{run.path.name} vs {base_run.path.name}"
+    return Comparison(f"variants of {where}: {baseline}", rows, [], unmatched, notes, default)
 
 
 # --- output ---------------------------------------------------------------------------------
