@@ -32,6 +32,7 @@ model: setup
 
 bench: model
 	$(BIN)/infer-opt run --suite $(SUITE)$(if $(EXECUTOR), --executor $(EXECUTOR))$(if $(RAY_ADDRESS), --address $(RAY_ADDRESS))
+	$(BIN)/infer-opt report results
 
 test: setup
 	$(BIN)/python -m pytest -q

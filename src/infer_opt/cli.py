@@ -16,6 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("infer_opt.commands.models", "list built-in models / prepare the default one"),
     "table": ("infer_opt.commands.table", "print the comparison table of a results CSV"),
     "sweep": ("infer_opt.commands.sweep", "search the highest arrival rate meeting an SLO (online)"),
+    "compare": ("infer_opt.commands.compare", "compare two result CSVs; exit 1 on a regression"),
+    "report": ("infer_opt.commands.report", "write a markdown report with plots beside a CSV"),
+    "complexity": ("infer_opt.commands.complexity", "fit time-vs-length exponents (O(n^2) checks)"),
+    "import-benchmark": ("infer_opt.commands.import_benchmark",
+                         "convert pytest-benchmark JSON into a results CSV"),
 }
 
 

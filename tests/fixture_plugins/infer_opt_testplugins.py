@@ -51,3 +51,28 @@ class NeedsMissingPackage(Plugin):
 
     def apply(self, settings: Settings) -> None:
         settings.notes.append("unreachable")
+
+
+class Slows(Plugin):
+    """Adds 15% to every forward step (prefill and each decode step): a known regression."""
+
+    name = "test-slow"
+    summary = "busy-waits 15% of each measured step: a deliberate regression for compare tests"
+    extra = 0.15
+
+    def apply(self, settings: Settings) -> None:
+        extra = self.extra
+
+        def wrap(step: Any, s: Settings) -> Any:
+            def slowed(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                out = step(*args, **kwargs)  # CPU: the logits are ready when it returns
+                until = time.perf_counter() + extra * (time.perf_counter() - t0)
+                while time.perf_counter() < until:  # spin: sleep() is too coarse for ~0.1 ms
+                    pass
+                return out
+
+            return slowed
+
+        settings.step_wrappers.append(wrap)
+        settings.notes.append(f"test-slow: +{extra:.0%} per step")

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("csv", help="a results CSV, or a directory (its newest run is reported)")
+    p.add_argument("--reference", default="baseline",
+                   help="variant speedups and fidelity are measured against")
+
+
+def main(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..report import newest_csv, write_report
+
+    path = Path(args.csv)
+    if path.is_dir():
+        path = newest_csv(path)
+    elif not path.is_file():
+        raise UserError("csv", f"file or directory {str(path)!r} not found")
+    out = write_report(path, args.reference)
+    print(f"report: {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,245 @@
+"""A run's report: markdown with PNG plots, written beside the CSV.
+
+<stem>.report.md          the table, the plots, what each shows, and what was left out and why
+<stem>.latency.png        TTFT and TPOT per row: bar at p50, whisker up to p99
+<stem>.throughput.png     decode tokens/s vs batch size, one line per variant
+<stem>.fidelity.png       speedup vs KL divergence from the reference (rows with kl_mean)
+<stem>.serving.png        latency vs offered load (rows of workloads other than static-batch)
+
+Plots use matplotlib's Agg backend: no display needed. Columns another workload or plugin adds
+are used when present; a plot whose columns are absent is skipped and the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .table import find_reference
+from .table import render as render_table
+
+# Columns that may carry the offered load of a serving workload, in order of preference.
+LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offered_rate_per_s",
+                "concurrency", "max_concurrency", "num_clients")
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _label(r: dict[str, str]) -> str:
+    return f"{r['variant']} bs{r.get('batch_size', '')} p{r.get('prompt_tokens', '')}/n{r.get('new_tokens', '')}"
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
+    pts = [r for r in rows if r["status"] == "ok" and _num(r.get("ttft_ms_p50")) is not None]
+    if not pts:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(pts) + 1.6), sharey=True)
+    labels = [_label(r) for r in pts]
+    ys = list(range(len(pts)))
+    for ax, metric, title in ((axes[0], "ttft_ms", "TTFT (time to first token)"),
+                              (axes[1], "tpot_ms", "TPOT (time per output token)")):
+        p50 = [_num(r.get(f"{metric}_p50")) or 0.0 for r in pts]
+        p99 = [_num(r.get(f"{metric}_p99")) or 0.0 for r in pts]
+        err = [[0.0] * len(pts), [max(b - a, 0.0) for a, b in zip(p50, p99)]]
+        ax.barh(ys, p50, xerr=err, color="tab:blue", alpha=0.45, capsize=3,
+                error_kw={"ecolor": "black", "lw": 1})
+        positive = [v for v in p50 if v > 0]
+        log = bool(positive) and max(positive) / min(positive) > 20
+        if log:
+            ax.set_xscale("log")
+        for y, a, b in zip(ys, p50, p99):  # values inside the bar's start, clear of the whisker
+            ax.text(min(positive) / 2 if log else 0, y, f" p50 {a:.3g} / p99 {b:.3g}",
+                    va="center", ha="left", fontsize=7, color="black")
+        ax.set_title(f"{title}: bar p50, whisker p99", fontsize=10)
+        ax.set_xlabel("ms (lower is better)")
+        ax.grid(True, axis="x", alpha=0.3)
+    env = pts[0]
+    fig.suptitle(f"{env.get('model', '')} on {env.get('device', '')} "
+                 f"({env.get('gpu_name') or env.get('cpu_model', '')}, "
+                 f"{env.get('torch_threads', '')} threads)", fontsize=10)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels(labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        bs, tps = _num(r.get("batch_size")), _num(r.get("decode_tokens_per_s"))
+        if r["status"] != "ok" or r.get("workload") != "static-batch" or bs is None or tps is None:
+            continue
+        key = f"{r['variant']} p{r['prompt_tokens']}/n{r['new_tokens']}"
+        series.setdefault(key, []).append((bs, tps))
+    if not any(len({b for b, _ in v}) > 1 for v in series.values()):
+        return False  # one batch size per variant: the latency plot already shows it
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([b for b, _ in pts], [t for _, t in pts], "o-", label=key)
+    ax.set_xscale("log", base=2)
+    sizes = sorted({b for pts in series.values() for b, _ in pts})
+    ax.set_xticks(sizes, [f"{b:g}" for b in sizes])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("decode tokens/s, all requests (higher is better)")
+    ax.set_title("Throughput vs batch size (static batch)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def plot_fidelity(rows: list[dict[str, str]], reference: str, path: Path) -> bool:
+    pts = []
+    for r in rows:
+        kl = _num(r.get("kl_mean"))
+        if r["status"] != "ok" or kl is None:
+            continue
+        ref, _ = find_reference(r, rows, reference)
+        mine = _num(r.get("decode_tokens_per_s"))
+        theirs = _num(ref.get("decode_tokens_per_s")) if ref else None
+        if mine and theirs:
+            pts.append((kl, mine / theirs, r["variant"]))
+    if not pts:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # One colour per variant (its rows at several batch sizes share it), named in the legend.
+    for variant in sorted({p[2] for p in pts}):
+        mine_pts = [p for p in pts if p[2] == variant]
+        ax.scatter([p[0] for p in mine_pts], [p[1] for p in mine_pts], label=variant, alpha=0.8)
+    ax.set_xscale("symlog", linthresh=1e-6)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xlabel(f"KL divergence from {reference} (kl_mean; lower is better)")
+    ax.set_ylabel(f"decode speedup vs {reference}")
+    ax.set_title("Speed bought vs fidelity given up (one point per row)")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> str | None:
+    """Latency vs offered load for non-static-batch rows. Returns the load column, or None."""
+    online = [r for r in rows if r["status"] == "ok" and r.get("workload", "static-batch")
+              not in ("", "static-batch")]
+    xcol = next((c for c in LOAD_COLUMNS if c in columns
+                 and any(_num(r.get(c)) is not None for r in online)), None)
+    if not online or xcol is None:
+        return None
+    plt = _plt()
+    metrics = [m for m in ("ttft_ms", "tpot_ms", "e2e_ms") if f"{m}_p50" in columns]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4), squeeze=False)
+    by_variant: dict[str, list[dict[str, str]]] = {}
+    for r in online:
+        by_variant.setdefault(f"{r['variant']} ({r['workload']})", []).append(r)
+    for ax, m in zip(axes[0], metrics):
+        for name, rs in sorted(by_variant.items()):
+            rs = sorted((r for r in rs if _num(r.get(xcol)) is not None),
+                        key=lambda r: _num(r[xcol]) or 0.0)
+            xs = [_num(r[xcol]) for r in rs]
+            line = ax.plot(xs, [_num(r.get(f"{m}_p50")) for r in rs], "o-", label=f"{name} p50")[0]
+            if f"{m}_p99" in columns:
+                ax.plot(xs, [_num(r.get(f"{m}_p99")) for r in rs], "--", color=line.get_color(),
+                        label=f"{name} p99")
+        ax.set_xlabel(xcol)
+        ax.set_ylabel(f"{m} (lower is better)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Serving: latency vs offered load")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return xcol
+
+
+def newest_csv(directory: Path) -> Path:
+    """The newest results CSV in a directory (by name: run ids start with a UTC stamp)."""
+    from .compare import samples_path_for
+
+    found = sorted(p for p in directory.glob("*.csv") if samples_path_for(p).is_file())
+    if not found:
+        raise UserError("csv", f"no results CSV (with its .samples.jsonl) in {directory}")
+    return found[-1]
+
+
+def write_report(csv_path: Path, reference: str = "baseline") -> Path:
+    from .compare import read_run
+
+    run = read_run(csv_path)  # the same checks as compare: schema version, shape
+    rows, columns = run.rows, run.columns
+    stem = csv_path.name.removesuffix(".csv")
+    out_dir = csv_path.parent
+    lines = [f"# Report: {stem}", "",
+             f"Rows: {len(rows)} ({sum(r['status'] == 'ok' for r in rows)} ok, "
+             f"{sum(r['status'] == 'skipped' for r in rows)} skipped, "
+             f"{sum(r['status'] == 'failed' for r in rows)} failed). Source: `{csv_path.name}`; "
+             f"raw samples: `{stem}.samples.jsonl`.", ""]
+    skipped: list[str] = []
+
+    latency = out_dir / f"{stem}.latency.png"
+    if plot_latency(rows, latency):
+        lines += ["## Latency per row", "",
+                  "Bars are the median (p50) over timed runs; whiskers reach the p99. TTFT "
+                  "includes the prompt's prefill; TPOT is (e2e - TTFT) / (new tokens - 1).", "",
+                  f"![latency]({latency.name})", ""]
+    else:
+        skipped.append("latency: no ok row with latency columns")
+    throughput = out_dir / f"{stem}.throughput.png"
+    if plot_throughput(rows, throughput):
+        lines += ["## Throughput vs batch size", "",
+                  "Decode tokens/s summed over the batch (median over runs).", "",
+                  f"![throughput]({throughput.name})", ""]
+    else:
+        skipped.append("throughput vs batch size: no variant was run at two or more batch sizes")
+    fidelity = out_dir / f"{stem}.fidelity.png"
+    if "kl_mean" not in columns:
+        skipped.append("speedup vs fidelity: this CSV has no kl_mean column")
+    elif plot_fidelity(rows, reference, fidelity):
+        lines += ["## Speedup vs fidelity", "",
+                  f"Each point is a row with a KL divergence from `{reference}`; its speedup is "
+                  f"decode tokens/s over `{reference}` on the same lengths.", "",
+                  f"![fidelity]({fidelity.name})", ""]
+    else:
+        skipped.append(f"speedup vs fidelity: no ok row with kl_mean and a {reference} row")
+    serving = out_dir / f"{stem}.serving.png"
+    xcol = plot_serving(rows, columns, serving)
+    if xcol:
+        lines += ["## Serving curves", "", f"Latency percentiles vs `{xcol}` per variant.", "",
+                  f"![serving]({serving.name})", ""]
+    else:
+        skipped.append("serving curves: no ok row of a serving workload with an offered-load "
+                       f"column ({', '.join(LOAD_COLUMNS[:3])}, ...)")
+    lines += ["## Table", "", render_table(csv_path, reference)]
+    if skipped:
+        lines += ["## Not plotted", ""] + [f"- {s}" for s in skipped] + [""]
+    out = out_dir / f"{stem}.report.md"
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out

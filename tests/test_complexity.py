@@ -1,0 +1,54 @@
+"""Power-law fits (exact on synthetic data) and the complexity command on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from infer_opt.cli import main
+from infer_opt.complexity import fit_power_law
+
+
+def test_exact_quadratic_fit() -> None:
+    ns = [16, 32, 64, 128, 256]
+    fit = fit_power_law(ns, [3.0 * n**2 for n in ns])
+    assert fit.exponent == pytest.approx(2.0, abs=1e-12)
+    assert fit.coefficient == pytest.approx(3.0, rel=1e-12)
+    assert fit.r2 == pytest.approx(1.0, abs=1e-12)
+    assert fit.points == 5
+
+
+def test_linear_plus_constant_fit_is_below_one() -> None:
+    ns = [10, 100, 1000]
+    fit = fit_power_law(ns, [100 + n for n in ns])  # overhead bends the log-log line
+    assert 0.4 < fit.exponent < 0.9 and fit.r2 < 1.0
+
+
+def test_fit_rejects_bad_points() -> None:
+    for ns, ts in (([1], [1.0]), ([2, 2], [1.0, 2.0]), ([1, 2], [0.0, 1.0])):
+        with pytest.raises(ValueError):
+            fit_power_law(ns, ts)
+
+
+def test_complexity_command_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["complexity", "--model", "tiny-random", "--threads", "1", "--repeats", "1",
+                 "--attn-lengths", "32,64", "--gen-lengths", "4,8", "--cached-lengths", "4,8",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for series in ("attention", "generate-no-cache", "generate-kv-cache"):
+        assert f"| {series} |" in out
+    [csv_path] = tmp_path.glob("*-complexity.csv")
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["series"], r["n"]) for r in rows] == [
+        ("attention", "32"), ("attention", "64"), ("generate-no-cache", "4"),
+        ("generate-no-cache", "8"), ("generate-kv-cache", "4"), ("generate-kv-cache", "8")]
+    assert all(float(r["time_ms"]) > 0 for r in rows)
+    assert csv_path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_complexity_bad_lengths(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["complexity", "--gen-lengths", "8"]) == 2
+    assert "lengths: need at least two distinct integers" in capsys.readouterr().err
