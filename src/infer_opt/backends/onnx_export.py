@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -188,14 +189,22 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
         if not (target / MODEL_FILE).is_file():
             t0 = time.perf_counter()
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-            _child(["export", model_path, dtype, attn, str(build)])
+            try:
+                _child(["export", model_path, dtype, attn, str(build)])
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
             info["export_s"] = time.perf_counter() - t0
             _publish(build, target)
         if int8 and not (target / INT8_FILE).is_file():
             t0 = time.perf_counter()
             # Quantize into a scratch folder, then move both files in: never a half-written file.
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-            _child(["int8", str(target), str(build)])
+            try:
+                _child(["int8", str(target), str(build)])
+            except BaseException:
+                shutil.rmtree(build, ignore_errors=True)
+                raise
             os.replace(build / INT8_DATA_FILE, target / INT8_DATA_FILE)
             os.replace(build / INT8_FILE, target / INT8_FILE)
             build.rmdir()
