@@ -44,13 +44,18 @@ from .base import BatchRun, ModelFacts
 from .torch_backend import DTYPES, kv_bytes_per_token
 
 
-def _param_bytes(model: torch.nn.Module) -> int:
-    seen: set[int] = set()
+def checkpoint_params(model_dir: Path) -> int:
+    """Number of parameters in the model's safetensors files (read from headers only)."""
+    from safetensors import safe_open
+
     total = 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
+    for f in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for name in fh.keys():
+                numel = 1
+                for d in fh.get_slice(name).get_shape():
+                    numel *= int(d)
+                total += numel
     return total
 
 
@@ -86,12 +91,13 @@ class VLLMBackend:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(ref.path)
-        try:
-            weight = int(self.llm.apply_model(_param_bytes)[0])
-            how = "loaded parameters"
-        except Exception:  # older/newer vLLM without apply_model, or a multiprocess engine
-            weight = sum(f.stat().st_size for f in Path(ref.path).glob("*.safetensors"))
-            how = "safetensors file size"
+        # vLLM's CPU kernels repack linear weights outside nn.Parameters (summing the loaded
+        # module's parameters saw only the embedding), so count the checkpoint's parameters at
+        # the serving dtype. With vllm_quantization set this is the unquantized size (noted).
+        weight = checkpoint_params(Path(ref.path)) * torch.tensor([], dtype=DTYPES[settings.dtype]).element_size()
+        how = "checkpoint parameters x dtype size"
+        if opts.get("vllm_quantization"):
+            how += f", before {opts['vllm_quantization']} quantization"
         self.facts = ModelFacts(weight_bytes=weight,
                                 kv_bytes_per_token=kv_bytes_per_token(config, DTYPES[settings.dtype]),
                                 load_s=load_s, extra={"weight_bytes_from": how})
