@@ -4,7 +4,7 @@
 <stem>.latency.png        TTFT and TPOT per row: bar at p50, whisker up to p99
 <stem>.throughput.png     decode tokens/s vs batch size, one line per variant
 <stem>.fidelity.png       speedup vs KL divergence from the reference (rows with kl_mean)
-<stem>.serving.png        latency vs offered load (rows of workloads other than static-batch)
+<stem>.load.png           latency vs offered load (rows of workloads other than static-batch)
 
 Plots use matplotlib's Agg backend: no display needed. Columns another workload or plugin adds
 are used when present; a plot whose columns are absent is skipped and the report says so.
@@ -229,7 +229,7 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
                   f"![fidelity]({fidelity.name})", ""]
     else:
         skipped.append(f"speedup vs fidelity: no ok row with kl_mean and a {reference} row")
-    serving = out_dir / f"{stem}.serving.png"
+    serving = out_dir / f"{stem}.load.png"  # <stem>.serving.png is the run's own curve
     xcol = plot_serving(rows, columns, serving)
     if xcol:
         lines += ["## Serving curves", "", f"Latency percentiles vs `{xcol}` per variant.", "",
