@@ -14,7 +14,8 @@ from ..plugin import Plugin, Settings
 
 class Int8DynamicAO(Plugin):
     name = "int8-dynamic-ao"
-    summary = "torch.ao quantize_dynamic int8 Linear (fbgemm; deprecated API, CPU, fp32 only)"
+    summary = ("torch.ao quantize_dynamic int8 Linear, per-channel weights (fbgemm; deprecated "
+               "API, CPU, fp32 only)")
 
     def unavailable_reason(self, device: str) -> str | None:
         if device != "cpu":
@@ -31,7 +32,9 @@ class Int8DynamicAO(Plugin):
                 raise ValueError(f"{self.name} quantizes float32 Linear layers; dtype is {s.dtype}")
             with warnings.catch_warnings():  # its own deprecation warning, already in the notes
                 warnings.simplefilter("ignore")
-                return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                              dtype=torch.qint8)
+                # Per-output-channel weight scales: one per-tensor scale for the 49k-row
+                # lm_head (tied to the embeddings, wide range) costs far more fidelity.
+                spec = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+                return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
         settings.model_transforms.append(transform)
