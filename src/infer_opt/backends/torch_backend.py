@@ -89,6 +89,10 @@ def weight_bytes(model: torch.nn.Module) -> int:
             for t in unpack():
                 if isinstance(t, torch.Tensor):
                     total += t.numel() * t.element_size()
+                    if t.is_quantized and t.qscheme() in (torch.per_channel_affine,
+                                                          torch.per_channel_symmetric):
+                        for q in (t.q_per_channel_scales(), t.q_per_channel_zero_points()):
+                            total += q.numel() * q.element_size()
     return total
 
 

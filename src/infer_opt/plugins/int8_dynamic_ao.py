@@ -14,7 +14,8 @@ from ..plugin import Plugin, Settings
 
 class Int8DynamicAO(Plugin):
     name = "int8-dynamic-ao"
-    summary = "torch.ao quantize_dynamic int8 Linear (fbgemm; deprecated API, CPU, fp32 only)"
+    summary = ("torch.ao quantize_dynamic int8 Linear, per-channel weights (fbgemm; deprecated "
+               "API, CPU, fp32 only)")
 
     def unavailable_reason(self, device: str) -> str | None:
         if device != "cpu":
@@ -31,7 +32,12 @@ class Int8DynamicAO(Plugin):
                 raise ValueError(f"{self.name} quantizes float32 Linear layers; dtype is {s.dtype}")
             with warnings.catch_warnings():  # its own deprecation warning, already in the notes
                 warnings.simplefilter("ignore")
-                return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                              dtype=torch.qint8)
+                # Per-output-channel weight scales; the lm_head (tied to the embeddings) stays
+                # fp32: 8-bit activations into the 49k-way output layer cost most of the fidelity.
+                head = model.get_output_embeddings()
+                qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
+                spec = {name: qconfig for name, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and m is not head}
+                return torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8)
 
         settings.model_transforms.append(transform)
