@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .results import parse_number as _num
 from . import SCHEMA_VERSION
 from .errors import UserError
 from .schema import ENVIRONMENT, IDENTITY, STATUS
@@ -142,12 +143,6 @@ def read_run(path: Path) -> Run:
 
 # --- per-run samples of a metric ------------------------------------------------------------
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def run_samples(column: str, row: dict[str, str], s: dict[str, Any] | None

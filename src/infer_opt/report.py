@@ -12,10 +12,10 @@ are used when present; a plot whose columns are absent is skipped and the report
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
+from .results import parse_number as _num
 from .errors import UserError
 from .table import find_reference
 from .table import render as render_table
@@ -25,12 +25,6 @@ LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offer
                 "concurrency", "max_concurrency", "num_clients")
 
 
-def _num(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _label(r: dict[str, str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ class RunWriter:
     def close(self) -> None:
         self._csv.close()
         self._samples.close()
+
+
+def parse_number(value: Any) -> float | None:
+    """A CSV cell as a finite float; None for empty, text, nan or inf."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:

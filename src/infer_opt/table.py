@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from .results import read_samples
+from .results import parse_number as _num, read_samples
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:
@@ -15,11 +15,6 @@ def read_rows(csv_path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _num(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _key(row: dict[str, str]) -> tuple[str, str, str, str]:
@@ -108,6 +103,8 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
 
 
 def _kl(value: Any) -> str:
+    if str(value) in ("inf", "nan"):  # non-finite logits must stay visible
+        return str(value)
     v = _num(value)
     return "" if v is None else f"{v:.2g}"
 

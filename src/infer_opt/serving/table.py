@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..results import parse_number as _num
+
 ONLINE = "online"
 # Columns that describe the load; rows equal on all of them served the same requests.
 LOAD_KEYS = ("model", "variant", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",
              "prompt_tokens", "new_tokens", "prompts", "prefix_tokens")
 
 
-def _num(v: Any) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def _f(v: Any, digits: int = 1) -> str:
