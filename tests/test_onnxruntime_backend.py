@@ -133,3 +133,14 @@ def test_stacks() -> None:
 def test_bf16_is_refused_by_the_backend() -> None:
     with pytest.raises(UserError, match="float32 or float16"):
         _backend("ort+bf16")
+
+
+def test_int8_uses_7bit_weights_where_int8_kernels_saturate() -> None:
+    from infer_opt.backends.onnx_export import INT8_FILES, int8_saturates
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
+    vnni = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n"
+    assert int8_saturates("x86_64", avx2) is True
+    assert int8_saturates("x86_64", vnni) is False
+    assert int8_saturates("aarch64", avx2) is False  # ARM kernels accumulate in int32
+    assert INT8_FILES[True][0] != INT8_FILES[False][0]  # the two graphs never share a cache file

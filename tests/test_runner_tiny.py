@@ -65,6 +65,21 @@ def test_ok_rows_have_metrics(tiny_run) -> None:
             assert r["schema_version"] == "1"
 
 
+def test_fidelity_is_measured_once_per_variant_and_reused(tiny_run) -> None:
+    rows, csv_path = tiny_run
+    from infer_opt.fidelity import FIDELITY_COLUMNS
+
+    for variant in ("baseline", "kv-cache", "static-cache", "kv-cache+sdpa"):
+        first, second = by(rows, variant, "1"), by(rows, variant, "3")
+        assert "fidelity: measured once" not in first["notes"]
+        assert f"fidelity: measured once per variant, in cell {first['cell_index']}" in second["notes"]
+        assert [second[c] for c in FIDELITY_COLUMNS] == [first[c] for c in FIDELITY_COLUMNS]
+    run_id = rows[0]["run_id"]
+    from infer_opt.fidelity import run_store_dir
+
+    assert not run_store_dir(run_id).exists()  # the run's store is removed when it ends
+
+
 def test_baseline_row_is_pinned(tiny_run) -> None:
     rows, _ = tiny_run
     r = by(rows, "baseline")
@@ -104,6 +119,14 @@ def test_table_shows_speedup_and_match(tiny_run) -> None:
     line = next(ln for ln in text.splitlines() if ln.startswith("| kv-cache | 3 |"))
     assert "x |" in line and "| 6/6 |" in line
     assert "needs CUDA" in text
+
+
+def test_table_divides_by_another_reference_too(tiny_run) -> None:
+    _, csv_path = tiny_run
+    text = render(csv_path, "baseline", ["kv-cache"]).split("## Speedup vs fidelity", 1)[1]
+    assert "| front | variant | speedup | vs kv-cache | KL mean |" in text
+    own = next(ln for ln in text.splitlines() if "| kv-cache | " in ln)
+    assert own.split(" | ")[3] == "1.00x"  # kv-cache against itself, exactly
 
 
 def test_greedy_match_prefix() -> None:

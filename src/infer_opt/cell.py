@@ -129,9 +129,14 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     # After the timed runs and memory readings: fidelity loads the baseline once per model.
     if not row["status"]:  # a workload that skipped itself has nothing to score
         try:
-            from .fidelity import measure_fidelity
+            from .fidelity import keep_fidelity, measure_fidelity, reuse_fidelity
 
-            measure_fidelity(ctx, row)
+            measured_in = reuse_fidelity(cell, row)
+            if measured_in is None:
+                measure_fidelity(ctx, row)
+                keep_fidelity(cell, row)
+            else:
+                settings.notes.append(f"fidelity: measured once per variant, in cell {measured_in}")
         except Exception as exc:  # the timings stand; the row says why fidelity is missing
             traceback.print_exc()
             settings.notes.append(f"fidelity failed: {one_line(exc)}")

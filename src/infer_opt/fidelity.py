@@ -173,6 +173,47 @@ def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
     )
 
 
+# --- once per variant per run ----------------------------------------------------------------
+# Fidelity depends on the model, the variant, the device and the thread count, never on the
+# workload: within one run, the first ok cell of a variant measures it and later cells of the
+# same variant reuse its columns (the row says which cell measured them). Kept beside the
+# reference cache, keyed by run, so cells in separate processes (or on one Ray node) share it.
+
+FIDELITY_COLUMNS = ("kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens",
+                    "perplexity", "logits_nonfinite_count")
+
+
+def run_store_dir(run_id: str) -> Path:
+    return cache_root() / "fidelity" / "runs" / run_id
+
+
+def _run_store_path(cell: Any) -> Path:
+    key = json.dumps([cell.model.get("path"), cell.variant, cell.device, cell.threads])
+    return run_store_dir(cell.run_id) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def reuse_fidelity(cell: Any, row: dict[str, Any]) -> int | None:
+    """Copy the fidelity columns measured earlier in this run for this variant into `row`;
+    returns the index of the cell that measured them, or None (nothing stored yet)."""
+    path = _run_store_path(cell)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    row.update({c: stored["columns"][c] for c in FIDELITY_COLUMNS})
+    return int(stored["cell_index"])
+
+
+def keep_fidelity(cell: Any, row: dict[str, Any]) -> None:
+    path = _run_store_path(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{cell.index}.tmp")
+    tmp.write_text(json.dumps({"cell_index": cell.index,
+                               "columns": {c: row[c] for c in FIDELITY_COLUMNS}}),
+                   encoding="utf-8")
+    tmp.replace(path)  # a reader sees the whole file or none
+
+
 def _g(x: float) -> float | str:
     # 4 significant digits; exact 0 stays 0 and inf/nan stay visible in the CSV.
     return float(f"{x:.4g}") if math.isfinite(x) else str(x)

@@ -178,7 +178,12 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             log(_progress(i, len(cells), cell, row, time.perf_counter() - start))
     finally:
         writer.close()
+        import shutil
+
+        from .fidelity import run_store_dir
         from .table import write_table
 
-        write_table(writer.csv_path, reference=suite.reference)
+        shutil.rmtree(run_store_dir(run_id), ignore_errors=True)
+
+        write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)
     return writer.csv_path

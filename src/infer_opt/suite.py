@@ -6,6 +6,7 @@
     threads = 2                    # torch intra-op threads, recorded in every row
     timeout_s = 600                # per cell
     reference = "baseline"         # variant the table divides by
+    also_reference = ["kv-cache"]  # optional: more divisors, shown in the speedup-vs-fidelity part
 
     [[group]]                      # variants x batch_sizes, one workload shape
     workload = "static-batch"      # the kind of load (default)
@@ -30,7 +31,7 @@ from .errors import UserError
 from .workload import WORKLOAD_KINDS
 
 SUITE_KEYS = {"name", "description", "model", "device", "threads", "timeout_s", "reference",
-              "group"}
+              "also_reference", "group"}
 # Keys every group has; each workload kind adds its own (StaticBatch.group_keys, ...).
 GROUP_KEYS = {"name", "variants", "workload"}
 DEVICES = ("auto", "cpu", "cuda")
@@ -52,6 +53,7 @@ class Suite:
     threads: int = 2
     timeout_s: float = 600.0
     reference: str = "baseline"
+    also_reference: list[str] = field(default_factory=list)
     description: str = ""
     groups: list[Group] = field(default_factory=list)
 
@@ -106,6 +108,10 @@ def load_suite(name_or_path: str) -> Suite:
                                    (int, float), "a number"))
     suite.reference = _typed(f"{path}: reference", data.get("reference", suite.reference), str,
                              "a variant name")
+    also = data.get("also_reference", [])
+    if not isinstance(also, list) or not all(isinstance(v, str) for v in also):
+        raise UserError(f"{path}: also_reference", f"expected a list of variant names, got {also!r}")
+    suite.also_reference = also
     groups = data.get("group", [])
     if not isinstance(groups, list) or not groups:
         raise UserError(f"{path}: group", "at least one [[group]] table is required")

@@ -4,6 +4,7 @@ reference variant (baseline) on the same prompts and lengths."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def _f(value: Any, digits: int = 1) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def render(csv_path: Path, reference: str = "baseline") -> str:
+def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> str:
     rows = read_rows(csv_path)
     rows.sort(key=lambda r: int(r.get("cell_index") or 0))  # the Ray executor writes as cells finish
     samples_path = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".samples.jsonl")
@@ -99,7 +100,7 @@ def render(csv_path: Path, reference: str = "baseline") -> str:
     if online and all(r.get("workload") == "online" for r in rows):
         lines = []  # nothing static to show: only the online section
     return ("\n".join(lines) + "\n" + (online and "\n" + online) + footer
-            + pareto_section(rows, reference))
+            + pareto_section(rows, reference, also))
 
 
 def _kl(value: Any) -> str:
@@ -122,9 +123,12 @@ def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
             for s, k in points]
 
 
-def pareto_section(rows: list[dict[str, str]], reference: str = "baseline") -> str:
+def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
+                   also: Sequence[str] = ()) -> str:
     """Speedup vs fidelity: ok rows of each workload sorted by speedup, with their KL; `*` marks
-    the Pareto front (nothing else is both faster and closer to the baseline)."""
+    the Pareto front (nothing else is both faster and closer to the baseline). Each variant in
+    `also` (e.g. kv-cache, the fp32 variant every optimization should beat) adds a column of
+    speedups against its row on the same workload and batch."""
     groups: dict[tuple[str, ...], list[tuple[float, float, dict[str, str]]]] = {}
     for r in rows:
         if r["status"] != "ok":
@@ -144,19 +148,29 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline") -> s
     for (_model, _kind, prompt, new, bs), items in groups.items():
         items.sort(key=lambda x: (-x[0], x[1]))
         front = pareto_front([(s, k) for s, k, _ in items])
+        others = [v for v in also if v != reference]
         out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
-        out.append("| front | variant | speedup | KL mean | top-1 % | greedy match | weight MB |")
-        out.append("|---|---|---|---|---|---|---|")
+        head = ["front", "variant", "speedup", *[f"vs {v}" for v in others], "KL mean", "top-1 %",
+                "greedy match", "weight MB"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
         for (speedup, _kl_value, r), on_front in zip(items, front):
-            out.append(f"| {'*' if on_front else ''} | {r['variant']} | {speedup:.2f}x | "
-                       f"{_kl(r.get('kl_mean'))} | {_f(r.get('top1_agreement_pct'))} | "
-                       f"{_gm(r.get('greedy_match_tokens'))} | {_f(r['weight_mb'])} |")
+            vs = []
+            for v in others:
+                o, same = find_reference(r, rows, v)
+                mine, theirs = _num(r["decode_tokens_per_s"]), o and _num(o["decode_tokens_per_s"])
+                vs.append(f"{mine / theirs:.2f}x" if o is not None and same and mine and theirs
+                          else "")
+            out.append("| " + " | ".join([
+                "*" if on_front else "", r["variant"], f"{speedup:.2f}x", *vs,
+                _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
+                _gm(r.get("greedy_match_tokens")), _f(r["weight_mb"])]) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def write_table(csv_path: Path, reference: str = "baseline") -> Path:
-    text = render(csv_path, reference)
+def write_table(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> Path:
+    text = render(csv_path, reference, also)
     out = csv_path.with_suffix(".md")
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -109,6 +109,9 @@ class OnnxRuntimeBackend:
             note += f", exported in {info['export_s']:.1f} s (in load_s)"
         if info["quantize_s"]:
             note += f", int8 quantized in {info['quantize_s']:.1f} s (in load_s)"
+        if info["int8_reduce_range"]:
+            note += (", int8 weights in 7 bits (reduce_range: this CPU has no VNNI, and ORT's "
+                     "AVX2/AVX-512 int8 kernels saturate on full-range weights)")
         settings.notes.append(note)
         self._past: list[Any] = []
         self._pos = 0

@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
                          executor=executor)
-    table = write_table(csv_path, reference=suite.reference)
+    table = write_table(csv_path, reference=suite.reference, also=suite.also_reference)
     print(table.read_text(encoding="utf-8"))
     print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
     from ..serving.plot import write_plot

@@ -104,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
                 log(line)
     finally:
         writer.close()
-        write_table(writer.csv_path, reference=suite.reference)
+        write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)
     png = write_plot(writer.csv_path)
     summary_path = writer.csv_path.with_name(run_id + ".sweep.md")
     summary_path.write_text("\n".join(summary) + "\n", encoding="utf-8")
