@@ -225,3 +225,43 @@ def test_slowed_run_against_a_normal_run_by_variant(tmp_path: Path,
     assert main(["compare", str(normal), str(slowed), "--baseline-variant", "kv-cache"]) == 1
     tail = capsys.readouterr().out.split("REGRESSION in 1 of 1 rows:", 1)[1]
     assert "kv-cache+test-slow static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +" in tail
+
+
+def test_gate_needs_the_whole_interval_beyond_the_threshold() -> None:
+    from infer_opt.compare import compare_metric
+
+    # Hand-built: old TPOT 10 ms in every run; new runs at 10.5, 11.5, 12.5 ms (no noise
+    # inside a run). Point ratio (median) 1.15; resampled medians of 3 runs lie in 10.5..12.5,
+    # so the interval starts at +5%: worse than 10% by its point, not clearly.
+    old = {"workload": "static-batch", "tpot_ms_p50": "10.0", "status": "ok"}
+    new = {"workload": "static-batch", "tpot_ms_p50": "11.5", "status": "ok"}
+    old_s = {"itl_ms": [[10.0, 10.0]] * 3}
+    new_s = {"itl_ms": [[10.5, 10.5], [11.5, 11.5], [12.5, 12.5]]}
+    m = compare_metric("tpot_ms_p50", old, new, old_s, new_s, 0.10, 500, 0)
+    assert m is not None and m.ratio == pytest.approx(1.15)
+    assert m.ci is not None and m.ci[0] == pytest.approx(1.05) and m.ci[1] == pytest.approx(1.25)
+    assert m.verdict == "within noise"
+    # The same runs 20% slower each: the whole interval (+15..+35%) clears the 10% gate.
+    new_s = {"itl_ms": [[11.5, 11.5], [12.5, 12.5], [13.5, 13.5]]}
+    new = dict(new, tpot_ms_p50="12.5")
+    m = compare_metric("tpot_ms_p50", old, new, old_s, new_s, 0.10, 500, 0)
+    assert m is not None and m.verdict == "regression"
+
+
+def test_common_shift_is_the_median_over_rows(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from infer_opt.compare import common_shift
+
+    a = write_run(tmp_path / "a.csv", [fake_cell(i, f"v{i}", 10.0, i, jitter=0.0)
+                                       for i in range(3)])
+    # New TPOT per row: +2%, +4%, +30% (one row really moved): the median is +4%.
+    b = write_run(tmp_path / "b.csv", [fake_cell(i, f"v{i}", 10.0 * f, 10 + i, jitter=0.0)
+                                       for i, f in enumerate((1.02, 1.04, 1.30))])
+    cmp = compare_runs(read_run(a), read_run(b))
+    assert common_shift(cmp.rows) == ("tpot_ms_p50 changed by a median of +4.0% over 3 rows (a "
+                                      "shift shared by every row points at the machine, not at "
+                                      "one variant)")
+    assert main(["compare", str(a), str(b)]) == 1  # the +30% row is still a regression
+    out = capsys.readouterr().out
+    assert "note: tpot_ms_p50 changed by a median of +4.0% over 3 rows" in out
+    assert "v2 static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +30.0%" in out

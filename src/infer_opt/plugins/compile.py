@@ -3,9 +3,9 @@
 Only single-token decode steps go through the compiled function: with a static cache every
 decode step has the same shapes ([B, 1] ids, [B, H, max_len, D] cache), so one graph serves the
 whole answer. Prefill (a different length per workload) stays eager, as in gpt-fast.
-Only the first decode shape (the workload's) is compiled: a later shape, such as the untimed
-fidelity pass's batch of prompts, runs the same step eagerly instead of paying a second
-compilation (tens of seconds on a CPU); the row notes it.
+Only the first decode shape (the workload's) is compiled: a later decode shape runs the same
+step eagerly instead of paying a second compilation (tens of seconds on a CPU); the row notes
+it. (The fidelity pass scores whole sequences, prefill-shaped, so it always runs eagerly.)
 
 We own the compile call (transformers only auto-compiles its own `generate`, and on CUDA only).
 Compilation happens on the first call of each new shape, i.e. during the untimed warm-up (the
