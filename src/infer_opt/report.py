@@ -28,7 +28,20 @@ LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offer
 
 
 def _label(r: dict[str, str]) -> str:
-    return f"{r['variant']} bs{r.get('batch_size', '')} p{r.get('prompt_tokens', '')}/n{r.get('new_tokens', '')}"
+    shape = f"p{r.get('prompt_tokens', '')}/n{r.get('new_tokens', '')}"
+    if r.get("workload", "static-batch") in ("", "static-batch"):
+        return f"{r['variant']} bs{r.get('batch_size', '')} {shape}"
+    # Serving rows: the policy and the load say what the row is; there is no batch size.
+    rate = _num(r.get("arrival_rate_per_s"))
+    load = f"{r.get('arrival', '')}" + (f" {rate:g}/s" if rate else "")
+    reuse = " prefix-reuse" if str(r.get("prefix_reuse", "")).lower() == "true" else ""
+    return (f"{r['variant']} {r.get('policy', '')} {load} n={r.get('num_requests', '')} "
+            f"{shape}{reuse}")
+
+
+def _short(ms: float) -> str:
+    """3 significant digits, thousands as k: 15800 -> '15.8k', 97.56 -> '97.6'."""
+    return f"{ms / 1000:.3g}k" if ms >= 1000 else f"{ms:.3g}"
 
 
 def _plt() -> Any:
@@ -58,12 +71,17 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
         positive = [v for v in p50 if v > 0]
         log = bool(positive) and max(positive) / min(positive) > 20
         if log:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
-        for y, a, b in zip(ys, p50, p99):  # values inside the bar's start, clear of the whisker
-            ax.text(min(positive) / 2 if log else 0, y, f" p50 {a:.3g} / p99 {b:.3g}",
-                    va="center", ha="left", fontsize=7, color="black")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on log axes
+        top = max(p99 + p50) or 1.0
+        ax.set_xlim(right=top * (8.0 if log else 1.35))  # room for the value after each whisker
+        for y, a, b in zip(ys, p50, p99):  # values after the whisker, clear of the labels
+            ax.text(max(a, b) * 1.08 if log else max(a, b) + 0.02 * top, y,
+                    f"{_short(a)}/{_short(b)}", va="center", ha="left", fontsize=7, color="black")
         ax.set_title(f"{title}: bar p50, whisker p99", fontsize=10)
-        ax.set_xlabel("ms (lower is better)")
+        ax.set_xlabel("ms (lower is better); numbers: p50/p99")
         ax.grid(True, axis="x", alpha=0.3)
     env = pts[0]
     fig.suptitle(f"{env.get('model', '')} on {env.get('device', '')} "
@@ -108,30 +126,38 @@ def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
 
 
 def plot_fidelity(rows: list[dict[str, str]], reference: str, path: Path) -> bool:
+    """One labelled point per ok row whose reference row has the same workload and batch, so
+    every speedup on the plot is like for like (a bs-4 row is divided by the bs-4 reference)."""
+    shapes = {(r.get("prompt_tokens"), r.get("new_tokens")) for r in rows
+              if r["status"] == "ok" and _num(r.get("kl_mean")) is not None}
     pts = []
     for r in rows:
         kl = _num(r.get("kl_mean"))
-        if r["status"] != "ok" or kl is None:
-            continue
-        ref, _ = find_reference(r, rows, reference)
+        if r["status"] != "ok" or kl is None or r["variant"] == reference:
+            continue  # the reference itself is (0, 1x) by definition: the grey line
+        ref, same_batch = find_reference(r, rows, reference)
         mine = _num(r.get("decode_tokens_per_s"))
-        theirs = _num(ref.get("decode_tokens_per_s")) if ref else None
+        theirs = _num(ref.get("decode_tokens_per_s")) if ref and same_batch else None
         if mine and theirs:
-            pts.append((kl, mine / theirs, r["variant"]))
+            label = r["variant"] + ("" if r.get("batch_size") in ("1", "") else f" bs{r['batch_size']}")
+            if len(shapes) > 1:
+                label += f" ({r.get('prompt_tokens')}/{r.get('new_tokens')})"
+            pts.append((kl, mine / theirs, label))
     if not pts:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    # One colour per variant (its rows at several batch sizes share it), named in the legend.
-    for variant in sorted({p[2] for p in pts}):
-        mine_pts = [p for p in pts if p[2] == variant]
-        ax.scatter([p[0] for p in mine_pts], [p[1] for p in mine_pts], label=variant, alpha=0.8)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", alpha=0.8, zorder=3)
+    # Labels beside the points, not in a legend: 15+ variants would repeat legend colours.
+    for kl, speedup, label in pts:
+        ax.annotate(label, (kl, speedup), xytext=(5, 2), textcoords="offset points", fontsize=7)
     ax.set_xscale("symlog", linthresh=1e-6)
+    ax.set_xlim(left=-1e-7, right=max(p[0] for p in pts) * 30 + 1e-5)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set_xlabel(f"KL divergence from {reference} (kl_mean; lower is better)")
-    ax.set_ylabel(f"decode speedup vs {reference}")
-    ax.set_title("Speed bought vs fidelity given up (one point per row)")
-    ax.legend(fontsize=8)
+    ax.set_xlabel(f"KL divergence from {reference} (kl_mean, nats; 0 = same answers; lower is better)")
+    ax.set_ylabel(f"decode speedup vs {reference}, same workload and batch")
+    ax.set_title("Speed bought vs fidelity given up (one point per row; prompt/new tokens in brackets)"
+                 if len(shapes) > 1 else "Speed bought vs fidelity given up (one point per row)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -219,7 +245,8 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
     elif plot_fidelity(rows, reference, fidelity):
         lines += ["## Speedup vs fidelity", "",
                   f"Each point is a row with a KL divergence from `{reference}`; its speedup is "
-                  f"decode tokens/s over `{reference}` on the same lengths.", "",
+                  f"decode tokens/s over `{reference}` on the same lengths and batch size "
+                  f"(rows without such a `{reference}` row are left out).", "",
                   f"![fidelity]({fidelity.name})", ""]
     else:
         skipped.append(f"speedup vs fidelity: no ok row with kl_mean and a {reference} row")
