@@ -4,6 +4,7 @@
 <stem>.latency.png        TTFT and TPOT per row: bar at p50, whisker up to p99
 <stem>.throughput.png     decode tokens/s vs batch size, one line per variant
 <stem>.fidelity.png       speedup vs KL divergence from the reference (rows with kl_mean)
+<stem>.serving.png        latency vs achieved throughput per serving policy (online rows)
 <stem>.load.png           latency vs offered load (rows of workloads other than static-batch)
 
 Plots use matplotlib's Agg backend: no display needed. Columns another workload or plugin adds
@@ -106,11 +107,16 @@ def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
         series.setdefault(key, []).append((bs, tps))
     if not any(len({b for b, _ in v}) > 1 for v in series.values()):
         return False  # one batch size per variant: the latency plot already shows it
+    # Only variants measured at several batch sizes: a lone bs-1 point says nothing about
+    # scaling (the latency plot has it), and 15 legend entries would recycle colours.
+    series = {k: v for k, v in series.items() if len({b for b, _ in v}) > 1}
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, pts in sorted(series.items()):
         pts.sort()
         ax.plot([b for b, _ in pts], [t for _, t in pts], "o-", label=key)
+        b, t = pts[-1]
+        ax.annotate(f"{t:.3g}", (b, t), xytext=(4, 0), textcoords="offset points", fontsize=7)
     ax.set_xscale("log", base=2)
     sizes = sorted({b for pts in series.values() for b, _ in pts})
     ax.set_xticks(sizes, [f"{b:g}" for b in sizes])
@@ -177,8 +183,10 @@ def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> 
     metrics = [m for m in ("ttft_ms", "tpot_ms", "e2e_ms") if f"{m}_p50" in columns]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4), squeeze=False)
     by_variant: dict[str, list[dict[str, str]]] = {}
-    for r in online:
-        by_variant.setdefault(f"{r['variant']} ({r['workload']})", []).append(r)
+    for r in online:  # one line per variant and policy (and prefix reuse), across offered loads
+        reuse = " prefix-reuse" if str(r.get("prefix_reuse", "")).lower() == "true" else ""
+        policy = f" {r['policy']}" if r.get("policy") else ""
+        by_variant.setdefault(f"{r['variant']}{policy}{reuse} ({r['workload']})", []).append(r)
     for ax, m in zip(axes[0], metrics):
         for name, rs in sorted(by_variant.items()):
             rs = sorted((r for r in rs if _num(r.get(xcol)) is not None),
@@ -250,7 +258,14 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
                   f"![fidelity]({fidelity.name})", ""]
     else:
         skipped.append(f"speedup vs fidelity: no ok row with kl_mean and a {reference} row")
-    serving = out_dir / f"{stem}.load.png"  # <stem>.serving.png is the run's own curve
+    from .serving.plot import write_plot
+
+    curve = write_plot(csv_path)  # <stem>.serving.png: latency vs achieved throughput per policy
+    if curve is not None:
+        lines += ["## Serving: latency vs throughput per policy", "",
+                  "One point per online row (p50 and p99): further right serves more tokens/s, "
+                  "lower answers sooner.", "", f"![serving policies]({curve.name})", ""]
+    serving = out_dir / f"{stem}.load.png"
     xcol = plot_serving(rows, columns, serving)
     if xcol:
         lines += ["## Serving curves", "", f"Latency percentiles vs `{xcol}` per variant.", "",
