@@ -72,7 +72,8 @@ def test_fidelity_is_measured_once_per_variant_and_reused(tiny_run) -> None:
     for variant in ("baseline", "kv-cache", "static-cache", "kv-cache+sdpa"):
         first, second = by(rows, variant, "1"), by(rows, variant, "3")
         assert "fidelity: measured once" not in first["notes"]
-        assert f"fidelity: measured once per variant, in cell {first['cell_index']}" in second["notes"]
+        note = f"fidelity: measured once per variant, in cell {first['cell_index']}"
+        assert note in second["notes"]
         assert [second[c] for c in FIDELITY_COLUMNS] == [first[c] for c in FIDELITY_COLUMNS]
     run_id = rows[0]["run_id"]
     from infer_opt.fidelity import run_store_dir

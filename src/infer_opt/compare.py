@@ -12,7 +12,9 @@ A point estimate past the threshold whose interval reaches back inside it is rep
 noise". The stricter rule is deliberate: the interval comes from samples of one run each, so it
 cannot see drift between runs; requiring the interval itself to clear the threshold keeps a
 10% gate from firing on an 11% wobble whose interval starts at +5%, while a real 15% slowdown
-measured with a few percent of spread is still caught. The interval comes from the raw samples beside each CSV (`<run_id>.samples.jsonl`): timed runs
+measured with a few percent of spread is still caught.
+
+The interval comes from the raw samples beside each CSV (`<run_id>.samples.jsonl`): timed runs
 are resampled with replacement (whole runs, so the inter-token latencies of one run stay
 together and their correlation is not mistaken for precision), the row's statistic (median,
 p90, ...) is recomputed on each resample, and the ratio's 2.5 and 97.5 percentiles are kept. The
@@ -41,6 +43,7 @@ from .results import parse_number as _num
 from . import SCHEMA_VERSION
 from .errors import UserError
 from .schema import ENVIRONMENT, IDENTITY, STATUS
+from .stats import Stats
 
 # Columns that describe a row rather than measure it; never compared.
 NOT_METRICS = set(IDENTITY) | set(STATUS) | set(ENVIRONMENT) | {
@@ -434,12 +437,11 @@ def common_shift(rows: Sequence[RowResult], metric: str = DRIFT_METRIC) -> str:
     Between two runs on one machine, a load or clock change moves every row alike; one
     variant's regression moves one row. The median is robust to a few rows that really changed.
     """
-    ratios = sorted(m.ratio for r in rows for m in r.metrics
-                    if m.metric == metric and math.isfinite(m.ratio) and m.ratio > 0)
+    ratios = [m.ratio for r in rows for m in r.metrics
+              if m.metric == metric and math.isfinite(m.ratio) and m.ratio > 0]
     if len(ratios) < 3:
         return ""
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else math.sqrt(ratios[mid - 1] * ratios[mid])
+    median = Stats.of(ratios).p50
     return (f"{metric} changed by a median of {_pct(median)} over {len(ratios)} rows (a shift "
             f"shared by every row points at the machine, not at one variant)")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .results import parse_number as _num
 from .errors import UserError
-from .table import find_reference
+from .table import speedup
 from .table import render as render_table
 
 # Columns that may carry the offered load of a serving workload, in order of preference.
@@ -35,9 +35,12 @@ def _label(r: dict[str, str]) -> str:
     # Serving rows: the policy and the load say what the row is; there is no batch size.
     rate = _num(r.get("arrival_rate_per_s"))
     load = f"{r.get('arrival', '')}" + (f" {rate:g}/s" if rate else "")
-    reuse = " prefix-reuse" if str(r.get("prefix_reuse", "")).lower() == "true" else ""
     return (f"{r['variant']} {r.get('policy', '')} {load} n={r.get('num_requests', '')} "
-            f"{shape}{reuse}")
+            f"{shape}{_reuse(r)}")
+
+
+def _reuse(r: dict[str, str]) -> str:
+    return " prefix-reuse" if str(r.get("prefix_reuse", "")).lower() == "true" else ""
 
 
 def _short(ms: float) -> str:
@@ -141,29 +144,29 @@ def plot_fidelity(rows: list[dict[str, str]], reference: str, path: Path) -> boo
         kl = _num(r.get("kl_mean"))
         if r["status"] != "ok" or kl is None or r["variant"] == reference:
             continue  # the reference itself is (0, 1x) by definition: the grey line
-        ref, same_batch = find_reference(r, rows, reference)
-        mine = _num(r.get("decode_tokens_per_s"))
-        theirs = _num(ref.get("decode_tokens_per_s")) if ref and same_batch else None
-        if mine and theirs:
-            label = r["variant"] + ("" if r.get("batch_size") in ("1", "") else f" bs{r['batch_size']}")
+        ratio = speedup(r, rows, reference)
+        if ratio is not None:
+            bs = r.get("batch_size", "")
+            label = r["variant"] + ("" if bs in ("1", "") else f" bs{bs}")
             if len(shapes) > 1:
                 label += f" ({r.get('prompt_tokens')}/{r.get('new_tokens')})"
-            pts.append((kl, mine / theirs, label))
+            pts.append((kl, ratio, label))
     if not pts:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5.5))
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", alpha=0.8, zorder=3)
     # Labels beside the points, not in a legend: 15+ variants would repeat legend colours.
-    for kl, speedup, label in pts:
-        ax.annotate(label, (kl, speedup), xytext=(5, 2), textcoords="offset points", fontsize=7)
+    for kl, ratio, label in pts:
+        ax.annotate(label, (kl, ratio), xytext=(5, 2), textcoords="offset points", fontsize=7)
     ax.set_xscale("symlog", linthresh=1e-6)
     ax.set_xlim(left=-1e-7, right=max(p[0] for p in pts) * 30 + 1e-5)
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set_xlabel(f"KL divergence from {reference} (kl_mean, nats; 0 = same answers; lower is better)")
+    ax.set_xlabel(f"KL divergence from {reference} (kl_mean, nats; 0 = same answers; "
+                  "lower is better)")
     ax.set_ylabel(f"decode speedup vs {reference}, same workload and batch")
-    ax.set_title("Speed bought vs fidelity given up (one point per row; prompt/new tokens in brackets)"
-                 if len(shapes) > 1 else "Speed bought vs fidelity given up (one point per row)")
+    ax.set_title("Speed bought vs fidelity given up (one point per row"
+                 + ("; prompt/new tokens in brackets)" if len(shapes) > 1 else ")"))
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -184,9 +187,8 @@ def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4), squeeze=False)
     by_variant: dict[str, list[dict[str, str]]] = {}
     for r in online:  # one line per variant and policy (and prefix reuse), across offered loads
-        reuse = " prefix-reuse" if str(r.get("prefix_reuse", "")).lower() == "true" else ""
         policy = f" {r['policy']}" if r.get("policy") else ""
-        by_variant.setdefault(f"{r['variant']}{policy}{reuse} ({r['workload']})", []).append(r)
+        by_variant.setdefault(f"{r['variant']}{policy}{_reuse(r)} ({r['workload']})", []).append(r)
     for ax, m in zip(axes[0], metrics):
         for name, rs in sorted(by_variant.items()):
             rs = sorted((r for r in rs if _num(r.get(xcol)) is not None),

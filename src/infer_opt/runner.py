@@ -12,6 +12,7 @@ import json
 import multiprocessing as mp
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -178,12 +179,9 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             log(_progress(i, len(cells), cell, row, time.perf_counter() - start))
     finally:
         writer.close()
-        import shutil
-
         from .fidelity import run_store_dir
         from .table import write_table
 
-        shutil.rmtree(run_store_dir(run_id), ignore_errors=True)
-
+        shutil.rmtree(run_store_dir(run_id), ignore_errors=True)  # this run's fidelity store
         write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)
     return writer.csv_path

@@ -110,7 +110,8 @@ def load_suite(name_or_path: str) -> Suite:
                              "a variant name")
     also = data.get("also_reference", [])
     if not isinstance(also, list) or not all(isinstance(v, str) for v in also):
-        raise UserError(f"{path}: also_reference", f"expected a list of variant names, got {also!r}")
+        raise UserError(f"{path}: also_reference",
+                        f"expected a list of variant names, got {also!r}")
     suite.also_reference = also
     groups = data.get("group", [])
     if not isinstance(groups, list) or not groups:

@@ -36,6 +36,17 @@ def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: s
     return None, False
 
 
+def speedup(row: dict[str, str], rows: list[dict[str, str]], reference: str,
+            same_batch_only: bool = True) -> float | None:
+    """Decode tokens/s of `row` over its `reference` row (find_reference); None when there is
+    none, when either value is missing, or (same_batch_only) when only a bs-1 reference exists."""
+    ref, same_batch = find_reference(row, rows, reference)
+    if ref is None or (same_batch_only and not same_batch):
+        return None
+    mine, theirs = _num(row.get("decode_tokens_per_s")), _num(ref.get("decode_tokens_per_s"))
+    return mine / theirs if mine and theirs else None
+
+
 def greedy_match(tokens: list[list[int]], ref_tokens: list[list[int]]) -> tuple[int, int]:
     """(shortest identical greedy prefix over the shared prompts, tokens per request)."""
     shared = min(len(tokens), len(ref_tokens))
@@ -70,11 +81,11 @@ def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()
         if r.get("workload") == "online":
             continue  # rendered in their own section below
         ref, same_batch = find_reference(r, rows, reference)
-        speedup = match = ""
+        ratio_text = match = ""
         if ref is not None and r["status"] == "ok":
-            mine, theirs = _num(r["decode_tokens_per_s"]), _num(ref["decode_tokens_per_s"])
-            if mine and theirs:
-                speedup = f"{mine / theirs:.2f}x" + ("" if same_batch else " (vs bs1)")
+            ratio = speedup(r, rows, reference, same_batch_only=False)
+            if ratio is not None:
+                ratio_text = f"{ratio:.2f}x" + ("" if same_batch else " (vs bs1)")
             a, b = tokens.get(r["cell_index"]), tokens.get(ref["cell_index"])
             if a and b:
                 same, n = greedy_match(a, b)
@@ -83,7 +94,7 @@ def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()
         lines.append("| " + " | ".join([
             r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
             _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2),
-            _f(r["decode_tokens_per_s"]), speedup, match, _f(r["weight_mb"]),
+            _f(r["decode_tokens_per_s"]), ratio_text, match, _f(r["weight_mb"]),
             _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]), _kl(r.get("kl_mean")),
             _f(r.get("top1_agreement_pct")), _gm(r.get("greedy_match_tokens")),
             why.replace("|", "/"),
@@ -133,14 +144,10 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
     for r in rows:
         if r["status"] != "ok":
             continue
-        ref, same_batch = find_reference(r, rows, reference)
-        kl = _num(r.get("kl_mean"))
-        if ref is None or not same_batch or kl is None:
+        ratio, kl = speedup(r, rows, reference), _num(r.get("kl_mean"))
+        if ratio is None or kl is None:
             continue
-        mine, theirs = _num(r["decode_tokens_per_s"]), _num(ref["decode_tokens_per_s"])
-        if not mine or not theirs:
-            continue
-        groups.setdefault(_key(r) + (r["batch_size"],), []).append((mine / theirs, kl, r))
+        groups.setdefault(_key(r) + (r["batch_size"],), []).append((ratio, kl, r))
     if not groups:
         return ""
     out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
@@ -154,15 +161,10 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
                 "greedy match", "weight MB"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        for (speedup, _kl_value, r), on_front in zip(items, front):
-            vs = []
-            for v in others:
-                o, same = find_reference(r, rows, v)
-                mine, theirs = _num(r["decode_tokens_per_s"]), o and _num(o["decode_tokens_per_s"])
-                vs.append(f"{mine / theirs:.2f}x" if o is not None and same and mine and theirs
-                          else "")
+        for (ratio, _kl_value, r), on_front in zip(items, front):
+            vs = [f"{x:.2f}x" if (x := speedup(r, rows, v)) is not None else "" for v in others]
             out.append("| " + " | ".join([
-                "*" if on_front else "", r["variant"], f"{speedup:.2f}x", *vs,
+                "*" if on_front else "", r["variant"], f"{ratio:.2f}x", *vs,
                 _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
                 _gm(r.get("greedy_match_tokens")), _f(r["weight_mb"])]) + " |")
         out.append("")

@@ -24,10 +24,10 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -228,7 +228,8 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
             # Quantize into a scratch folder, then move both files in: never a half-written file.
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
             try:
-                _child(["int8", str(target), str(build)] + (["--reduce-range"] if reduce_range else []))
+                flags = ["--reduce-range"] if reduce_range else []
+                _child(["int8", str(target), str(build), *flags])
             except BaseException:
                 shutil.rmtree(build, ignore_errors=True)
                 raise

@@ -26,7 +26,6 @@ def main(args: argparse.Namespace) -> int:
     from ..executors import make_executor
     from ..runner import run_suite
     from ..suite import load_suite
-    from ..table import write_table
 
     name = args.suite
     if name == "auto":
@@ -38,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
                          executor=executor)
-    table = write_table(csv_path, reference=suite.reference, also=suite.also_reference)
+    table = csv_path.with_suffix(".md")  # run_suite wrote it, with the suite's references
     print(table.read_text(encoding="utf-8"))
     print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
     from ..serving.plot import write_plot
