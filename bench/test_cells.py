@@ -14,10 +14,10 @@ import os
 
 import pytest
 
-from infer_opt.cell import run_cell
-from infer_opt.models import resolve
-from infer_opt.runner import plan_cells, resolve_device
-from infer_opt.suite import load_suite
+from infer_opt.run.cell import run_cell
+from infer_opt.core.models import resolve
+from infer_opt.run.runner import plan_cells, resolve_device
+from infer_opt.run.suite import load_suite
 
 SUITE = os.environ.get("INFER_OPT_BENCH_SUITE", "quick")
 MODEL = os.environ.get("INFER_OPT_BENCH_MODEL", "tiny-random")

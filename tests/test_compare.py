@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.compare import (bootstrap_ratio, compare_runs, direction, parse_thresholds,
+from infer_opt.results.compare import (bootstrap_ratio, compare_runs, direction, parse_thresholds,
                                read_run)
-from infer_opt.errors import UserError
-from infer_opt.schema import COLUMNS, empty_row
-from infer_opt.stats import Stats
+from infer_opt.core.errors import UserError
+from infer_opt.core.schema import COLUMNS, empty_row
+from infer_opt.core.stats import Stats
 
 
 def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
@@ -181,7 +181,7 @@ def test_baseline_variant_inside_one_run(tmp_path: Path,
     tail = out.split("REGRESSION in", 1)[1]
     assert "kv-cache+test-slow static-batch" in tail and "kv-cache+sdpa" not in tail
     with pytest.raises(UserError, match="'nope' is not in r.csv; variants there: kv-cache"):
-        from infer_opt.compare import compare_to_variant
+        from infer_opt.results.compare import compare_to_variant
         compare_to_variant(read_run(run), "nope")
 
 
@@ -228,7 +228,7 @@ def test_slowed_run_against_a_normal_run_by_variant(tmp_path: Path,
 
 
 def test_gate_needs_the_whole_interval_beyond_the_threshold() -> None:
-    from infer_opt.compare import compare_metric
+    from infer_opt.results.compare import compare_metric
 
     # Hand-built: old TPOT 10 ms in every run; new runs at 10.5, 11.5, 12.5 ms (no noise
     # inside a run). Point ratio (median) 1.15; resampled medians of 3 runs lie in 10.5..12.5,
@@ -250,7 +250,7 @@ def test_gate_needs_the_whole_interval_beyond_the_threshold() -> None:
 
 def test_common_shift_is_the_median_over_rows(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from infer_opt.compare import common_shift
+    from infer_opt.results.compare import common_shift
 
     a = write_run(tmp_path / "a.csv", [fake_cell(i, f"v{i}", 10.0, i, jitter=0.0)
                                        for i in range(3)])

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.compare import compare_runs, read_run
-from infer_opt.runner import run_suite
-from infer_opt.suite import load_suite
+from infer_opt.results.compare import compare_runs, read_run
+from infer_opt.run.runner import run_suite
+from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 

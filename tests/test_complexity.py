@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.complexity import fit_power_law
+from infer_opt.tools.complexity import fit_power_law
 
 
 def test_exact_quadratic_fit() -> None:

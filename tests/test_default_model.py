@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from infer_opt.models import DEFAULT_MODEL, resolve
-from infer_opt.runner import run_suite
-from infer_opt.suite import load_suite
+from infer_opt.core.models import DEFAULT_MODEL, resolve
+from infer_opt.run.runner import run_suite
+from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 

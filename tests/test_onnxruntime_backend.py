@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import torch
 
-from infer_opt.errors import UserError
-from infer_opt.models import TINY_MODEL, resolve
-from infer_opt.plugin import build_settings, parse_variant
-from infer_opt.runner import run_suite
-from infer_opt.suite import load_suite
-from infer_opt.timing import HostClock
+from infer_opt.core.errors import UserError
+from infer_opt.core.models import TINY_MODEL, resolve
+from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.run.runner import run_suite
+from infer_opt.run.suite import load_suite
+from infer_opt.core.timing import HostClock
 
 from .conftest import write_suite
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _backend(variant: str) -> Any:
-    from infer_opt.backends import backend_class
+    from infer_opt.engines import backend_class
 
     settings, reason = build_settings(parse_variant(variant), "cpu")
     assert reason is None
@@ -136,7 +136,7 @@ def test_bf16_is_refused_by_the_backend() -> None:
 
 
 def test_int8_uses_7bit_weights_where_int8_kernels_saturate() -> None:
-    from infer_opt.backends.onnx_export import INT8_FILES, int8_saturates
+    from infer_opt.engines.onnx_export import INT8_FILES, int8_saturates
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
     vnni = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n"

@@ -1,7 +1,7 @@
 import pytest
 
-from infer_opt.errors import UserError
-from infer_opt.plugin import Settings, build_settings, discover, parse_variant
+from infer_opt.core.errors import UserError
+from infer_opt.core.plugin import Settings, build_settings, discover, parse_variant
 
 BUILTINS = {"baseline", "kv-cache", "static-cache", "sdpa", "sdpa-flash", "sdpa-mem-efficient",
             "sdpa-math", "flash-attn2", "fp16", "bf16"}

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_opt.backends.torch_backend import TorchBackend, tensor_bytes
-from infer_opt.fidelity import compare_logits, greedy_match, stable_log_softmax
-from infer_opt.models import resolve
-from infer_opt.plugin import build_settings, parse_variant
-from infer_opt.runner import run_suite
-from infer_opt.suite import load_suite
-from infer_opt.table import pareto_front, render
+from infer_opt.engines.torch_engine import TorchBackend, tensor_bytes
+from infer_opt.run.fidelity import compare_logits, greedy_match, stable_log_softmax
+from infer_opt.core.models import resolve
+from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.run.runner import run_suite
+from infer_opt.run.suite import load_suite
+from infer_opt.results.table import pareto_front, render
 
 from .conftest import write_suite
 
@@ -121,7 +121,7 @@ def test_compile_row(tmp_path: Path) -> None:
 
 
 def test_compile_refuses_a_dynamic_cache() -> None:
-    from infer_opt.errors import UserError
+    from infer_opt.core.errors import UserError
 
     with pytest.raises(UserError, match="kv_cache"):
         build_settings(["kv-cache", "compile"], "cpu")

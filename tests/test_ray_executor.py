@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from infer_opt import cli
-from infer_opt.cell import Cell
-from infer_opt.errors import UserError
-from infer_opt.executors import make_executor
-from infer_opt.executors import ray_executor as rx
-from infer_opt.models import resolve
-from infer_opt.runner import local_executor, plan_cells, run_suite
-from infer_opt.schema import COST, LATENCY, THROUGHPUT
-from infer_opt.suite import load_suite
+from infer_opt.run.cell import Cell
+from infer_opt.core.errors import UserError
+from infer_opt.run.executors import make_executor
+from infer_opt.run import ray_executor as rx
+from infer_opt.core.models import resolve
+from infer_opt.run.runner import local_executor, plan_cells, run_suite
+from infer_opt.core.schema import COST, LATENCY, THROUGHPUT
+from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 
@@ -191,7 +191,7 @@ def test_cell_process_dies_with_its_parent(tmp_path: Path) -> None:
     import time
 
     script = ("import os, sys, time\n"
-              "from infer_opt.runner import _die_with_parent\n"
+              "from infer_opt.run.runner import _die_with_parent\n"
               "pid = os.fork()\n"
               "if pid == 0:\n"
               "    _die_with_parent(); time.sleep(120); os._exit(0)\n"

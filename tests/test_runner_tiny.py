@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from infer_opt.runner import run_suite
-from infer_opt.schema import COLUMNS
-from infer_opt.suite import load_suite
-from infer_opt.table import greedy_match, render
+from infer_opt.run.runner import run_suite
+from infer_opt.core.schema import COLUMNS
+from infer_opt.run.suite import load_suite
+from infer_opt.results.table import greedy_match, render
 
 from .conftest import write_suite
 
@@ -67,7 +67,7 @@ def test_ok_rows_have_metrics(tiny_run) -> None:
 
 def test_fidelity_is_measured_once_per_variant_and_reused(tiny_run) -> None:
     rows, csv_path = tiny_run
-    from infer_opt.fidelity import FIDELITY_COLUMNS
+    from infer_opt.run.fidelity import FIDELITY_COLUMNS
 
     for variant in ("baseline", "kv-cache", "static-cache", "kv-cache+sdpa"):
         first, second = by(rows, variant, "1"), by(rows, variant, "3")
@@ -76,7 +76,7 @@ def test_fidelity_is_measured_once_per_variant_and_reused(tiny_run) -> None:
         assert note in second["notes"]
         assert [second[c] for c in FIDELITY_COLUMNS] == [first[c] for c in FIDELITY_COLUMNS]
     run_id = rows[0]["run_id"]
-    from infer_opt.fidelity import run_store_dir
+    from infer_opt.run.fidelity import run_store_dir
 
     assert not run_store_dir(run_id).exists()  # the run's store is removed when it ends
 

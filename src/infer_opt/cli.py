@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from infer_opt.core.errors import UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .quiet import quiet_libraries
+    from infer_opt.core.quiet import quiet_libraries
 
     quiet_libraries()
     parser = build_parser()

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from infer_opt.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin, Settings
 
 
 class Raises(Plugin):

@@ -9,7 +9,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..models import DEFAULT_MODEL, TINY_MODEL, resolve
+    from infer_opt.core.models import DEFAULT_MODEL, TINY_MODEL, resolve
 
     if args.prepare:
         ref = resolve(args.prepare)

@@ -8,8 +8,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plugin import iter_plugins
-    from ..runner import resolve_device
+    from infer_opt.core.plugin import iter_plugins
+    from infer_opt.run.runner import resolve_device
 
     device = resolve_device(args.device)
     rows = []

@@ -13,8 +13,8 @@ def main(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..errors import UserError
-    from ..report import newest_csv, write_report
+    from infer_opt.core.errors import UserError
+    from infer_opt.results.report import newest_csv, write_report
 
     path = Path(args.csv)
     if path.is_dir():

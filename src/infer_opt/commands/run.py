@@ -23,9 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..executors import make_executor
-    from ..runner import run_suite
-    from ..suite import load_suite
+    from infer_opt.run.executors import make_executor
+    from infer_opt.run.runner import run_suite
+    from infer_opt.run.suite import load_suite
 
     name = args.suite
     if name == "auto":
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     table = csv_path.with_suffix(".md")  # run_suite wrote it, with the suite's references
     print(table.read_text(encoding="utf-8"))
     print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
-    from ..serving.plot import write_plot
+    from infer_opt.results.serving_plot import write_plot
 
     png = write_plot(csv_path)  # online rows only: latency vs throughput per policy
     if png is not None:

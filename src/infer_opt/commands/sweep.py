@@ -21,17 +21,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cell import Cell
-    from ..errors import UserError
-    from ..models import resolve
-    from ..plugin import discover, parse_variant
-    from ..results import RunWriter
-    from ..roofline import measure_bandwidth_gb_per_s
-    from ..runner import new_run_id, resolve_device, run_one_local
-    from ..serving.plot import write_plot
-    from ..serving.sweep import search_max_rate
-    from ..suite import load_suite
-    from ..table import write_table
+    from infer_opt.run.cell import Cell
+    from infer_opt.core.errors import UserError
+    from infer_opt.core.models import resolve
+    from infer_opt.core.plugin import discover, parse_variant
+    from infer_opt.results.io import RunWriter
+    from infer_opt.core.roofline import measure_bandwidth_gb_per_s
+    from infer_opt.run.runner import new_run_id, resolve_device, run_one_local
+    from infer_opt.results.serving_plot import write_plot
+    from infer_opt.workloads.online.sweep import search_max_rate
+    from infer_opt.run.suite import load_suite
+    from infer_opt.results.table import write_table
 
     suite = load_suite(args.suite)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"

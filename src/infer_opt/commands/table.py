@@ -13,8 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-    from ..table import render
+    from infer_opt.core.errors import UserError
+    from infer_opt.results.table import render
 
     path = Path(args.csv)
     if not path.is_file():

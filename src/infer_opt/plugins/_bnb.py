@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..plugin import Settings
+from infer_opt.core.plugin import Settings
 
 
 def use_bnb(settings: Settings, by: str, **config: Any) -> None:
     from transformers import BitsAndBytesConfig
 
     if "quantization_config" in settings.load_kwargs:
-        from ..errors import UserError
+        from infer_opt.core.errors import UserError
 
         raise UserError("variant", f"'{by}' cannot stack with another load-time quantization")
     settings.load_kwargs["quantization_config"] = BitsAndBytesConfig(**config)

@@ -1,4 +1,4 @@
-from ..plugin import BASELINE_ATTENTION, BASELINE_DTYPE, BASELINE_KV_CACHE, Plugin, Settings
+from infer_opt.core.plugin import BASELINE_ATTENTION, BASELINE_DTYPE, BASELINE_KV_CACHE, Plugin, Settings
 
 
 class Baseline(Plugin):

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..errors import UserError
-from ..plugin import Plugin, Settings
+from infer_opt.core.errors import UserError
+from infer_opt.core.plugin import Plugin, Settings
 
 
 def compile_decode_step(mode: str | None, by: str) -> Callable[[Callable[..., Any], Settings], Callable[..., Any]]:

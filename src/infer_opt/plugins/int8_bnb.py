@@ -1,5 +1,5 @@
-from ..plugin import Plugin, Settings
-from ._bnb import use_bnb
+from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.plugins._bnb import use_bnb
 
 
 class Int8BnB(Plugin):

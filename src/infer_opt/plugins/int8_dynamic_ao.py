@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from ..plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin, Settings
 
 
 class Int8DynamicAO(Plugin):

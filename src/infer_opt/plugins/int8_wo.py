@@ -1,5 +1,5 @@
-from ..plugin import Plugin, Settings
-from ._torchao import add_torchao_transform
+from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.plugins._torchao import add_torchao_transform
 
 
 class Int8WeightOnly(Plugin):

@@ -1,5 +1,5 @@
-from ..plugin import Settings
-from .ort import ORT
+from infer_opt.core.plugin import Settings
+from infer_opt.plugins.ort import ORT
 
 
 class ORTInt8(ORT):

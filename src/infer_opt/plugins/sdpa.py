@@ -1,4 +1,4 @@
-from ..plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin, Settings
 
 
 class SDPA(Plugin):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from ..plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin, Settings
 
 
 class _ForcedSDPA(Plugin):

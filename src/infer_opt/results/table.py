@@ -1,0 +1,180 @@
+"""The comparison table: one line per row, with speedup and greedy-token match against the
+reference variant (baseline) on the same prompts and lengths."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from infer_opt.results.io import parse_number as _num, read_samples
+
+
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+
+
+def _key(row: dict[str, str]) -> tuple[str, str, str, str]:
+    return (row.get("model", ""), row.get("workload", ""), row.get("prompt_tokens", ""),
+            row.get("new_tokens", ""))
+
+
+def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: str
+                   ) -> tuple[dict[str, str] | None, bool]:
+    """The reference row for `row`: same batch if present, else batch 1. (row, same_batch)."""
+    refs = [r for r in rows if r["variant"] == reference and r["status"] == "ok" and _key(r) == _key(row)]
+    for r in refs:
+        if r["batch_size"] == row["batch_size"]:
+            return r, True
+    for r in refs:
+        if r["batch_size"] == "1":
+            return r, False
+    return None, False
+
+
+def speedup(row: dict[str, str], rows: list[dict[str, str]], reference: str,
+            same_batch_only: bool = True) -> float | None:
+    """Decode tokens/s of `row` over its `reference` row (find_reference); None when there is
+    none, when either value is missing, or (same_batch_only) when only a bs-1 reference exists."""
+    ref, same_batch = find_reference(row, rows, reference)
+    if ref is None or (same_batch_only and not same_batch):
+        return None
+    mine, theirs = _num(row.get("decode_tokens_per_s")), _num(ref.get("decode_tokens_per_s"))
+    return mine / theirs if mine and theirs else None
+
+
+def greedy_match(tokens: list[list[int]], ref_tokens: list[list[int]]) -> tuple[int, int]:
+    """(shortest identical greedy prefix over the shared prompts, tokens per request)."""
+    shared = min(len(tokens), len(ref_tokens))
+    n = len(tokens[0]) if tokens else 0
+    best = n
+    for a, b in zip(tokens[:shared], ref_tokens[:shared]):
+        same = 0
+        for x, y in zip(a, b):
+            if x != y:
+                break
+            same += 1
+        best = min(best, same)
+    return best, n
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    v = _num(value)
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> str:
+    rows = read_rows(csv_path)
+    rows.sort(key=lambda r: int(r.get("cell_index") or 0))  # the Ray executor writes as cells finish
+    samples_path = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".samples.jsonl")
+    tokens = {str(s["cell_index"]): s.get("tokens") for s in read_samples(samples_path)}
+    head = ["variant", "bs", "prompt", "new", "status", "TTFT p50 ms", "TPOT p50 ms",
+            "TPOT p99 ms", "decode tok/s", f"speedup vs {reference}", "greedy = ref",
+            "weight MB", "peak RSS MB", "roofline %", "KL mean", "top-1 %", "greedy match",
+            "reason / notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r.get("workload") == "online":
+            continue  # rendered in their own section below
+        ref, same_batch = find_reference(r, rows, reference)
+        ratio_text = match = ""
+        if ref is not None and r["status"] == "ok":
+            ratio = speedup(r, rows, reference, same_batch_only=False)
+            if ratio is not None:
+                ratio_text = f"{ratio:.2f}x" + ("" if same_batch else " (vs bs1)")
+            a, b = tokens.get(r["cell_index"]), tokens.get(ref["cell_index"])
+            if a and b:
+                same, n = greedy_match(a, b)
+                match = f"{same}/{n}"
+        why = r.get("reason") or r.get("notes") or ""
+        lines.append("| " + " | ".join([
+            r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
+            _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2),
+            _f(r["decode_tokens_per_s"]), ratio_text, match, _f(r["weight_mb"]),
+            _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]), _kl(r.get("kl_mean")),
+            _f(r.get("top1_agreement_pct")), _gm(r.get("greedy_match_tokens")),
+            why.replace("|", "/"),
+        ]) + " |")
+    env = rows[0] if rows else {}
+    footer = (f"\nmodel {env.get('model', '')}, device {env.get('device', '')} "
+              f"({env.get('gpu_name') or env.get('cpu_model', '')}), {env.get('torch_threads', '')} "
+              f"threads, torch {env.get('torch_version', '')}, transformers "
+              f"{env.get('transformers_version', '')}, measured bandwidth "
+              f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")
+    from infer_opt.results.serving_table import render_online
+
+    online = render_online(rows, tokens)
+    if online and all(r.get("workload") == "online" for r in rows):
+        lines = []  # nothing static to show: only the online section
+    return ("\n".join(lines) + "\n" + (online and "\n" + online) + footer
+            + pareto_section(rows, reference, also))
+
+
+def _kl(value: Any) -> str:
+    if str(value) in ("inf", "nan"):  # non-finite logits must stay visible
+        return str(value)
+    v = _num(value)
+    return "" if v is None else f"{v:.2g}"
+
+
+def _gm(value: Any) -> str:
+    from infer_opt.run.fidelity import NEW_TOKENS
+
+    return "" if value in (None, "") else f"{value}/{NEW_TOKENS}"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
+    """For (speedup, kl) points: True where no other point is at least as fast and at least as
+    faithful, and strictly better in one of the two."""
+    return [not any(s2 >= s and k2 <= k and (s2 > s or k2 < k) for s2, k2 in points)
+            for s, k in points]
+
+
+def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
+                   also: Sequence[str] = ()) -> str:
+    """Speedup vs fidelity: ok rows of each workload sorted by speedup, with their KL; `*` marks
+    the Pareto front (nothing else is both faster and closer to the baseline). Each variant in
+    `also` (e.g. kv-cache, the fp32 variant every optimization should beat) adds a column of
+    speedups against its row on the same workload and batch."""
+    groups: dict[tuple[str, ...], list[tuple[float, float, dict[str, str]]]] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        ratio, kl = speedup(r, rows, reference), _num(r.get("kl_mean"))
+        if ratio is None or kl is None:
+            continue
+        groups.setdefault(_key(r) + (r["batch_size"],), []).append((ratio, kl, r))
+    if not groups:
+        return ""
+    out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
+           "nats; * = Pareto front)\n"]
+    for (_model, _kind, prompt, new, bs), items in groups.items():
+        items.sort(key=lambda x: (-x[0], x[1]))
+        front = pareto_front([(s, k) for s, k, _ in items])
+        others = [v for v in also if v != reference]
+        out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
+        head = ["front", "variant", "speedup", *[f"vs {v}" for v in others], "KL mean", "top-1 %",
+                "greedy match", "weight MB"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for (ratio, _kl_value, r), on_front in zip(items, front):
+            vs = [f"{x:.2f}x" if (x := speedup(r, rows, v)) is not None else "" for v in others]
+            out.append("| " + " | ".join([
+                "*" if on_front else "", r["variant"], f"{ratio:.2f}x", *vs,
+                _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
+                _gm(r.get("greedy_match_tokens")), _f(r["weight_mb"])]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_table(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> Path:
+    text = render(csv_path, reference, also)
+    out = csv_path.with_suffix(".md")
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    return out

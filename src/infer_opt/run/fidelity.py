@@ -1,0 +1,228 @@
+"""Output fidelity of a variant against the pinned fp32 baseline, on every ok row.
+
+Reference (computed once per model, device and thread count, cached on disk): the baseline
+(fp32, eager, no KV cache) greedily continues a fixed prompt set, and its logits along those
+sequences are kept. The variant is then scored on the very same token sequences, teacher-forced,
+through the backend's `score(ids) -> logits`, so any backend can be compared:
+
+- kl_mean / kl_max: KL(baseline || variant) of the next-token distributions at each generated
+  position (nats); a position whose variant logits hold NaN/inf counts as KL = inf;
+- top1_agreement_pct: % of those positions where the two argmaxes agree;
+- greedy_match_tokens: how many tokens the variant generates greedily, identical to the
+  baseline's, before the first difference (min over prompts). Read from the teacher-forced pass:
+  while the variant has matched every token so far, its context is exactly the baseline's, so
+  its next greedy token is the argmax of its logits along the baseline's sequence; the first
+  position where that argmax differs is where its own generation departs. This saves a
+  32-step generation per cell. It is exact for the scoring path (`score`); whether the decode
+  path (KV cache, compiled step, engine) generates the same tokens is checked on every row by
+  the table's `greedy = ref` column, which compares the tokens the timed runs generated with the
+  reference row's;
+- perplexity: exp(mean NLL) of the evaluation text (data/eval_text.txt; seeded random ids for a
+  model without tokenizer, which only makes sense relative to the baseline's);
+- logits_nonfinite_count: NaN/inf values in all logits the variant produced here.
+
+Everything runs outside the timed region. Softmaxes are computed the stable way (max
+subtracted, in float64), so only non-finite logits themselves can make KL non-finite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from infer_opt.core.models import ModelRef, _locked, cache_root
+from infer_opt.core.prompts import prompt_batch, text_token_stream
+
+# Bump when anything below changes what the reference holds.
+RECIPE_VERSION = 1
+PROMPTS = 2  # prompts in the fidelity set
+PROMPT_TOKENS = 32  # tokens per prompt
+NEW_TOKENS = 32  # greedy tokens the baseline adds (positions scored per prompt)
+PPL_TOKENS = 256  # tokens of evaluation text for perplexity
+SEED = 1234  # prompt seed for models without a tokenizer
+
+
+@dataclass
+class Reference:
+    prompts: torch.Tensor  # [B, P] int64
+    greedy: torch.Tensor  # [B, N] int64, the baseline's greedy continuation
+    logits: torch.Tensor  # [B, N, V] float32, baseline logits predicting greedy[:, i]
+    ppl_ids: torch.Tensor  # [1, L] int64, evaluation text
+
+
+def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log softmax over the last dim with the max subtracted first, in float64.
+
+    exp() of fp16 logits above ~11 overflows (fp16 max is 65504); with the max subtracted every
+    exponent is <= 0, so the sum is in [1, V] and nothing overflows for finite input.
+    """
+    x = logits.double()
+    shifted = x - x.max(dim=-1, keepdim=True).values
+    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+
+
+def fidelity_inputs(ref: ModelRef, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompts [PROMPTS, PROMPT_TOKENS], evaluation ids [1, <= PPL_TOKENS]), fixed per model."""
+    prompts = prompt_batch(PROMPTS, PROMPT_TOKENS, ref.vocab_size, tokenizer, seed=SEED)
+    if tokenizer is not None:
+        ids = torch.tensor([text_token_stream(tokenizer)[:PPL_TOKENS]], dtype=torch.long)
+    else:
+        g = torch.Generator().manual_seed(SEED + 1)
+        ids = torch.randint(3, ref.vocab_size, (1, PPL_TOKENS), generator=g)
+    return prompts, ids
+
+
+def _cache_path(ref: ModelRef, device: str, prompts: torch.Tensor, ppl_ids: torch.Tensor) -> Path:
+    import transformers
+
+    key = json.dumps({
+        "recipe": RECIPE_VERSION, "model": ref.path, "device": device,
+        # Thread count changes CPU reduction order, hence the last bits of the logits.
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "prompts": prompts.tolist(),
+        "new_tokens": NEW_TOKENS, "ppl_ids": ppl_ids.tolist(),
+    }, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "fidelity" / f"{Path(ref.path).name}-{digest}.safetensors"
+
+
+def _greedy(backend: Any, prompts: torch.Tensor, device: str) -> torch.Tensor:
+    from infer_opt.core.timing import clock_for
+
+    with backend.context():
+        return backend.run_batch(prompts, NEW_TOKENS, clock_for(device)).tokens  # [B, N]
+
+
+def _compute_reference(ref: ModelRef, device: str, prompts: torch.Tensor,
+                       ppl_ids: torch.Tensor) -> Reference:
+    from infer_opt.engines import backend_class
+    from infer_opt.core.plugin import build_settings
+
+    settings, _ = build_settings(["baseline"], device)
+    baseline = backend_class(settings.backend)(ref, settings)
+    greedy = _greedy(baseline, prompts, device)
+    seq = torch.cat([prompts, greedy], dim=1)  # [B, P+N]
+    logits = baseline.score(seq)[:, PROMPT_TOKENS - 1 : -1, :].contiguous()  # [B, N, V]
+    del baseline
+    return Reference(prompts, greedy, logits, ppl_ids)
+
+
+def load_reference(ref: ModelRef, device: str, tokenizer: Any) -> Reference:
+    """The baseline's reference for this model, from the disk cache or computed once (locked)."""
+    from safetensors.torch import load_file, save_file
+
+    prompts, ppl_ids = fidelity_inputs(ref, tokenizer)
+    path = _cache_path(ref, device, prompts, ppl_ids)
+    if not path.is_file():
+        with _locked(path):
+            if not path.is_file():
+                r = _compute_reference(ref, device, prompts, ppl_ids)
+                tmp = path.with_suffix(".tmp")
+                save_file({"prompts": r.prompts, "greedy": r.greedy, "logits": r.logits,
+                           "ppl_ids": r.ppl_ids}, str(tmp))
+                tmp.replace(path)  # readers never see a half-written file
+    t = load_file(str(path))
+    return Reference(t["prompts"], t["greedy"], t["logits"], t["ppl_ids"])
+
+
+def compare_logits(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+    """KL(ref || variant), top-1 agreement and non-finite count; both [B, N, V]."""
+    finite_rows = torch.isfinite(logits).all(dim=-1)  # [B, N]
+    logp = stable_log_softmax(ref_logits)
+    logq = stable_log_softmax(torch.where(torch.isfinite(logits), logits, 0.0))
+    kl = (logp.exp() * (logp - logq)).sum(dim=-1)  # [B, N]
+    # Rounding can leave an identical pair at -1e-17; KL is >= 0 by definition.
+    kl = kl.clamp_min(0.0).masked_fill(~finite_rows, math.inf)
+    agree = (ref_logits.argmax(dim=-1) == logits.argmax(dim=-1)) & finite_rows
+    return {
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agreement_pct": 100.0 * float(agree.double().mean()),
+        "logits_nonfinite_count": int((~torch.isfinite(logits)).sum()),
+    }
+
+
+def greedy_match(tokens: torch.Tensor, ref_tokens: torch.Tensor) -> int:
+    """Identical greedy tokens before the first difference, min over prompts. [B, N] each."""
+    same = (tokens == ref_tokens).long()  # [B, N]
+    return int(same.cumprod(dim=1).sum(dim=1).min())
+
+
+def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    """exp(mean NLL) of ids[:, 1:] given logits [1, L, V] predicting the next token."""
+    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # stable (max subtracted)
+    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [1, L-1]
+    return float(nll.mean().exp())
+
+
+def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
+    """Fill the FIDELITY columns of `row` for the loaded backend in `ctx` (a CellContext)."""
+    reference = load_reference(ctx.ref, ctx.cell.device, ctx.tokenizer)
+    backend = ctx.backend
+    seq = torch.cat([reference.prompts, reference.greedy], dim=1)  # [B, P+N]
+    logits = backend.score(seq)[:, PROMPT_TOKENS - 1 : -1, :]  # [B, N, V]
+    result = compare_logits(reference.logits, logits)
+    # The variant's greedy choice at each position of the baseline's sequence; a position whose
+    # logits are not finite never matches.
+    greedy = logits.argmax(dim=-1).masked_fill(~torch.isfinite(logits).all(dim=-1), -1)  # [B, N]
+    ppl_logits = backend.score(reference.ppl_ids)  # [1, L, V]
+    nonfinite = result["logits_nonfinite_count"] + int((~torch.isfinite(ppl_logits)).sum())
+    row.update(
+        kl_mean=_g(result["kl_mean"]), kl_max=_g(result["kl_max"]),
+        top1_agreement_pct=round(result["top1_agreement_pct"], 2),
+        greedy_match_tokens=greedy_match(greedy, reference.greedy),
+        perplexity=_g(perplexity(ppl_logits, reference.ppl_ids)),
+        logits_nonfinite_count=nonfinite,
+    )
+
+
+# --- once per variant per run ----------------------------------------------------------------
+# Fidelity depends on the model, the variant, the device and the thread count, never on the
+# workload: within one run, the first ok cell of a variant measures it and later cells of the
+# same variant reuse its columns (the row says which cell measured them). Kept beside the
+# reference cache, keyed by run, so cells in separate processes (or on one Ray node) share it.
+
+FIDELITY_COLUMNS = ("kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens",
+                    "perplexity", "logits_nonfinite_count")
+
+
+def run_store_dir(run_id: str) -> Path:
+    return cache_root() / "fidelity" / "runs" / run_id
+
+
+def _run_store_path(cell: Any) -> Path:
+    key = json.dumps([cell.model.get("path"), cell.variant, cell.device, cell.threads])
+    return run_store_dir(cell.run_id) / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def reuse_fidelity(cell: Any, row: dict[str, Any]) -> int | None:
+    """Copy the fidelity columns measured earlier in this run for this variant into `row`;
+    returns the index of the cell that measured them, or None (nothing stored yet)."""
+    path = _run_store_path(cell)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    row.update({c: stored["columns"][c] for c in FIDELITY_COLUMNS})
+    return int(stored["cell_index"])
+
+
+def keep_fidelity(cell: Any, row: dict[str, Any]) -> None:
+    path = _run_store_path(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{cell.index}.tmp")
+    tmp.write_text(json.dumps({"cell_index": cell.index,
+                               "columns": {c: row[c] for c in FIDELITY_COLUMNS}}),
+                   encoding="utf-8")
+    tmp.replace(path)  # a reader sees the whole file or none
+
+
+def _g(x: float) -> float | str:
+    # 4 significant digits; exact 0 stays 0 and inf/nan stay visible in the CSV.
+    return float(f"{x:.4g}") if math.isfinite(x) else str(x)

@@ -1,0 +1,43 @@
+"""Dynamic (request-level) batching: a queue, a maximum batch size and a maximum wait.
+
+The batcher waits for the first queued request, then keeps collecting until the batch is full
+or the oldest request has waited `max_wait_ms`; it serves that batch to completion (finished
+rows leave, nobody joins) before forming the next one. Like a real server it does not know
+future arrivals: with a partly filled batch it waits out the deadline. As in Triton's and
+TorchServe's dynamic batchers, requests arriving during a batch wait for the next one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from infer_opt.workloads.online.server import Arrivals, Request, ServerClock, Stats, decode_stamped, prefill_stamped
+
+
+def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
+          prefix: Any = None) -> Stats:
+    stats = Stats()
+    by_id = {r.id: r for r in requests}
+    arrivals = Arrivals(requests)
+    queue: deque[Request] = deque()
+    served = 0
+    max_bs, max_wait_s = opts.max_batch_size, opts.max_wait_ms / 1e3
+    while served < len(requests):
+        queue.extend(arrivals.due(clock.now()))
+        if not queue:
+            nxt = arrivals.next_arrival_s()
+            assert nxt is not None
+            clock.sleep_until(nxt)
+            continue
+        deadline = queue[0].arrival_s + max_wait_s
+        while len(queue) < max_bs and clock.now() < deadline:
+            nxt = arrivals.next_arrival_s()
+            clock.sleep_until(deadline if nxt is None else min(deadline, nxt))
+            queue.extend(arrivals.due(clock.now()))
+        batch = [queue.popleft() for _ in range(min(max_bs, len(queue)))]
+        run = prefill_stamped(engine, batch, clock, prefix, stats)
+        while run is not None:
+            run = decode_stamped(engine, run, by_id, clock, stats)
+        served += len(batch)
+    return stats
