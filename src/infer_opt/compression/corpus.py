@@ -23,6 +23,8 @@ from infer_opt.core.errors import UserError
 
 BYTE_OFFSET = 3  # ids 0..2 are special tokens in the tiny config
 VAL_EVERY = 20  # every 20th chunk is held out for validation (5 %)
+CALIBRATION_SEQS = 16  # chunks for importance scores (16 x 256 = 4096 tokens)
+CALIBRATION_LEN = 256
 
 
 def documents() -> list[str]:
@@ -87,7 +89,8 @@ def tokenizer_for(model: Any) -> Any | None:
     return AutoTokenizer.from_pretrained(path)
 
 
-def calibration_ids(model: Any, n_seqs: int = 16, seq_len: int = 256) -> torch.Tensor:
+def calibration_ids(model: Any, n_seqs: int = CALIBRATION_SEQS,
+                    seq_len: int = CALIBRATION_LEN) -> torch.Tensor:
     """[n_seqs, seq_len] training-split chunks for importance scores (plugin-facing).
 
     A transform `(model, settings) -> model` has only the model: the tokenizer is found beside
