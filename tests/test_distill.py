@@ -80,6 +80,10 @@ def test_distillation_loss_falls_and_reloads_identically(teacher, chunks, tmp_pa
     assert last < 0.8 * first, (first, last)
     assert hist.val[-1][1] < hist.val[0][1]  # held-out chunks too
     assert [s for s, _ in hist.val] == [0, 6, 12, 18, 24, 30]
+    # freeze_embeddings (default): the tied embedding / lm_head is still the teacher's.
+    assert torch.equal(student.lm_head.weight, teacher.lm_head.weight)
+    assert not torch.equal(student.model.layers[0].mlp.up_proj.weight,
+                           teacher.model.layers[1].mlp.up_proj.weight)
     # The same recipe and threads give the same losses (seeded batch order).
     again = train(layer_dropped_student(teacher, [1]), teacher, train_ids, val_ids[:2], recipe)
     assert again.train == hist.train

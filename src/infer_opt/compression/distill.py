@@ -100,7 +100,7 @@ def choose_layers(teacher: Any, n_keep: int, select: str, ids: torch.Tensor | No
 
     "importance": the n_keep of highest Block Influence on the calibration ids [N, S] (the
     layers whose removal turns the residual stream least go). "uniform": evenly spaced,
-    first and last included (every other layer at half).
+    first and last included (15 of 30: 0, 2, ..., 14, 17, 19, ..., 29).
     """
     n = len(teacher.model.layers)
     if not 1 <= n_keep <= n:
@@ -178,6 +178,14 @@ class ValSet:
     teacher_logits: torch.Tensor  # [M, S, V] float32 (M=4, S=256: 200 MB for SmolLM2)
 
 
+def _beside_bar(bar: Any, log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log` that clears the bar first, so a message never lands in the middle of it."""
+    def say(msg: str) -> None:
+        with bar.external_write_mode(file=sys.stderr):
+            log(msg)
+    return say
+
+
 @torch.no_grad()
 def val_set(teacher: Any, ids: torch.Tensor) -> ValSet:
     logits = torch.cat([teacher(input_ids=row, use_cache=False).logits for row in ids.split(1)])
@@ -228,6 +236,8 @@ def train(student: Any, teacher: Any, train_ids: torch.Tensor, val_ids: torch.Te
     val = val_set(teacher, val_ids)
     _record_val(hist, student, val, recipe, log)  # step 0: the un-trained student
     bar = _progress(recipe.steps)
+    if bar is not None and log is not None:
+        log = _beside_bar(bar, log)
     order = torch.empty(0, dtype=torch.long)
     for step in range(recipe.steps):
         if time.perf_counter() - start >= recipe.minutes * 60:

@@ -41,12 +41,13 @@ def prune_magnitude(model: Any, sparsity: float,
                     scope: str = "layer") -> tuple[Any, dict[str, Any]]:
     """Zero the `sparsity` fraction of smallest-|w| decoder Linear weights, in place.
 
-    scope="layer" (default): every weight matrix loses round(sparsity * numel) entries. Chosen
-    as the default because the matrices have different scales (q/k/v, o, gate/up, down):
-    a global threshold empties the small-scale matrices far beyond the target and barely touches
-    the others, and a uniform per-matrix sparsity is what sparse kernels and the literature
-    (Wanda, SparseGPT) use. scope="global": one threshold over all of them together
-    (round(sparsity * total) entries), as in Han et al.
+    scope="layer" (default): every weight matrix loses round(sparsity * numel) entries, the
+    uniform per-matrix sparsity of Wanda and SparseGPT and the shape sparse kernels want.
+    scope="global": one threshold over all of them (round(sparsity * total) entries), as in
+    Han et al. Matrices differ in scale, so a global threshold is uneven: at 50 % on SmolLM2 it
+    zeroes 97.9 % of layer 0's v_proj and 94.3 % of its o_proj, and 35 % of layer 28's v_proj.
+    It lost slightly less there (KL to the fp32 model on eval_text 2.95 vs 3.25 nats), but one
+    wiped-out matrix is a cliff the per-matrix default cannot fall off; both are offered.
 
     Returns (model, facts): facts["zero_fraction"] counts every zero in the pruned tensors,
     including any that were zero before.
