@@ -46,7 +46,8 @@ def _keep_list(text: str) -> tuple[int, ...]:
     try:
         keep = tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise UserError("keep-layers", f"expected comma-separated layer indices, got {text!r}") from None
+        raise UserError("keep-layers",
+                        f"expected comma-separated layer indices, got {text!r}") from None
     if not keep or list(keep) != sorted(set(keep)) or keep[0] < 0:
         raise UserError("keep-layers", f"expected ascending distinct indices >= 0, got {text!r}")
     return keep

@@ -304,7 +304,8 @@ def recipe_key(recipe: Recipe, teacher_id: str) -> dict[str, Any]:
     import transformers
 
     return {"recipe_version": RECIPE_VERSION, **dataclasses.asdict(recipe),
-            "teacher_weights": teacher_id, "calibration": [corpus.CALIBRATION_SEQS, corpus.CALIBRATION_LEN],
+            "teacher_weights": teacher_id,
+            "calibration": [corpus.CALIBRATION_SEQS, corpus.CALIBRATION_LEN],
             "corpus": corpus.digest(), "val_every": corpus.VAL_EVERY,
             "eval_chunks": EVAL_CHUNKS, "torch": torch.__version__,
             "transformers": transformers.__version__}

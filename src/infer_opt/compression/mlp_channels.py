@@ -70,7 +70,8 @@ def slice_mlp(mlp: nn.Module, keep: torch.Tensor) -> None:
     mlp.intermediate_size = keep.numel()
 
 
-def prune_mlp_channels(model: Any, fraction: float, ids: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+def prune_mlp_channels(model: Any, fraction: float,
+                       ids: torch.Tensor) -> tuple[Any, dict[str, Any]]:
     """Remove round(fraction * I) least important channels from every MLP, in place.
 
     ids: [N, S] calibration token ids. fraction 0 keeps every channel in its order: the model
