@@ -26,7 +26,7 @@ def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
     e2e = [t + sum(run) for t, run in zip(ttft, itl)]
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="tiny-random", variant=variant,
-               backend="torch", device="cpu", workload="static-batch", batch_size=bs,
+               engine="torch", device="cpu", workload="static-batch", batch_size=bs,
                prompt_tokens=8, new_tokens=new, repeats=repeats, warmup_runs=1, status="ok",
                peak_rss_mb=300.0, weight_mb=10.0)
     row.update(Stats.of(ttft).columns("ttft_ms"))

@@ -7,12 +7,13 @@ column is renamed, removed or changes meaning.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.stats import STAT_NAMES
 
-IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "backend",
+IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "engine",
             "device", "workload", "batch_size", "prompt_tokens", "new_tokens", "repeats",
             "warmup_runs", "dtype", "attn_implementation", "kv_cache"]
 STATUS = ["status", "reason", "notes"]
@@ -20,7 +21,7 @@ LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
 LATENCY = [f"{m}_{s}" for m in LATENCY_METRICS for s in STAT_NAMES]
 THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_s",
               "requests_per_s"]
-COST = ["first_call_ms", "load_s", "cell_s", "compile_s"]
+COST = ["first_call_ms", "load_s", "cell_s"]
 MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"]
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
@@ -42,14 +43,21 @@ COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE +
 STATUSES = ("ok", "skipped", "failed")
 
 
-def empty_row() -> dict[str, Any]:
-    row: dict[str, Any] = {c: "" for c in COLUMNS}
+def run_columns(extra: Sequence[str] = ()) -> list[str]:
+    """The columns of one run's CSV: the core columns, then the metric columns that the run's
+    plugins and engines declare (core/plugin.Metric), sorted, so a third-party metric reaches
+    the CSV, the table and compare."""
+    return COLUMNS + sorted(set(extra) - set(COLUMNS))
+
+
+def empty_row(extra: Sequence[str] = ()) -> dict[str, Any]:
+    row: dict[str, Any] = {c: "" for c in run_columns(extra)}
     row["schema_version"] = SCHEMA_VERSION
     return row
 
 
-def check_row(row: dict[str, Any]) -> None:
-    unknown = set(row) - set(COLUMNS)
+def check_row(row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> None:
+    unknown = set(row) - set(columns)
     if unknown:
         raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
     if row.get("status") not in STATUSES:

@@ -1,6 +1,6 @@
 """Comparing two runs (or variants inside one run) with a noise-aware regression gate.
 
-Rows are joined on their identity: model, variant, backend, device, workload kind and its
+Rows are joined on their identity: model, variant, engine, device, workload kind and its
 parameters (batch size, prompt and new tokens; for any workload kind, the full workload dict kept
 in the samples file when both runs have one). Every metric column present in both files whose
 better direction is known (METRIC_RULES) is compared as a ratio new / old.
@@ -52,7 +52,7 @@ NOT_METRICS = set(IDENTITY) | set(STATUS) | set(ENVIRONMENT) | {
     "bytes_per_decode_step_mb",  # computed from the model's size, not measured
 }
 # Identity columns a join uses from the CSV (the samples' workload dict adds the rest).
-JOIN_COLUMNS = ["model", "variant", "backend", "device", "workload", "batch_size",
+JOIN_COLUMNS = ["model", "variant", "engine", "device", "workload", "batch_size",
                 "prompt_tokens", "new_tokens"]
 # Workload keys that change how long a cell is measured, not what it measures.
 NOT_IDENTITY_WORKLOAD_KEYS = {"repeats", "warmup_runs", "warmup_new_tokens"}
@@ -460,14 +460,14 @@ def compare_to_variant(run: Run, baseline: str, thresholds: Sequence[str] = (),
                                               f"variants there: {', '.join(variants)}")
     notes = [n for n in {base_run.samples_note, run.samples_note} if n]
     use_workload = bool(run.samples) and bool(base_run.samples)
-    drop = ("variant", "backend")
+    drop = ("variant", "engine")
     base: dict[tuple[str, ...], dict[str, str]] = {}
     for row in base_run.rows:
         if row["variant"] == baseline:
             base.setdefault(row_key(base_run, row, use_workload, drop), row)
     metrics = _metric_columns(base_run, run)
     rows, unmatched = [], []
-    # Each row is keyed without its variant and backend and matched to the baseline's row.
+    # Each row is keyed without its variant and engine and matched to the baseline's row.
     for row in run.rows:
         if same and row["variant"] == baseline:
             continue

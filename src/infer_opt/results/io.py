@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def _fmt(value: Any) -> Any:
 
 
 class RunWriter:
-    def __init__(self, out_dir: Path, run_id: str) -> None:
+    def __init__(self, out_dir: Path, run_id: str, columns: Sequence[str] = COLUMNS) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = out_dir / f"{run_id}.csv"
         self.samples_path = out_dir / f"{run_id}.samples.jsonl"
@@ -32,7 +33,8 @@ class RunWriter:
         # 'x': fail rather than overwrite an earlier run with the same id.
         self._csv = open(self.csv_path, "x", newline="", encoding="utf-8")
         self._samples = open(self.samples_path, "x", encoding="utf-8")
-        self._writer = csv.DictWriter(self._csv, fieldnames=COLUMNS)
+        self.columns = list(columns)
+        self._writer = csv.DictWriter(self._csv, fieldnames=self.columns)
         self._writer.writeheader()
         self._sync(self._csv)
 
@@ -42,7 +44,7 @@ class RunWriter:
         os.fsync(fh.fileno())
 
     def add(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
-        check_row(row)
+        check_row(row, self.columns)
         # One write per line, flushed: an interrupted run keeps every finished row whole.
         self._writer.writerow({k: _fmt(v) for k, v in row.items()})
         self._sync(self._csv)

@@ -25,7 +25,8 @@ from typing import Any
 from infer_opt.run.cell import Cell, identity_row, run_cell
 from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef, resolve
-from infer_opt.core.plugin import discover, parse_variant
+from infer_opt.core.stack import Stack, build_stack
+from infer_opt.core.schema import run_columns
 from infer_opt.results.io import RunWriter
 from infer_opt.run.suite import Suite
 
@@ -47,21 +48,38 @@ def resolve_device(device: str) -> str:
 
 def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
                variants_filter: list[str] | None = None) -> list[Cell]:
-    known = discover()
+    """Every cell of the run, each stack and workload validated: a bad one raises UserError
+    before anything is measured or written."""
+    stacks: dict[str, Stack] = {}
+    for group in suite.groups:
+        for variant in group.variants:
+            if variant not in stacks:
+                stacks[variant] = build_stack(variant, device)
+            engine = stacks[variant].engine
+            for w in group.workloads:
+                w.validate(ref.max_context)
+                if w.needs_step_api and not engine.step_api:
+                    raise UserError(f"group {group.name}", f"the {w.kind} workload drives the "
+                                    f"suite's decode loop; engine {engine.name} ({variant!r}) "
+                                    "schedules requests itself: run it in a static-batch group")
+    if variants_filter is not None:
+        unknown = [v for v in variants_filter if v not in stacks]
+        if unknown:
+            raise UserError("--variants", f"{unknown[0]!r} is not a variant of suite "
+                                          f"{suite.name}; its variants: {', '.join(stacks)}")
+    metric_columns = sorted({m.name for s in stacks.values() for m in s.metrics})
     cells: list[Cell] = []
     for group in suite.groups:
         for variant in group.variants:
-            parse_variant(variant, known)  # unknown plugin: one line, before anything runs
             if variants_filter is not None and variant not in variants_filter:
                 continue
             for w in group.workloads:
-                w.validate(ref.max_context)
                 cells.append(Cell(run_id=run_id, suite=suite.name, index=len(cells),
                                   model=asdict(ref), variant=variant, workload=w.to_dict(),
                                   device=device, threads=suite.threads,
-                                  bandwidth_gb_per_s=bandwidth))
+                                  bandwidth_gb_per_s=bandwidth, metric_columns=metric_columns))
     if not cells:
-        raise UserError("variants", "no cell left to run after filtering")
+        raise UserError("--variants", "no cell left to run after filtering")
     return cells
 
 
@@ -170,7 +188,7 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     log(f"infer-opt: measured memory bandwidth {bandwidth:.1f} GB/s")
     for cell in cells:
         cell.bandwidth_gb_per_s = bandwidth
-    writer = RunWriter(out_dir, run_id)
+    writer = RunWriter(out_dir, run_id, run_columns(cells[0].metric_columns))
     log(f"infer-opt: writing {writer.csv_path}")
     start = time.perf_counter()
     try:
