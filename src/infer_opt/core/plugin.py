@@ -42,6 +42,9 @@ class Plugin:
     # a stack that contradicts it is refused before anything runs.
     needs_kv_cache: ClassVar[tuple[str, ...]] = ()
     needs_dtype: ClassVar[tuple[str, ...]] = ()
+    # Largest static batch it can serve (speculative decoding verifies one sequence): a larger
+    # batch_size in a suite is refused before anything runs. None = any.
+    max_batch_size: ClassVar[int | None] = None
     # Typed parameters, given in a variant as `name[key=value,key=value]`.
     params: ClassVar[tuple[Param, ...]] = ()
     # Row columns this plugin fills (settings.metrics); they join the CSV's schema.

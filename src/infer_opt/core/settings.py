@@ -27,13 +27,16 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 # Settings fields an engine may or may not honour (Engine.honours); a non-empty one on an engine
 # that does not honour it refuses the stack.
-HOOKS = ("load_kwargs", "model_transforms", "step_wrappers", "contexts")
+HOOKS = ("load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder")
 
 # A post-load model edit (quantize, prune, ...): (model, settings) -> model.
 ModelTransform = Callable[[Any, "Settings"], Any]
 # Wraps the engine's forward step. A step takes one `StepInput` (engines/base.py) and returns
 # logits [B, K, V]; a wrapper gets (step, settings) and returns a new step.
 StepWrapper = Callable[[Callable[[Any], Any], "Settings"], Callable[[Any], Any]]
+# Replaces plain greedy generation of a static batch (speculative decoding):
+# (engine, prompts [B, P], new_tokens, clock) -> BatchRun, driving engine.step.
+Decoder = Callable[[Any, Any, int, Any], Any]
 
 
 @dataclass
@@ -54,11 +57,16 @@ class Settings:
     contexts: list[Callable[[], AbstractContextManager[Any]]] = field(default_factory=list)
     # Engine options, typed by the engine (Engine.options): checked before any cell runs.
     options: dict[str, Any] = field(default_factory=dict)
+    # A decoding strategy that replaces plain greedy steps in `decode.generate` (None: plain).
+    decoder: Decoder | None = None
     # Human-readable remarks that end up in the row's `notes` column.
     notes: list[str] = field(default_factory=list)
     # Numbers a plugin measures itself (e.g. compile_s); each must be declared in the plugin's
     # `metrics`, and lands in the row's column of the same name.
     metrics: dict[str, float] = field(default_factory=dict)
+    # Running counts a plugin keeps while requests run (tokens drafted, accepted, ...); workloads
+    # clear them after the warm-up, so metrics derived from them cover the timed runs only.
+    counters: dict[str, float] = field(default_factory=dict)
     # A plugin whose cost depends on shapes (compile) asks for warm-up runs of full length.
     warmup_full_length: bool = False
     # Which plugin set which field, to refuse contradictory stacks.
@@ -87,4 +95,4 @@ class Settings:
         self.owners[name] = by
 
     def hooks_used(self) -> list[str]:
-        return [h for h in HOOKS if getattr(self, h)]
+        return [h for h in HOOKS if getattr(self, h) not in (None, [], {})]

@@ -100,7 +100,7 @@ class Engine:
     kv_caches: ClassVar[tuple[str, ...]] = KV_CACHE_KINDS
     attn_implementations: ClassVar[tuple[str, ...]] = ("eager", "sdpa")
     # Settings hooks (core/settings.HOOKS) this engine applies; plugins using others are refused.
-    honours: ClassVar[frozenset[str]] = frozenset({"step_wrappers", "contexts"})
+    honours: ClassVar[frozenset[str]] = frozenset({"step_wrappers", "contexts", "decoder"})
     # Typed engine options (Settings.options), settable as `engine[key=value]` in a variant or
     # by a plugin through `settings.set_option`.
     options: ClassVar[tuple[Param, ...]] = ()
@@ -155,6 +155,12 @@ class Engine:
     def cache_from_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]], max_len: int) -> Any:
         """A cache holding `kv` (per layer [B, kv_heads, L, D]) with room for `max_len` slots."""
         raise NotImplementedError
+
+    def crop(self, cache: Any, length: int) -> Any:
+        """The cache cut back to its first `length` slots (speculative decoding drops rejected
+        draft tokens); the default rebuilds it through kv / cache_from_kv."""
+        kv = self.kv(cache, length)
+        return self.cache_from_kv(kv, max(length, 1))
 
     # --- engines that schedule requests themselves ----------------------------------------
     def generate(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:

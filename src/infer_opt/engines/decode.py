@@ -133,10 +133,13 @@ def generate(engine: Engine, prompts: torch.Tensor, new_tokens: int, clock: Cloc
 
     The greedy ids stay on the device, so no host sync happens inside the loop except the
     clock's own. No early stop at EOS: every variant does the same work. Engines without a
-    step API (vLLM) generate themselves.
+    step API (vLLM) generate themselves; a plugin's decoder (speculative decoding) replaces
+    the plain greedy steps and drives engine.step itself.
     """
     if not engine.step_api:
         return engine.generate(prompts, new_tokens, clock)
+    if engine.settings.decoder is not None:
+        return engine.settings.decoder(engine, prompts, new_tokens, clock)
     batch, prompt_len = prompts.shape
     out: list[torch.Tensor] = []
     clock.start()

@@ -106,7 +106,7 @@ class TorchEngine(Engine):
     name = "torch"
     summary = "PyTorch + transformers, eager (the default engine; plugins edit the model)"
     attn_implementations = ("eager", "sdpa", "flash_attention_2", "flex_attention")
-    honours = frozenset({"load_kwargs", "model_transforms", "step_wrappers", "contexts"})
+    honours = frozenset({"load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder"})
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         import inspect
@@ -167,6 +167,15 @@ class TorchEngine(Engine):
                 cache.update(k, v, i)  # allocates [B, H, max_len, D], writes slots 0..L-1
             return cache
         return DynamicCache(ddp_cache_data=kv, config=self.config)
+
+    def crop(self, cache: Any, length: int) -> Any:
+        if self.settings.kv_cache == "static":
+            # Slots past `length` are overwritten by the next update and masked until then.
+            for layer in cache.layers:
+                layer.cumulative_length.fill_(length)
+            return cache
+        cache.crop(length)
+        return cache
 
     # --- fidelity --------------------------------------------------------------------------
     def score(self, ids: torch.Tensor) -> torch.Tensor:

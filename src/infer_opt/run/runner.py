@@ -46,6 +46,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_fit(stack: Stack, w: Any, where: str) -> None:
+    """A workload the stack can serve as declared, or a one-line UserError."""
+    engine, variant = stack.engine, stack.variant
+    if w.needs_step_api and not engine.step_api:
+        raise UserError(where, f"the {w.kind} workload drives the suite's decode loop; engine "
+                               f"{engine.name} ({variant!r}) schedules requests itself: run it "
+                               "in a static-batch group")
+    if stack.settings.decoder is not None and not w.uses_generate:
+        by = stack.settings.owners.get("decoder", "a plugin")
+        raise UserError(where, f"{by!r} in {variant!r} replaces whole-sequence generation; the "
+                               f"{w.kind} workload decodes rows step by step: use a "
+                               "static-batch group")
+    for p in stack.plugins:
+        bs = getattr(w, "batch_size", 1)
+        if p.max_batch_size is not None and bs > p.max_batch_size:
+            raise UserError(where, f"{p.name!r} serves batches of at most {p.max_batch_size}; "
+                                   f"{variant!r} has batch_size {bs}")
+
+
 def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
                variants_filter: list[str] | None = None) -> list[Cell]:
     """Every cell of the run, each stack and workload validated: a bad one raises UserError
@@ -58,10 +77,7 @@ def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth:
             engine = stacks[variant].engine
             for w in group.workloads:
                 w.validate(ref.max_context)
-                if w.needs_step_api and not engine.step_api:
-                    raise UserError(f"group {group.name}", f"the {w.kind} workload drives the "
-                                    f"suite's decode loop; engine {engine.name} ({variant!r}) "
-                                    "schedules requests itself: run it in a static-batch group")
+                check_fit(stacks[variant], w, f"group {group.name}")
     if variants_filter is not None:
         unknown = [v for v in variants_filter if v not in stacks]
         if unknown:

@@ -35,6 +35,8 @@ class StaticBatch:
     kind: str = "static-batch"
     # Runs on any engine: through the decode loop, or the engine's own generate (vLLM).
     needs_step_api: ClassVar[bool] = False
+    # Generates through decode.generate, so a plugin's decoder (speculative decoding) applies.
+    uses_generate: ClassVar[bool] = True
     # Keys a suite [[group]] may set for this workload (batch_sizes expands to one per size).
     group_keys: ClassVar[tuple[str, ...]] = ("batch_sizes", "prompt_tokens", "new_tokens",
                                              "repeats", "warmup_runs", "warmup_new_tokens")
@@ -112,6 +114,7 @@ def measure_static_batch(workload: Any, ctx: Any, row: dict[str, Any],
             warm = generate(engine, prompts, warm_n, clock)
             if i == 0:
                 first_call_ms = warm.ttft_s * 1e3  # cold: lazy init, allocator, first kernels
+        ctx.settings.counters.clear()  # what plugins counted in the warm-up is not measured
         for _ in range(workload.repeats):
             runs.append(generate(engine, prompts, n, clock))
     if first_call_ms is None:

@@ -49,6 +49,9 @@ class OnlineWorkload:
     kind: str = "online"
     # Batching policies drive the decode loop: rows join and leave between steps.
     needs_step_api: ClassVar[bool] = True
+    # Rows join and leave step by step (decode.prefill / decode): a decoder replacing whole
+    # generation (speculative decoding) would not apply, so such stacks are refused here.
+    uses_generate: ClassVar[bool] = False
     group_keys: ClassVar[tuple[str, ...]] = (
         "policies", "num_requests", "arrival", "arrival_rates", "burstiness", "prompt_tokens",
         "new_tokens", "lengths", "length_spread", "max_batch_size", "max_wait_ms", "prompts",
