@@ -27,7 +27,7 @@ def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="tiny-random", variant=variant,
                engine="torch", device="cpu", workload="static-batch", batch_size=bs,
-               prompt_tokens=8, new_tokens=new, repeats=repeats, warmup_runs=1, status="ok",
+               prompt_tokens=8, new_tokens=new, timed_runs=repeats, warmup_runs=1, status="ok",
                peak_rss_mb=300.0, weight_mb=10.0)
     row.update(Stats.of(ttft).columns("ttft_ms"))
     row.update(Stats.of(e2e).columns("e2e_ms"))

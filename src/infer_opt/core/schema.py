@@ -13,8 +13,8 @@ from typing import Any
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.stats import STAT_NAMES
 
-IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "engine",
-            "device", "workload", "batch_size", "prompt_tokens", "new_tokens", "repeats",
+IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "group", "model", "variant",
+            "engine", "device", "workload", "batch_size", "prompt_tokens", "new_tokens",
             "warmup_runs", "dtype", "attn_implementation", "kv_cache"]
 STATUS = ["status", "reason", "notes"]
 LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
@@ -22,6 +22,10 @@ LATENCY = [f"{m}_{s}" for m in LATENCY_METRICS for s in STAT_NAMES]
 THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_s",
               "requests_per_s"]
 COST = ["first_call_ms", "load_s", "cell_s"]
+# How the timed runs were sampled (workloads/base.Sampled, run/rounds.py): n, their total time,
+# why sampling stopped, and the 95% bootstrap interval of the median TPOT and decode tok/s.
+SAMPLING = ["timed_runs", "timed_s", "sampling_stop", "tpot_ms_p50_ci_low",
+            "tpot_ms_p50_ci_high", "decode_tokens_per_s_ci_low", "decode_tokens_per_s_ci_high"]
 MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"]
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
@@ -38,8 +42,8 @@ SERVING = ["policy", "arrival", "arrival_rate_per_s", "burstiness", "num_request
     "goodput_requests_per_s", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms", "slo_target_pct",
     "slo_met_pct", "meets_slo", "duration_s", "mean_batch_size", "prefix_prefill_ms"]
 
-COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + MEMORY + ROOFLINE + ENVIRONMENT
-           + FIDELITY + SERVING)
+COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + COST + SAMPLING + MEMORY + ROOFLINE
+           + ENVIRONMENT + FIDELITY + SERVING)
 STATUSES = ("ok", "skipped", "failed")
 
 
