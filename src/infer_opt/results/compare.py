@@ -368,7 +368,10 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
             if v not in _variants(run):
                 raise UserError("--map", f"{v!r} is not a variant of {run.path.name}; variants "
                                          f"there: {', '.join(_variants(run))}")
-    ref = None if same or absolute else choose_reference(old, new_run, reference)
+    # The reference measures the drift in both modes; it divides the timed metrics unless
+    # --absolute.
+    drift_ref = None if same else choose_reference(old, new_run, reference)
+    ref = None if absolute else drift_ref
     # The samples' workload dict joins rows only when both runs have samples.
     use_workload = bool(old.samples) and bool(new_run.samples)
     pairs, only_old, only_new = _join(old, new_run, same, baseline, mapping, use_workload)
@@ -434,8 +437,9 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
         confidence=confidence,
         baseline_label=baseline or ("base" if same else "old"))
     if not same:
-        cmp.drift = _drift(old, new_run, ref, use_workload, seed, resamples)
-        if ref is None:
+        cmp.drift = _drift(old, new_run, drift_ref, use_workload, seed, resamples,
+                           normalized=ref is not None)
+        if drift_ref is None:
             shift = common_shift(rows)
             if shift:
                 cmp.drift.append(shift)
@@ -490,6 +494,9 @@ def _metric(metric: str, p: _Pair, old: Run, new: Run, ro: dict[str, str] | None
     rows = [p.old, p.new] + ([ro, rn] if norm else [])
     counts = [s.n if s is not None else _declared_n(r) for s, r in zip(sides, rows)]
     if is_ref:
+        if threshold is None:
+            res.method = "point"
+            return res  # not gated: shown with --all, no interval
         res.verdict, res.threshold = DRIFT, None  # its change is the machine's: the summary
     if any(c is not None and c < estimate.MIN_UNITS for c in counts):
         known = [c for c in counts if c is not None]
@@ -516,8 +523,8 @@ def _metric(metric: str, p: _Pair, old: Run, new: Run, ro: dict[str, str] | None
     return _Pending(res, build, gated=threshold is not None and not is_ref)
 
 
-def _drift(old: Run, new: Run, ref: str | None, use_workload: bool, seed: int, resamples: int
-           ) -> list[str]:
+def _drift(old: Run, new: Run, ref: str | None, use_workload: bool, seed: int, resamples: int,
+           normalized: bool) -> list[str]:
     """The reference variant's own change per workload (raw, 95% interval): the machine."""
     if ref is None:
         return []
@@ -539,6 +546,10 @@ def _drift(old: Run, new: Run, ref: str | None, use_workload: bool, seed: int, r
                 ci = f" (95% CI {_pct(lo)}..{_pct(hi)})"
         lines.append(f"drift: {ref}'s own {DRIFT_METRIC} changed {_pct(_ratio(n, o))}{ci} on "
                      f"{_label(rn).removeprefix(ref + ' ')}")
+    if lines:
+        lines.append("drift is the machine (or code every variant shares): " + (
+            "divided out of the normalized changes above; --absolute shows raw changes"
+            if normalized else "included in every absolute change above"))
     return lines
 
 
@@ -604,7 +615,7 @@ def render(cmp: Comparison, show_all: bool = False) -> str:
                          + (" — REGRESSION (was ok)" if r.failed_now else "") + " |")
             continue
         for m in r.metrics:
-            if not show_all and m.metric not in SHOWN and m.verdict in (NOT_GATED, BELOW):
+            if not show_all and m.metric not in SHOWN and m.verdict in (NOT_GATED, BELOW, DRIFT):
                 continue
             ci = "" if m.ci is None else f"{_pct(m.ci[0])}..{_pct(m.ci[1])}"
             gate = "" if m.threshold is None else f"{m.threshold * 100:g}% ({m.better} better)"
@@ -628,8 +639,10 @@ def render(cmp: Comparison, show_all: bool = False) -> str:
                 gate = m.threshold or 0.0
                 lines.append(f"  {r.label}: {m.metric} {_pct(m.ratio)}{ci} (gate {gate * 100:g}%)")
     else:
+        unjudged = (f"; {cmp.insufficient} metrics could not be judged (insufficient samples)"
+                    if cmp.insufficient else "")
         lines.append(f"no regression in {len(cmp.rows)} matched rows (gate: the whole interval "
-                     f"is worse than the threshold)")
+                     f"is worse than the threshold){unjudged}")
     return "\n".join(lines) + "\n"
 
 
