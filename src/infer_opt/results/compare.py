@@ -354,20 +354,7 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
     new_run = old if new is None else new
     default, per = parse_thresholds(thresholds)
     mapping = parse_maps(maps)
-    if same and baseline is None and not mapping:
-        raise UserError("csv", "one file compares variants within its run: give "
-                               "--baseline-variant VARIANT or --map NEW=OLD")
-    if same and (reference is not None or absolute):
-        raise UserError("--reference-variant" if reference else "--absolute",
-                        "normalizing applies across two runs; one file compares within its run")
-    if baseline is not None and baseline not in _variants(old):
-        raise UserError("--baseline-variant", f"{baseline!r} is not in {old.path.name}; "
-                                              f"variants there: {', '.join(_variants(old))}")
-    for v_new, v_old in mapping.items():
-        for run, v in ((new_run, v_new), (old, v_old)):
-            if v not in _variants(run):
-                raise UserError("--map", f"{v!r} is not a variant of {run.path.name}; variants "
-                                         f"there: {', '.join(_variants(run))}")
+    _check_arguments(old, new_run, same, baseline, mapping, reference, absolute)
     # The reference measures the drift in both modes; it divides the timed metrics unless
     # --absolute.
     drift_ref = None if same else choose_reference(old, new_run, reference)
@@ -403,7 +390,7 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
         ro = refs_old.get(p.key) if ref and not is_ref else None
         rn = refs_new.get(p.key) if ref and not is_ref else None
         for metric in metrics:
-            item = _metric(metric, p, old, new_run, ro, rn, ref, is_ref, same,
+            item = _metric(metric, p, (old, new_run), (ro, rn), ref, is_ref, same,
                            gate_threshold(metric, default, per), sample_notes)
             if isinstance(item, _Pending):
                 pending.append(item)
@@ -411,17 +398,7 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
             elif item is not None:
                 rr.metrics.append(item)
 
-    m = sum(1 for x in pending if x.gated)
-    confidence = 1.0 - (1.0 - FAMILY_CONFIDENCE) / max(m, 1)
-    n_resamples = max(resamples, RESAMPLES_PER_TEST * m)
-    for i, x in enumerate(pending):
-        est = x.build(n_resamples, [seed, i])
-        res = x.result
-        res.ratio = est.point
-        res.method = est.method + res.method
-        if est.reps.size >= 2:
-            res.ci = interval(est.reps, confidence if x.gated else FAMILY_CONFIDENCE)
-        res.verdict = judge(res) if x.gated else res.verdict
+    m, confidence = _bootstrap(pending, resamples, seed)
 
     cmp = Comparison(
         title=(f"variants of {old.path.name}" if same else f"{new_run.path.name} vs "
@@ -446,6 +423,42 @@ def compare(old: Run, new: Run | None = None, *, baseline: str | None = None,
     return cmp
 
 
+def _check_arguments(old: Run, new: Run, same: bool, baseline: str | None,
+                     mapping: dict[str, str], reference: str | None, absolute: bool) -> None:
+    if same and baseline is None and not mapping:
+        raise UserError("csv", "one file compares variants within its run: give "
+                               "--baseline-variant VARIANT or --map NEW=OLD")
+    if same and (reference is not None or absolute):
+        raise UserError("--reference-variant" if reference else "--absolute",
+                        "normalizing applies across two runs; one file compares within its run")
+    if baseline is not None and baseline not in _variants(old):
+        raise UserError("--baseline-variant", f"{baseline!r} is not in {old.path.name}; "
+                                              f"variants there: {', '.join(_variants(old))}")
+    for v_new, v_old in mapping.items():
+        for run, v in ((new, v_new), (old, v_old)):
+            if v not in _variants(run):
+                raise UserError("--map", f"{v!r} is not a variant of {run.path.name}; variants "
+                                         f"there: {', '.join(_variants(run))}")
+
+
+def _bootstrap(pending: list[_Pending], resamples: int, seed: int) -> tuple[int, float]:
+    """Run every pending estimate once m, the number of gated tests, is known; fill in the
+    change, its interval and the verdict. Returns (m, confidence of each gated interval)."""
+    m = sum(1 for x in pending if x.gated)
+    confidence = 1.0 - (1.0 - FAMILY_CONFIDENCE) / max(m, 1)  # Bonferroni
+    n_resamples = max(resamples, RESAMPLES_PER_TEST * m)
+    for i, x in enumerate(pending):
+        est = x.build(n_resamples, [seed, i])
+        res = x.result
+        res.ratio = est.point
+        res.method = est.method + res.method
+        if est.reps.size >= 2:
+            res.ci = interval(est.reps, confidence if x.gated else FAMILY_CONFIDENCE)
+        if x.gated:
+            res.verdict = judge(res)
+    return m, confidence
+
+
 def compare_runs(old: Run, new: Run, thresholds: Sequence[str] = (), resamples: int = 2000,
                  seed: int = 0, **options: Any) -> Comparison:
     """NEW against OLD (compare() with two runs)."""
@@ -463,9 +476,12 @@ def _reference_rows(run: Run, ref: str | None, use_workload: bool
     return out
 
 
-def _metric(metric: str, p: _Pair, old: Run, new: Run, ro: dict[str, str] | None,
-            rn: dict[str, str] | None, ref: str | None, is_ref: bool, same: bool,
-            threshold: float | None, notes: set[str]) -> MetricResult | _Pending | None:
+def _metric(metric: str, p: _Pair, runs: tuple[Run, Run],
+            refs: tuple[dict[str, str] | None, dict[str, str] | None], ref: str | None,
+            is_ref: bool, same: bool, threshold: float | None, notes: set[str]
+            ) -> MetricResult | _Pending | None:
+    """One metric of one pair of rows: a result now (no interval to compute), a pending
+    bootstrap, or None (not a metric of both rows)."""
     better = direction(metric)
     o, n = _num(p.old.get(metric)), _num(p.new.get(metric))
     if better is None or o is None or n is None:
@@ -475,52 +491,42 @@ def _metric(metric: str, p: _Pair, old: Run, new: Run, ro: dict[str, str] | None
         res.method = "single measurement"
         res.verdict = judge(res)
         return res
-    ro_v = _num(ro.get(metric)) if ro else None
-    rn_v = _num(rn.get(metric)) if rn else None
-    norm = ro_v is not None and rn_v is not None and ro_v > 0 and rn_v > 0
-    if ref is not None and not is_ref and not norm:
-        res.method = f"; absolute: no {ref} value on this workload"
-    if norm:
-        assert ro is not None and rn is not None and ro_v is not None and rn_v is not None
+    if is_ref:  # the reference against itself: its change is the drift (summary), not a test
+        res.threshold = None
+        res.verdict = DRIFT if threshold is not None else NOT_GATED
+    rows, sources = [p.old, p.new], list(runs)
+    ro_v, rn_v = (_num(r.get(metric)) if r else None for r in refs)
+    if ro_v and rn_v and ro_v > 0 and rn_v > 0:  # each run's reference on this workload
         res.ratio = _ratio(n / rn_v, o / ro_v)
         res.method = f"; normalized by {ref} (raw {_pct(_ratio(n, o))})"
-    so = _samples(old, p.old, metric, o, notes)
-    sn = _samples(new, p.new, metric, n, notes)
-    sides = [so, sn]
-    if norm:
-        assert ro is not None and rn is not None
-        sides += [_samples(old, ro, metric, ro_v or 0.0, notes),
-                  _samples(new, rn, metric, rn_v or 0.0, notes)]
-    rows = [p.old, p.new] + ([ro, rn] if norm else [])
-    counts = [s.n if s is not None else _declared_n(r) for s, r in zip(sides, rows)]
-    if is_ref:
-        if threshold is None:
-            res.method = "point"
-            return res  # not gated: shown with --all, no interval
-        res.verdict, res.threshold = DRIFT, None  # its change is the machine's: the summary
-    if any(c is not None and c < estimate.MIN_UNITS for c in counts):
-        known = [c for c in counts if c is not None]
+        rows += [refs[0], refs[1]]  # type: ignore[list-item]
+        sources += list(runs)
+    elif ref is not None and not is_ref:
+        res.method = f"; absolute: no {ref} value on this workload"
+    if res.threshold is None and res.verdict != DRIFT:
+        res.method = "point" + res.method  # shown, not gated: no interval to pay for
+        return res
+    sides = [_samples(run, row, metric, _num(row.get(metric)) or 0.0, notes)
+             for run, row in zip(sources, rows)]
+    counts = [s.n if s is not None else _declared_n(row) for s, row in zip(sides, rows)]
+    known = [c for c in counts if c is not None]
+    if known and min(known) < estimate.MIN_UNITS:
         res.method = f"n={min(known)} < {estimate.MIN_UNITS}" + res.method
-        if res.verdict != DRIFT:
-            res.verdict = INSUFFICIENT if threshold is not None else NOT_GATED
+        res.verdict = DRIFT if is_ref else INSUFFICIENT
         return res
-    if any(s is None for s in sides) or threshold is None and not is_ref:
-        res.method = ("no samples" if any(s is None for s in sides) else "point") + res.method
-        if res.verdict != DRIFT:
-            res.verdict = judge(res)
+    if any(s is None for s in sides):
+        res.method = "no samples" + res.method
+        res.verdict = DRIFT if is_ref else judge(res)
         return res
-    so_, sn_ = sides[0], sides[1]
-    assert so_ is not None and sn_ is not None
-    pair_ok = same  # rounds are indices within one run: only rows of one run pair by round
+    ms = [s for s in sides if s is not None]
+    # Rounds are indices within one run: only rows of one run pair by round.
 
     def build(resamples: int, seed: list[int]) -> estimate.Estimate:
-        if norm:
-            sro, srn = sides[2], sides[3]
-            assert sro is not None and srn is not None
-            return estimate.normalized(sro, so_, srn, sn_, resamples, seed)
-        return estimate.change(so_, sn_, resamples, seed, pair=pair_ok)
+        if len(ms) == 4:
+            return estimate.normalized(ms[2], ms[0], ms[3], ms[1], resamples, seed)
+        return estimate.change(ms[0], ms[1], resamples, seed, pair=same)
 
-    return _Pending(res, build, gated=threshold is not None and not is_ref)
+    return _Pending(res, build, gated=not is_ref)
 
 
 def _drift(old: Run, new: Run, ref: str | None, use_workload: bool, seed: int, resamples: int,
