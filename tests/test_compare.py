@@ -39,7 +39,7 @@ def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
             "requests_per_s": [bs / (v / 1e3) for v in e2e]}
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="tiny-random", variant=variant,
-               backend="torch", device="cpu", workload="static-batch", batch_size=bs,
+               engine="torch", device="cpu", workload="static-batch", batch_size=bs,
                prompt_tokens=8, new_tokens=new, repeats=repeats, warmup_runs=1, status="ok",
                peak_rss_mb=300.0, weight_mb=10.0, timed_runs=repeats)
     for metric in ("ttft_ms", "e2e_ms", "tpot_ms"):
@@ -359,7 +359,7 @@ def test_one_file_needs_a_baseline_or_map(tmp_path: Path,
 def online_cell(index: int, ttft_ms: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="m", variant="kv-cache",
-               backend="torch", device="cpu", workload="online", prompt_tokens=8,
+               engine="torch", device="cpu", workload="online", prompt_tokens=8,
                new_tokens=4, status="ok", policy="continuous", arrival="poisson",
                arrival_rate_per_s=2.0, num_requests=len(ttft_ms), timed_runs=1)
     row.update(Stats.of(ttft_ms).columns("ttft_ms"))
@@ -389,7 +389,7 @@ def tpot_only(index: int, variant: str, tpot: list[float]) -> tuple[dict[str, An
     """A row whose only metric is tpot_ms_p50: one gated test per row pair."""
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="m", variant=variant,
-               backend="torch", device="cpu", workload="static-batch", batch_size=1,
+               engine="torch", device="cpu", workload="static-batch", batch_size=1,
                prompt_tokens=8, new_tokens=16, status="ok", timed_runs=len(tpot),
                tpot_ms_p50=Stats.of(tpot).p50)
     runs = {"round": list(range(len(tpot))), "tpot_ms": tpot}

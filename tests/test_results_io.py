@@ -12,7 +12,7 @@ import pytest
 from infer_opt import SCHEMA_VERSION
 from infer_opt.cli import main
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS
+from infer_opt.core.schema import COLUMNS, run_columns
 from infer_opt.results.io import RunWriter, read_run, samples_problem
 
 from .test_compare import fake_cell, write_run
@@ -55,7 +55,7 @@ BAD: list[tuple[str, bytes | str, str]] = [
     ("short-middle", "SHORT", f"line 2: 5 fields where the header has {len(COLUMNS)}"),
     ("other-version", "OTHER", f"has schema version '1'; this infer-opt reads version {SCHEMA_VERSION}"),
     ("missing-core", "schema_version,variant,status,model\n2,v,ok,m\n",
-     "lacks core columns of schema version 2: run_id, cell_index, suite, backend, device and"),
+     "lacks core columns of schema version 2: run_id, cell_index, suite, engine, device and"),
     ("out-of-order", "SWAP", "column 5 is 'variant' where schema version 2 has 'model'"),
     ("bad-extra", "EXTRA", "extra column 'bad name' is not a metric name"),
     ("bad-status", "STATUS", "line 2: status 'done' is not one of ok, skipped, failed"),
@@ -142,7 +142,7 @@ def test_extra_metric_columns_are_read(tmp_path: Path) -> None:
 
 
 def test_writer_and_reader_agree(tmp_path: Path) -> None:
-    writer = RunWriter(tmp_path, "run-1", extra_columns=["compile_extra_s"])
+    writer = RunWriter(tmp_path, "run-1", columns=run_columns(["compile_extra_s"]))
     for i in range(2):
         row, s = fake_cell(i, f"v{i}", 10.0, i)
         writer.add({**row, "compile_extra_s": 1.5}, s)
@@ -150,8 +150,8 @@ def test_writer_and_reader_agree(tmp_path: Path) -> None:
     run = read_run(writer.csv_path)
     assert [r["variant"] for r in run.rows] == ["v0", "v1"] and run.notes == []
     assert run.rows[1]["compile_extra_s"] == "1.5" and set(run.samples) == {"0", "1"}
-    with pytest.raises(ValueError, match="extra columns must be new identifiers"):
-        RunWriter(tmp_path, "run-2", extra_columns=["kl_mean"])
+    with pytest.raises(ValueError, match="core columns followed by new identifiers"):
+        RunWriter(tmp_path, "run-2", columns=COLUMNS + ["kl_mean"])
 
 
 def test_samples_problems_are_notes_not_errors(tmp_path: Path) -> None:

@@ -100,12 +100,9 @@ def sharp_backend(request: pytest.FixtureRequest):
     """The tiny model (fp32) with larger random weights: its greedy tokens depend on the whole
     context, so a padding, mask or position mistake changes them (with the default init
     std 0.02 the output barely looks past the last token, and broken masks still 'pass')."""
-    from infer_opt.engines.torch_engine import TorchBackend
-    from infer_opt.core.models import resolve
-    from infer_opt.core.plugin import build_settings, parse_variant
+    from .conftest import load_engine
 
-    settings, _ = build_settings(parse_variant(request.param), "cpu")
-    backend = TorchBackend(resolve("tiny-random"), settings)
+    backend = load_engine(request.param)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in backend.model.parameters():
@@ -115,10 +112,12 @@ def sharp_backend(request: pytest.FixtureRequest):
 
 
 def serve_tiny(backend, mask_bug: bool = False, **kw):
-    """Serve an online workload on the tiny backend; returns the requests and the prefix."""
-    from infer_opt.workloads.online.batcher import Engine
+    """Serve an online workload on the tiny engine; returns the requests and the prefix."""
+    from dataclasses import replace
+
+    from infer_opt.core import registry
+    from infer_opt.engines import decode
     from infer_opt.workloads.online.measure import build_requests
-    from infer_opt.workloads.online.policies import policy
     from infer_opt.workloads.online.server import ServerClock
     from infer_opt.workloads.online.workload import OnlineWorkload
 
@@ -127,21 +126,24 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
     w = OnlineWorkload(**{**base, **kw})
     w.validate(512)
     reqs, prefix_ids = build_requests(w, 512, None, seed=0)
-    engine = Engine(backend.model, "cpu", pad_id=0)
+    step = backend.step
     if mask_bug:  # attend to padding: what the test must catch
-        forward = engine._forward
-        engine._forward = lambda ids, mask, pos, cache: forward(ids, torch.ones_like(mask), pos, cache)
-    with backend.context():
-        prefix = engine.make_prefix(prefix_ids) if w.prefix_reuse else None
-        stats = policy(w.policy)(engine, reqs, ServerClock(), w, prefix)
+        backend.step = lambda inp: step(replace(inp, attention_mask=None))
+    try:
+        with backend.context():
+            prefix = decode.make_prefix(backend, prefix_ids) if w.prefix_reuse else None
+            stats = registry.load("policy", w.policy)(backend, reqs, ServerClock(), w, prefix)
+    finally:
+        backend.step = step
     return reqs, prefix_ids, stats
 
 
 def unbatched(backend, prompt: list[int], n: int) -> list[int]:
     from infer_opt.core.timing import HostClock
+    from infer_opt.engines.decode import generate
 
     with backend.context():
-        return backend.run_batch(torch.tensor([prompt]), n, HostClock()).tokens[0].tolist()
+        return generate(backend, torch.tensor([prompt]), n, HostClock()).tokens[0].tolist()
 
 
 @pytest.mark.parametrize("policy_name", ["sequential", "dynamic", "continuous"])
@@ -205,7 +207,7 @@ warmup_requests = 1
 [[group]]
 name = "prefix"
 workload = "online"
-variants = ["kv-cache"]
+variants = ["kv-cache", "baseline"]
 policies = ["dynamic"]
 arrival = "offline"
 num_requests = 4
@@ -260,8 +262,8 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 2 * 2 + 2
-    for r in rows[:2] + rows[4:]:  # kv-cache rows
+    assert len(rows) == 2 * 2 + 2 * 2
+    for r in rows[:7]:  # all but the last: baseline with prefix reuse
         assert r["status"] == "ok", r["reason"]
         for col in ("ttft_ms_p99", "tpot_ms_p50", "e2e_ms_p99", "queue_ms_p50",
                     "output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
@@ -269,13 +271,15 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
             assert r[col] != "", col
         assert r["workload"] == "online"
     assert rows[0]["meets_slo"] == "True" and rows[0]["max_batch_size"] == "1"
-    assert {r["status"] for r in rows[2:4]} == {"skipped"}
-    assert "add kv-cache" in rows[2]["reason"]
+    # Reusing a prefix copies its KV cache: the baseline has none.
+    assert rows[7]["status"] == "skipped" and "add kv-cache" in rows[7]["reason"]
     assert rows[5]["prefix_reuse"] == "True" and float(rows[5]["prefix_prefill_ms"]) > 0
     samples = [json.loads(x) for x in
                csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
     assert len(samples[0]["requests"]) == 6 and len(samples[0]["tokens"][0]) == 4
     assert samples[4]["tokens"] == samples[5]["tokens"]  # prefix reuse: same greedy tokens
+    # The baseline serves through the same loop without a cache: the same tokens.
+    assert samples[2]["tokens"] == samples[0]["tokens"] and samples[6]["tokens"] == samples[4]["tokens"]
     text = render(csv_path)
     assert "## Online load" in text
     reuse_line = next(ln for ln in text.splitlines() if "| dynamic |" in ln and "| True |" in ln)
@@ -285,14 +289,13 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
 
 
 def test_shipped_serving_suite_is_valid() -> None:
-    from infer_opt.core.plugin import discover, parse_variant
+    from infer_opt.core.stack import build_stack
 
     suite = load_suite("serving")
-    known = discover()
     kinds = set()
     for g in suite.groups:
         for v in g.variants:
-            parse_variant(v, known)
+            assert build_stack(v, "cpu").engine.step_api
         for w in g.workloads:
             w.validate(8192)
             kinds.add((w.policy, w.prompts))

@@ -7,7 +7,8 @@ import os
 import time
 from typing import Any
 
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 
 
 class Raises(Plugin):
@@ -58,6 +59,7 @@ class Slows(Plugin):
 
     name = "test-slow"
     summary = "busy-waits 15% of each measured step: a deliberate regression for compare tests"
+    engines = ("torch", "ort")  # a step wrapper: every engine with a step API applies it
     extra = 0.15
 
     def apply(self, settings: Settings) -> None:
@@ -76,3 +78,25 @@ class Slows(Plugin):
 
         settings.step_wrappers.append(wrap)
         settings.notes.append(f"test-slow: +{extra:.0%} per step")
+
+
+class TransformOnAnyEngine(Plugin):
+    """Declares two engines but edits the torch model: the ort engine must refuse the stack."""
+
+    name = "test-transform"
+    summary = "a model transform that claims to work on ort"
+    engines = ("torch", "ort")
+
+    def apply(self, settings: Settings) -> None:
+        settings.model_transforms.append(lambda model, s: model)
+
+
+class BadOption(Plugin):
+    """Sets an engine option the engine does not declare: refused before anything runs."""
+
+    name = "test-bad-option"
+    summary = "sets a misspelt engine option"
+    engines = ("ort",)
+
+    def apply(self, settings: Settings) -> None:
+        settings.set_option("turbo", True, by=self.name)

@@ -11,12 +11,13 @@ declare their own, e.g. `acceptance_rate_pct`); results.io checks it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.stats import STAT_NAMES
 
-IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "backend",
+IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "model", "variant", "engine",
             "device", "workload", "batch_size", "prompt_tokens", "new_tokens", "repeats",
             "warmup_runs", "dtype", "attn_implementation", "kv_cache"]
 STATUS = ["status", "reason", "notes"]
@@ -31,7 +32,7 @@ THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_
 # max_timed_s).
 SAMPLING = ["timed_runs", "timed_s", "sampling_stop", "tpot_ms_p50_ci_low", "tpot_ms_p50_ci_high",
             "decode_tokens_per_s_ci_low", "decode_tokens_per_s_ci_high"]
-COST = ["first_call_ms", "load_s", "cell_s", "compile_s"]
+COST = ["first_call_ms", "load_s", "cell_s"]
 MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
 # roofline_pct is empty where the decode step is not memory-bound (core/roofline.py).
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct",
@@ -60,14 +61,21 @@ COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + SAMPLING + COST + MEMORY +
 STATUSES = ("ok", "skipped", "failed")
 
 
-def empty_row() -> dict[str, Any]:
-    row: dict[str, Any] = {c: "" for c in COLUMNS}
+def run_columns(extra: Sequence[str] = ()) -> list[str]:
+    """The columns of one run's CSV: the core columns, then the metric columns that the run's
+    plugins and engines declare (core/plugin.Metric), sorted, so a third-party metric reaches
+    the CSV, the table and compare."""
+    return COLUMNS + sorted(set(extra) - set(COLUMNS))
+
+
+def empty_row(extra: Sequence[str] = ()) -> dict[str, Any]:
+    row: dict[str, Any] = {c: "" for c in run_columns(extra)}
     row["schema_version"] = SCHEMA_VERSION
     return row
 
 
-def check_row(row: dict[str, Any]) -> None:
-    unknown = set(row) - set(COLUMNS)
+def check_row(row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> None:
+    unknown = set(row) - set(columns)
     if unknown:
         raise ValueError(f"row has columns outside the schema: {sorted(unknown)}")
     if row.get("status") not in STATUSES:
@@ -75,10 +83,11 @@ def check_row(row: dict[str, Any]) -> None:
 
 
 # --- metric directions: what "better" means for a column -------------------------------------
-# Every reader (compare, table) asks direction(column). Plugin-declared metric columns go into
-# METRIC_DIRECTIONS (exact names, checked first).
+# Every reader (compare, table) asks direction(column). Plugin-declared metric columns
+# (core/plugin.Metric.better) go into METRIC_DIRECTIONS (exact names, checked first).
 
 METRIC_DIRECTIONS: dict[str, str | None] = {
+    "compile_s": None,  # declared by the compile plugin: shown, never gated
     "greedy_match_tokens": "higher",
     "slo_met_pct": "higher",
     "logits_nonfinite_count": "lower",
@@ -103,7 +112,7 @@ METRIC_RULES: list[tuple[str, str | None]] = [
     (r"_ms(_(mean|p\d+))?$", "lower"),  # latencies
     (r"_per_s$", "higher"),  # throughputs
     (r"_mb$", "lower"),  # memory
-    (r"_s$", "lower"),  # other durations (compile_s)
+    (r"_s$", "lower"),  # other durations
 ]
 
 

@@ -6,7 +6,7 @@ Modes (commands/compare.py has the command line):
   interleaved rounds, so the change is the median of per-round ratios new/old, resampling
   rounds (estimate.paired); rows whose rounds do not match fall back to resampling each row's
   timed runs (estimate.unpaired);
-- across two runs (OLD NEW): rows joined on their identity (model, variant, backend, device,
+- across two runs (OLD NEW): rows joined on their identity (model, variant, engine, device,
   workload and its parameters); `--map 'X+p=X'` joins NEW's `X+p` rows to OLD's `X` rows,
   `--baseline-variant B` every NEW row to OLD's `B` rows. Timed metrics are normalized by a
   reference variant present in both runs (default: the first of REFERENCE_CANDIDATES found in
@@ -56,13 +56,14 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.schema import direction, floor
 from infer_opt.core.stats import Stats, interval
 from infer_opt.results import estimate
-from infer_opt.results.io import Run, parse_number as _num, read_run, samples_path_for
+from infer_opt.results.io import Run, read_run, samples_path_for
+from infer_opt.results.io import parse_number as _num
 from infer_opt.results.samples import MetricSamples, metric_samples
 
 __all__ = ["compare", "compare_runs", "read_run", "render", "samples_path_for"]
 
 # Identity columns a join uses from the CSV (the samples' workload dict adds the rest).
-JOIN_COLUMNS = ["model", "variant", "backend", "device", "workload", "batch_size",
+JOIN_COLUMNS = ["model", "variant", "engine", "device", "workload", "batch_size",
                 "prompt_tokens", "new_tokens"]
 # Workload keys that change how long a cell is measured, not what it measures.
 NOT_IDENTITY_WORKLOAD_KEYS = {"repeats", "warmup_runs", "warmup_new_tokens", "min_repeats",
@@ -214,8 +215,8 @@ def _workload_key(run: Run, row: dict[str, str]) -> str:
 
 
 def workload_key(run: Run, row: dict[str, str], use_workload: bool) -> tuple[str, ...]:
-    """The row's identity without its variant and backend: what it was measured on."""
-    key = tuple(row.get(c, "") for c in JOIN_COLUMNS if c not in ("variant", "backend"))
+    """The row's identity without its variant and engine: what it was measured on."""
+    key = tuple(row.get(c, "") for c in JOIN_COLUMNS if c not in ("variant", "engine"))
     return key + (_workload_key(run, row),) if use_workload else key
 
 

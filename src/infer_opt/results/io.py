@@ -62,22 +62,25 @@ def _fmt(value: Any) -> Any:
 class RunWriter:
     """Writes rows and samples lines as cells finish, each line whole and fsynced.
 
-    extra_columns: metric columns declared by plugins, written after the core columns.
+    columns: schema.run_columns(extra), the core columns then the run's declared metric
+    columns; read_run refuses a header that is not of that form, so the writer does too.
     """
 
-    def __init__(self, out_dir: Path, run_id: str, extra_columns: Sequence[str] = ()) -> None:
-        bad = [c for c in extra_columns if not c.isidentifier() or c in COLUMNS]
-        if bad or len(set(extra_columns)) != len(extra_columns):
-            raise ValueError(f"extra columns must be new identifiers, got {list(extra_columns)}")
+    def __init__(self, out_dir: Path, run_id: str, columns: Sequence[str] = COLUMNS) -> None:
+        extra = list(columns)[len(COLUMNS):]
+        if list(columns)[: len(COLUMNS)] != COLUMNS or len(set(columns)) != len(columns) or \
+                not all(c.isidentifier() for c in extra):
+            raise ValueError("columns must be the core columns followed by new identifiers "
+                             "(schema.run_columns)")
         out_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = out_dir / f"{run_id}.csv"
         self.samples_path = out_dir / f"{run_id}.samples.jsonl"
         self.table_path = out_dir / f"{run_id}.md"
-        self._extra = list(extra_columns)
         # 'x': fail rather than overwrite an earlier run with the same id.
         self._csv = open(self.csv_path, "x", newline="", encoding="utf-8")
         self._samples = open(self.samples_path, "x", encoding="utf-8")
-        self._writer = csv.DictWriter(self._csv, fieldnames=COLUMNS + self._extra)
+        self.columns = list(columns)
+        self._writer = csv.DictWriter(self._csv, fieldnames=self.columns)
         self._writer.writeheader()
         self._sync(self._csv)
 
@@ -87,7 +90,7 @@ class RunWriter:
         os.fsync(fh.fileno())
 
     def add(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
-        check_row({k: v for k, v in row.items() if k not in self._extra})
+        check_row(row, self.columns)
         # One write per line, flushed: an interrupted run keeps every finished row whole.
         self._writer.writerow({k: _fmt(v) for k, v in row.items()})
         self._sync(self._csv)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.results.io import parse_number as _num, read_run, samples_path_for
+from infer_opt.results.io import parse_number as _num
+from infer_opt.results.io import read_run, samples_path_for
 from infer_opt.results.table import render_run, speedup
 
 # Columns that may carry the offered load of a serving workload, in order of preference.

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.results.io import Run, parse_number as _num, read_run
-from infer_opt.results.serving_table import busy_mark as _busy, render_online
+from infer_opt.results.io import Run, read_run
+from infer_opt.results.io import parse_number as _num
+from infer_opt.results.serving_table import busy_mark as _busy
+from infer_opt.results.serving_table import render_online
 
 BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
              "core on average or the hypervisor stole more than 5% of the CPU (columns "

@@ -11,10 +11,9 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
 from infer_opt.core.schema import empty_row
-from infer_opt.workloads.registry import workload_from_dict
+from infer_opt.workloads.base import workload_from_dict
 
 
 @dataclass
@@ -29,7 +28,8 @@ class Cell:
     threads: int
     bandwidth_gb_per_s: float
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Metric columns declared by the run's plugins and engines (schema.run_columns).
+    metric_columns: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +51,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def identity_row(cell: Cell) -> dict[str, Any]:
-    row = empty_row()
+    row = empty_row(cell.metric_columns)
     w = cell.workload
     row.update(run_id=cell.run_id, cell_index=cell.index, suite=cell.suite,
                model=cell.model["name"], variant=cell.variant, device=cell.device,
@@ -80,23 +80,27 @@ def run_cell(cell_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 @dataclass
 class CellContext:
-    """What a workload's `measure` gets: the cell, its model, settings and loaded backend."""
+    """What a workload's `measure` gets: the cell, its model, settings and loaded engine."""
 
     cell: Cell
     ref: ModelRef
     settings: Any
-    backend: Any
+    engine: Any
     tokenizer: Any
 
 
 def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     import torch
 
-    from infer_opt.engines import backend_class
     from infer_opt.core.env import environment
-    from infer_opt.core.memory import peak_device_mb, peak_rss_mb, reset_device_peak, rss_mb
+    from infer_opt.core.memory import (
+        peak_device_mb,
+        peak_rss_mb,
+        reset_device_peak,
+        rss_mb,
+    )
     from infer_opt.core.models import load_tokenizer
-    from infer_opt.core.plugin import build_settings, parse_variant
+    from infer_opt.core.stack import build_stack
 
     torch.set_num_threads(cell.threads)
     row.update(environment(cell.device, cell.threads))
@@ -105,31 +109,40 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     ref = ModelRef(**cell.model)
     workload.validate(ref.max_context)
 
-    settings, unavailable = build_settings(parse_variant(cell.variant), cell.device)
-    row.update(backend=settings.backend, dtype=settings.dtype,
+    stack = build_stack(cell.variant, cell.device)  # validated by the plan already
+    settings = stack.settings
+    row.update(engine=settings.engine, dtype=settings.dtype,
                attn_implementation=settings.attn_implementation, kv_cache=settings.kv_cache)
-    if unavailable is not None:
-        row.update(status="skipped", reason=unavailable)
+    if stack.unavailable is not None:
+        row.update(status="skipped", reason=stack.unavailable)
         return
 
     row["rss_before_load_mb"] = round(rss_mb(), 1)
     reset_device_peak(cell.device)
-    backend = backend_class(settings.backend)(ref, settings)
-    row["weight_mb"] = round(backend.facts.weight_bytes / 2**20, 2)
-    row["load_s"] = round(backend.facts.load_s, 3)
-    ctx = CellContext(cell=cell, ref=ref, settings=settings, backend=backend,
+    engine = stack.engine(ref, settings)
+    row["weight_mb"] = round(engine.facts.weight_bytes / 2**20, 2)
+    row["load_s"] = round(engine.facts.load_s, 3)
+    ctx = CellContext(cell=cell, ref=ref, settings=settings, engine=engine,
                       tokenizer=load_tokenizer(ref))
     workload.measure(ctx, row, samples)
     row["peak_rss_mb"] = round(peak_rss_mb(), 1)
     device_peak = peak_device_mb(cell.device)
     row["peak_device_mem_mb"] = "" if device_peak is None else round(device_peak, 1)
+    declared = {m.name for m in stack.metrics}
     for name, value in settings.metrics.items():  # measured by plugins (compile_s, ...)
-        if name in row:
-            row[name] = round(value, 3)
+        if name in declared:
+            row[name] = round(value, 6)
+        else:
+            settings.notes.append(f"metric {name!r} not declared by any plugin of the stack: "
+                                  "not recorded")
     # After the timed runs and memory readings: fidelity loads the baseline once per model.
     if not row["status"]:  # a workload that skipped itself has nothing to score
         try:
-            from infer_opt.run.fidelity import keep_fidelity, measure_fidelity, reuse_fidelity
+            from infer_opt.run.fidelity import (
+                keep_fidelity,
+                measure_fidelity,
+                reuse_fidelity,
+            )
 
             measured_in = reuse_fidelity(cell, row)
             if measured_in is None:
@@ -143,5 +156,3 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     row["notes"] = "; ".join(settings.notes)
     row["status"] = row["status"] or "ok"  # a workload may have marked the row skipped
 
-
-__all__ = ["Cell", "run_cell", "UserError"]

@@ -3,7 +3,7 @@
 Reference (computed once per model, device and thread count, cached on disk): the baseline
 (fp32, eager, no KV cache) greedily continues a fixed prompt set, and its logits along those
 sequences are kept. The variant is then scored on the very same token sequences, teacher-forced,
-through the backend's `score(ids) -> logits`, so any backend can be compared:
+through the engine's `score(ids) -> logits`, so any engine can be compared:
 
 - kl_mean / kl_max: KL(baseline || variant) of the next-token distributions at each generated
   position (nats); a position whose variant logits hold NaN/inf counts as KL = inf;
@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from infer_opt.core.models import ModelRef, _locked, cache_root
+from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
 
 # Bump when anything below changes what the reference holds.
@@ -145,20 +145,20 @@ def _cache_path(ref: ModelRef, device: str, prompts: torch.Tensor, ppl_ids: torc
     return cache_root() / "fidelity" / f"{Path(ref.path).name}-{digest}.safetensors"
 
 
-def _greedy(backend: Any, prompts: torch.Tensor, device: str) -> torch.Tensor:
+def _greedy(engine: Any, prompts: torch.Tensor, device: str) -> torch.Tensor:
     from infer_opt.core.timing import clock_for
+    from infer_opt.engines.decode import generate
 
-    with backend.context():
-        return backend.run_batch(prompts, NEW_TOKENS, clock_for(device)).tokens  # [B, N]
+    with engine.context():
+        return generate(engine, prompts, NEW_TOKENS, clock_for(device)).tokens  # [B, N]
 
 
 def _compute_reference(ref: ModelRef, device: str, prompts: torch.Tensor,
                        ppl_ids: torch.Tensor) -> Reference:
-    from infer_opt.engines import backend_class
-    from infer_opt.core.plugin import build_settings
+    from infer_opt.core.stack import build_stack
 
-    settings, _ = build_settings(["baseline"], device)
-    baseline = backend_class(settings.backend)(ref, settings)
+    stack = build_stack("baseline", device)
+    baseline = stack.engine(ref, stack.settings)
     greedy = _greedy(baseline, prompts, device)
     seq = torch.cat([prompts, greedy], dim=1)  # [B, P+N]
     logits = baseline.score(seq)[:, PROMPT_TOKENS - 1 : -1, :].contiguous()  # [B, N, V]
@@ -173,7 +173,7 @@ def load_reference(ref: ModelRef, device: str, tokenizer: Any) -> Reference:
     prompts, ppl_ids = fidelity_inputs(ref, tokenizer)
     path = _cache_path(ref, device, prompts, ppl_ids)
     if not path.is_file():
-        with _locked(path):
+        with locked(path):
             if not path.is_file():
                 r = _compute_reference(ref, device, prompts, ppl_ids)
                 tmp = path.with_suffix(".tmp")
@@ -215,16 +215,16 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
-    """Fill the FIDELITY columns of `row` for the loaded backend in `ctx` (a CellContext)."""
+    """Fill the FIDELITY columns of `row` for the loaded engine in `ctx` (a CellContext)."""
     reference = load_reference(ctx.ref, ctx.cell.device, ctx.tokenizer)
-    backend = ctx.backend
+    engine = ctx.engine
     seq = torch.cat([reference.prompts, reference.greedy], dim=1)  # [B, P+N]
-    logits = backend.score(seq)[:, PROMPT_TOKENS - 1 : -1, :]  # [B, N, V]
+    logits = engine.score(seq)[:, PROMPT_TOKENS - 1 : -1, :]  # [B, N, V]
     result = compare_logits(reference.logits, logits)
     # The variant's greedy choice at each position of the baseline's sequence; a position whose
     # logits are not finite never matches.
     greedy = logits.argmax(dim=-1).masked_fill(~torch.isfinite(logits).all(dim=-1), -1)  # [B, N]
-    ppl_logits = backend.score(reference.ppl_ids)  # [1, L, V]
+    ppl_logits = engine.score(reference.ppl_ids)  # [1, L, V]
     nonfinite = result["logits_nonfinite_count"] + int((~torch.isfinite(ppl_logits)).sum())
     row.update(
         kl_mean=_g(result["kl_mean"]), kl_max=_g(result["kl_max"]),

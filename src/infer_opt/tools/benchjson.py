@@ -75,7 +75,7 @@ def _micro_row(b: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, Any], 
     ms = [float(x) * 1e3 for x in data] if isinstance(data, list) and data else []
     row.update(suite="pytest-benchmark", model="", notes=f"group: {b.get('group') or ''}",
                variant=b.get("name", ""),
-               backend="torch", device="cpu", workload="pytest-benchmark",
+               engine="torch", device="cpu", workload="pytest-benchmark",
                repeats=b.get("stats.rounds", ""), status="ok",
                dtype=info.get("dtype", ""), attn_implementation=info.get("impl", ""))
     if ms:

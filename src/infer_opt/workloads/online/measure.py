@@ -1,14 +1,14 @@
-"""Serving an online workload on the torch backend's model and filling the row."""
+"""Serving an online workload through the decode loop on the cell's engine; filling the row."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from infer_opt.core import registry
+from infer_opt.engines import decode
 from infer_opt.workloads.online.arrivals import arrival_times, lengths
-from infer_opt.workloads.online.batcher import Engine
 from infer_opt.workloads.online.metrics import RequestTimes, run_columns
-from infer_opt.workloads.online.policies import policy
 from infer_opt.workloads.online.prompts import shared_prefix_prompts, text_prompts
 from infer_opt.workloads.online.server import Request, ServerClock
 
@@ -31,15 +31,6 @@ def build_requests(w: Any, vocab_size: int, tokenizer: Any, seed: int
     return reqs, prefix
 
 
-def _skip_reason(ctx: Any) -> str | None:
-    if getattr(ctx.backend, "model", None) is None:
-        return (f"online batching policies run on the torch backend's model; backend "
-                f"{ctx.settings.backend!r} has none")
-    if ctx.settings.kv_cache == "none":
-        return "serving policies decode with a KV cache; this variant has none (add kv-cache)"
-    return None
-
-
 def measure_online(w: Any, ctx: Any, row: dict[str, Any], samples: dict[str, Any]) -> None:
     row.update(policy=w.policy, arrival=w.arrival,
                arrival_rate_per_s="" if w.arrival == "offline" else w.arrival_rate_per_s,
@@ -50,29 +41,21 @@ def measure_online(w: Any, ctx: Any, row: dict[str, Any], samples: dict[str, Any
                prefix_reuse=w.prefix_reuse, ttft_slo_ms=w.ttft_slo_ms or "",
                tpot_slo_ms=w.tpot_slo_ms or "", e2e_slo_ms=w.e2e_slo_ms or "",
                slo_target_pct=w.slo_target_pct if w.slos_ms() else "")
-    reason = _skip_reason(ctx)
-    if reason is not None:
-        row.update(status="skipped", reason=reason)
-        return
     settings, tok = ctx.settings, ctx.tokenizer
-    if settings.kv_cache != "dynamic":
-        settings.notes.append(f"served with a padded DynamicCache (kv_cache={settings.kv_cache} "
-                              "not used: rows join and leave the batch)")
-    if settings.step_wrappers:
-        settings.notes.append("step wrappers are not applied by serving policies")
-    pad_id = 0
-    if tok is not None:
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    engine = Engine(ctx.backend.model, ctx.cell.device, pad_id)
-    serve = policy(w.policy)
+    if w.prefix_reuse and settings.kv_cache == "none":
+        row.update(status="skipped", reason="prefix reuse copies the prefix's KV cache into "
+                                            "each request; this variant has none (add kv-cache)")
+        return
+    engine = ctx.engine
+    serve = registry.load("policy", w.policy)
     reqs, prefix_ids = build_requests(w, ctx.ref.vocab_size, tok, ctx.cell.seed)
 
-    with ctx.backend.context():
+    with engine.context():
         prefix = None
         if w.prefix_reuse:
             # Computed once, before the first arrival, as a server with a warm prefix cache.
             t0 = time.perf_counter()
-            prefix = engine.make_prefix(prefix_ids)
+            prefix = decode.make_prefix(engine, prefix_ids)
             _ = prefix.kv[-1][0].sum().item()  # wait for the device
             row["prefix_prefill_ms"] = (time.perf_counter() - t0) * 1e3
             settings.notes.append("shared-prefix KV computed once before the first arrival "

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from infer_opt.core import registry
 from infer_opt.core.errors import UserError
 from infer_opt.workloads.online.arrivals import ARRIVALS, LENGTHS
 
-POLICIES = ("sequential", "dynamic", "continuous")
 PROMPTS = ("text", "shared-prefix")
 
 
@@ -47,6 +47,11 @@ class OnlineWorkload:
     slo_target_pct: float = 90.0
     warmup_requests: int = 2
     kind: str = "online"
+    # Batching policies drive the decode loop: rows join and leave between steps.
+    needs_step_api: ClassVar[bool] = True
+    # Rows join and leave step by step (decode.prefill / decode): a decoder replacing whole
+    # generation (speculative decoding) would not apply, so such stacks are refused here.
+    uses_generate: ClassVar[bool] = False
     group_keys: ClassVar[tuple[str, ...]] = (
         "policies", "num_requests", "arrival", "arrival_rates", "burstiness", "prompt_tokens",
         "new_tokens", "lengths", "length_spread", "max_batch_size", "max_wait_ms", "prompts",
@@ -72,7 +77,7 @@ class OnlineWorkload:
             if v not in allowed:
                 raise UserError(f"workload.{name}", f"{v!r} is not one of {', '.join(allowed)}")
 
-        choice("policy", POLICIES)
+        choice("policy", tuple(registry.names("policy")))
         choice("arrival", ARRIVALS)
         choice("lengths", LENGTHS)
         choice("prompts", PROMPTS)
@@ -137,13 +142,14 @@ class OnlineWorkload:
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
         """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
+        known = registry.names("policy")
         policies = group.get("policies", ["sequential", "dynamic", "continuous"])
         if not isinstance(policies, list) or not policies or not all(
                 isinstance(p, str) for p in policies):
-            raise UserError("policies", f"must be a non-empty list of: {', '.join(POLICIES)}")
+            raise UserError("policies", f"must be a non-empty list of: {', '.join(known)}")
         for p in policies:
-            if p not in POLICIES:
-                raise UserError("policies", f"{p!r} is not one of {', '.join(POLICIES)}")
+            if p not in known:
+                raise UserError("policies", f"{p!r} is not one of {', '.join(known)}")
         arrival = group.get("arrival", "poisson")
         rates = group.get("arrival_rates", [1.0])
         if not isinstance(rates, list) or not rates or not all(
