@@ -220,7 +220,8 @@ def test_insufficient_samples_is_never_a_regression(tmp_path: Path,
     # Two runs per side is still too few; three is enough.
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=2)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=2)])
-    assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == INSUFFICIENT
+    tpot = metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50")
+    assert tpot.verdict == INSUFFICIENT
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=3)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=3)])
     assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == REGRESSION

@@ -21,7 +21,8 @@ def rich_run(path: Path) -> Path:
     cells = []
     for i, (variant, step) in enumerate([("baseline", 30.0), ("kv-cache", 10.0), ("int8", 6.0)]):
         for j, bs in enumerate((1, 4, 16)):
-            cells.append(fake_cell(3 * i + j, variant, step * (1 + bs / 16), seed=i * 10 + j, bs=bs))
+            cells.append(fake_cell(3 * i + j, variant, step * (1 + bs / 16), seed=i * 10 + j,
+                                   bs=bs))
     extra = ["request_rate_per_s"]  # a load column another workload might add
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS + extra)
@@ -52,8 +53,8 @@ def test_report_writes_every_plot(tmp_path: Path) -> None:
 
 
 def test_report_without_optional_columns_says_what_is_missing(tmp_path: Path) -> None:
-    csv_path = write_run(tmp_path / "r.csv", [fake_cell(0, "baseline", 20.0, 1),
-                                              fake_cell(1, "kv-cache", 10.0, 2)])
+    write_run(tmp_path / "r.csv", [fake_cell(0, "baseline", 20.0, 1),
+                                   fake_cell(1, "kv-cache", 10.0, 2)])
     assert main(["report", str(tmp_path)]) == 0  # a directory: its newest run
     text = (tmp_path / "r.report.md").read_text()
     # kl_mean is in the schema; these rows simply have no value for it.

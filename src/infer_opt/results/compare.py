@@ -544,7 +544,8 @@ def _drift(old: Run, new: Run, ref: str | None, use_workload: bool, seed: int, r
         o, n = _num(ro.get(DRIFT_METRIC)), _num(rn.get(DRIFT_METRIC)) if rn else None
         if rn is None or o is None or n is None:
             continue
-        so, sn = _samples(old, ro, DRIFT_METRIC, o, notes), _samples(new, rn, DRIFT_METRIC, n, notes)
+        so = _samples(old, ro, DRIFT_METRIC, o, notes)
+        sn = _samples(new, rn, DRIFT_METRIC, n, notes)
         ci = ""
         if so is not None and sn is not None and estimate.enough(so, sn):
             est = estimate.unpaired(so, sn, resamples, [seed, 10_000 + i])
@@ -642,7 +643,8 @@ def render(cmp: Comparison, show_all: bool = False) -> str:
             if r.failed_now:
                 lines.append(f"  {r.label}: was ok, now failed")
             for m in r.regressions:
-                ci = "" if m.ci is None else f", {_conf(cmp.confidence)} CI {_pct(m.ci[0])}..{_pct(m.ci[1])}"
+                ci = "" if m.ci is None else (f", {_conf(cmp.confidence)} CI "
+                                              f"{_pct(m.ci[0])}..{_pct(m.ci[1])}")
                 gate = m.threshold or 0.0
                 lines.append(f"  {r.label}: {m.metric} {_pct(m.ratio)}{ci} (gate {gate * 100:g}%)")
     else:

@@ -171,7 +171,8 @@ def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
 def _check_header(path: Path, header: list[str]) -> None:
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(missing[:5]) + more
         raise _fail(path, f"lacks core columns of schema version {SCHEMA_VERSION}: {shown}")
     for i, (want, got) in enumerate(zip(COLUMNS, header), start=1):
         if want != got:

@@ -118,7 +118,8 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
         ]) + " |")
     env = rows[0] if rows else {}
     footer = (f"\nmodel {env.get('model', '')}, device {env.get('device', '')} "
-              f"({env.get('gpu_name') or env.get('cpu_model', '')}), {env.get('torch_threads', '')} "
+              f"({env.get('gpu_name') or env.get('cpu_model', '')}), "
+              f"{env.get('torch_threads', '')} "
               f"threads, torch {env.get('torch_version', '')}, transformers "
               f"{env.get('transformers_version', '')}, measured bandwidth "
               f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")

@@ -98,7 +98,8 @@ def _file_digest(path: Path) -> str:
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     if key in _DIGESTS:
         return _DIGESTS[key]
-    store = cache_root() / "digests" / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".txt")
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    store = cache_root() / "digests" / f"{name}.txt"
     if store.is_file():
         digest = store.read_text(encoding="utf-8").strip()
     else:
