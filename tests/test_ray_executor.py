@@ -22,7 +22,7 @@ from infer_opt.core.models import resolve
 from infer_opt.run.plan import plan_cells
 from infer_opt.run.rounds import Job
 from infer_opt.run.runner import local_executor, run_suite
-from infer_opt.core.schema import COST, LATENCY, SAMPLING, THROUGHPUT
+from infer_opt.core.schema import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
@@ -47,7 +47,7 @@ warmup_runs = 1
 """
 
 # Measured, so allowed to differ between two runs of the same cell; everything else must match.
-MEASURED = set(LATENCY + THROUGHPUT + COST + SAMPLING) - {"timed_runs", "sampling_stop"} | {
+MEASURED = set(LATENCY + THROUGHPUT + COST + SAMPLING + TELEMETRY) - {"timed_runs"} | {
     "run_id", "host", "timestamp_utc", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb",
     "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"}
 

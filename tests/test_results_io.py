@@ -58,8 +58,8 @@ BAD: list[tuple[str, bytes | str, str]] = [
     ("other-version", "OTHER",
      f"has schema version '1'; this infer-opt reads version {SCHEMA_VERSION}"),
     ("missing-core", "schema_version,variant,status,model\n2,v,ok,m\n",
-     "lacks core columns of schema version 2: run_id, cell_index, suite, engine, device and"),
-    ("out-of-order", "SWAP", "column 5 is 'variant' where schema version 2 has 'model'"),
+     "lacks core columns of schema version 2: run_id, cell_index, suite, group, engine and"),
+    ("out-of-order", "SWAP", "column 6 is 'variant' where schema version 2 has 'model'"),
     ("bad-extra", "EXTRA", "extra column 'bad name' is not a metric name"),
     ("bad-status", "STATUS", "line 2: status 'done' is not one of ok, skipped, failed"),
 ]

@@ -26,8 +26,10 @@ def test_time_limits() -> None:
     # Precise after 5 runs, but the minimum duration (like MLPerf's) is not reached yet.
     assert rule.decide([100.0] * 5, timed_s=4.0) is None
     assert rule.decide([100.0] * 5, timed_s=10.0) == "precision"
-    # The time cap holds even below min_repeats: one run of 10 minutes is all there is.
-    assert rule.decide([600_000.0], timed_s=600.0) == "max_timed_s"
+    # min_repeats is a floor the caps never cut (every row has n >= min_repeats)...
+    assert rule.decide([600_000.0], timed_s=600.0) is None
+    # ... but the time cap holds below min_timed_s.
+    assert rule.decide([50.0, 150.0, 70.0, 200.0, 40.0], timed_s=61.0) == "max_timed_s"
 
 
 def test_precision_is_the_relative_half_width() -> None:
@@ -42,7 +44,7 @@ def test_precision_is_the_relative_half_width() -> None:
 
 def test_bad_rules() -> None:
     with pytest.raises(ValueError, match="min_repeats"):
-        SamplingRule(min_repeats=1)
+        SamplingRule(min_repeats=0)
     with pytest.raises(ValueError, match="max_repeats"):
         SamplingRule(min_repeats=5, max_repeats=4)
     with pytest.raises(ValueError, match="target_precision_pct"):

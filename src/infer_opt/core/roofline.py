@@ -195,11 +195,3 @@ def _cuda_copy_bandwidth_gb_per_s(device: str, size_mib: int, iters: int = 50) -
     seconds = start.elapsed_time(end) / 1e3  # elapsed_time is in ms
     del src, dst
     return 2 * n * iters / seconds / 1e9  # every byte is read once and written once
-
-
-def bytes_per_decode_step(weight_bytes: int, kv_bytes_per_token: int, batch_size: int,
-                          prompt_tokens: int, new_tokens: int) -> float:
-    """Deprecated (the measuring code moves to decode_step_bytes): all weights once + every
-    sequence's cache at its mean length. Counts a lookup-only embedding table in full."""
-    mean_cached = mean_cached_len(prompt_tokens, new_tokens)
-    return weight_bytes + kv_bytes_per_token * batch_size * mean_cached

@@ -4,8 +4,9 @@ Like MLPerf LoadGen (a run counts only past a minimum duration and query count) 
 (a fixed minimum of runs, more when they disagree): time at least `min_repeats` runs and
 `min_timed_s` seconds, then stop as soon as the median TPOT is known to `target_precision_pct`
 (half-width of its bootstrap 95% interval, relative to the median), or when a cap is reached
-(`max_repeats` runs, `max_timed_s` timed seconds). The reason is recorded in the row
-(`sampling_stop`), so a row that stopped on a cap says its precision target was not met.
+(`max_repeats` runs, `max_timed_s` timed seconds). `min_repeats` is a floor the caps never cut:
+every row has at least that many runs. The reason is recorded in the row (`sampling_stop`), so
+a row that stopped on a cap says its precision target was not met.
 
 `decide` runs between timed runs, so it is cheap: a few hundred seeded resamples of at most
 `max_repeats` values (well under a millisecond).
@@ -35,8 +36,8 @@ class SamplingRule:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.min_repeats < 2:
-            raise ValueError("min_repeats must be >= 2: one run has no interval")
+        if self.min_repeats < 1:
+            raise ValueError("min_repeats must be >= 1")
         if self.max_repeats < self.min_repeats:
             raise ValueError("max_repeats must be >= min_repeats")
         if self.target_precision_pct <= 0 or self.max_timed_s <= 0 or self.min_timed_s < 0:
@@ -55,9 +56,12 @@ class SamplingRule:
         """Given the per-run TPOT (ms) of the timed runs so far and their total timed seconds:
         None to time another run, else why to stop ("precision", "max_repeats",
         "max_timed_s"). Precision is checked first: a run that met it says so even at a cap.
-        The caps hold even below the minimums (a run of 10 minutes stops at max_timed_s)."""
+        Nothing stops a cell below min_repeats runs (a floor: compare needs n to judge); the
+        time cap holds below min_timed_s."""
         n = len(tpot_ms)
-        if n >= self.min_repeats and timed_s >= self.min_timed_s:
+        if n < self.min_repeats:
+            return None
+        if timed_s >= self.min_timed_s:
             precision = self.precision_pct(tpot_ms)
             if precision is not None and precision <= self.target_precision_pct:
                 return PRECISION

@@ -87,7 +87,6 @@ def check_row(row: dict[str, Any], columns: Sequence[str] = COLUMNS) -> None:
 # (core/plugin.Metric.better) go into METRIC_DIRECTIONS (exact names, checked first).
 
 METRIC_DIRECTIONS: dict[str, str | None] = {
-    "compile_s": None,  # declared by the compile plugin: shown, never gated
     "greedy_match_tokens": "higher",
     "slo_met_pct": "higher",
     "logits_nonfinite_count": "lower",
@@ -116,8 +115,29 @@ METRIC_RULES: list[tuple[str, str | None]] = [
 ]
 
 
+def declared_metrics() -> dict[str, str | None]:
+    """Metric columns that the installed plugins and engines declare, with their better
+    direction (core/plugin.Metric): a third-party metric is compared the way its plugin says."""
+    from infer_opt.core import registry
+
+    out: dict[str, str | None] = {}
+    for kind in ("engine", "plugin"):
+        for name in registry.names(kind):
+            try:
+                cls = registry.load(kind, name)
+            except Exception:  # a broken third-party plugin must not break compare
+                continue
+            for m in getattr(cls, "metrics", ()):
+                out[m.name] = m.better
+    return out
+
+
 def direction(column: str) -> str | None:
-    """'lower', 'higher' or None (described, not compared) for a column name."""
+    """'lower', 'higher' or None (described, not compared) for a column name: a plugin's own
+    declaration first, then the core table, then the unit in the name."""
+    declared = _declared()
+    if column in declared:
+        return declared[column]
     if column in METRIC_DIRECTIONS:
         return METRIC_DIRECTIONS[column]
     if column in DESCRIPTIVE:
@@ -126,6 +146,16 @@ def direction(column: str) -> str | None:
         if re.search(pattern, column):
             return better
     return None
+
+
+_DECLARED: dict[str, str | None] | None = None
+
+
+def _declared() -> dict[str, str | None]:
+    global _DECLARED
+    if _DECLARED is None:
+        _DECLARED = declared_metrics()
+    return _DECLARED
 
 
 # Absolute floors, in the column's own unit: a change is a regression (or an improvement) only

@@ -24,6 +24,7 @@ import torch
 
 from infer_opt.core.params import Param
 from infer_opt.core.plugin import Metric, missing_package
+from infer_opt.core.roofline import WeightBytes
 from infer_opt.core.settings import DTYPES, KV_CACHE_KINDS, Settings
 from infer_opt.core.timing import Clock
 
@@ -80,11 +81,16 @@ class BatchRun:
 
 @dataclass
 class ModelFacts:
-    """Sizes a row reports and the roofline needs."""
+    """Sizes a row reports and the roofline needs (core/roofline.py)."""
 
-    weight_bytes: int
+    weight_bytes: int  # all stored weights: quantized data plus scales
     kv_bytes_per_token: int  # per sequence, all layers, K and V; 0 when nothing is cached
     load_s: float
+    # What a decode step reads of each weight (lookup-only tables, tied lm_head); None when
+    # the engine cannot tell, and then the roofline columns stay empty.
+    weights: WeightBytes | None = None
+    kv_element_bytes: int = 4
+    query_groups: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 

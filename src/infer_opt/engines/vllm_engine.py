@@ -36,22 +36,28 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
-from infer_opt.engines.torch_engine import DTYPES, kv_bytes_per_token
+from infer_opt.core.roofline import Weight, WeightBytes
+from infer_opt.engines.torch_engine import DTYPES, kv_bytes_per_token, query_groups
 
 
-def checkpoint_params(model_dir: Path) -> int:
-    """Number of parameters in the model's safetensors files (read from headers only)."""
+def checkpoint_weights(model_dir: Path, element_bytes: int, tied: bool) -> WeightBytes:
+    """The model's safetensors tensors (shapes from the headers only) at `element_bytes` each;
+    the input embedding table is read by lookup unless the lm_head shares it (`tied`)."""
     from safetensors import safe_open
 
-    total = 0
+    weights, table = [], None
     for f in sorted(model_dir.glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as fh:
             for name in fh.keys():
+                shape = [int(d) for d in fh.get_slice(name).get_shape()]
                 numel = 1
-                for d in fh.get_slice(name).get_shape():
-                    numel *= int(d)
-                total += numel
-    return total
+                for d in shape:
+                    numel *= d
+                embedding = name.endswith("embed_tokens.weight")
+                table = name if embedding else table
+                weights.append(Weight(name, numel, numel * element_bytes,
+                                      lookup_rows=shape[0] if embedding and not tied else 0))
+    return WeightBytes(tuple(weights), tied_lm_head=table if tied else None)
 
 
 class VLLMEngine(Engine):
@@ -114,13 +120,17 @@ class VLLMEngine(Engine):
         # vLLM's CPU kernels repack linear weights outside nn.Parameters (summing the loaded
         # module's parameters saw only the embedding), so count the checkpoint's parameters at
         # the serving dtype. With the quantization option set this is the unquantized size (noted).
-        weight = checkpoint_params(Path(ref.path)) * torch.tensor([], dtype=DTYPES[settings.dtype]).element_size()
+        elem = torch.tensor([], dtype=DTYPES[settings.dtype]).element_size()
+        weights = checkpoint_weights(Path(ref.path), elem,
+                                     bool(getattr(config, "tie_word_embeddings", False)))
         how = "checkpoint parameters x dtype size"
         if opts.get("quantization"):
             how += f", before {opts['quantization']} quantization"
-        self.facts = ModelFacts(weight_bytes=weight,
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
                                 kv_bytes_per_token=kv_bytes_per_token(config, DTYPES[settings.dtype]),
-                                load_s=load_s, extra={"weight_bytes_from": how})
+                                load_s=load_s, weights=weights, kv_element_bytes=elem,
+                                query_groups=query_groups(config),
+                                extra={"weight_bytes_from": how})
         prefix = "on" if opts.get("enable_prefix_caching") else "off"
         settings.notes.append(f"vllm {vllm.__version__} (engine start {load_s:.1f} s in load_s), "
                               f"prefix caching {prefix}, weight_mb from {how}")

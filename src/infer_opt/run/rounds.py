@@ -7,7 +7,9 @@ every variant still sampling, in a fresh seeded random order, one process at a t
 shared machine (another job, a clock change) then lands on all variants alike instead of on
 whichever variant happened to run during it, and two variants can be compared round by round
 (the samples keep each run's round). A variant leaves the rounds when its sampling rule is met
-(workloads/base.Sampled); the workload ends when every variant has.
+(workloads/base.Sampled, core/sampling.py); the workload ends when every variant has.
+Telemetry (core/telemetry.py) covers the whole span of a workload's rounds: every row of it
+was measured on the same machine state, and says whether that machine was busy.
 
 Isolation stays: an exception in a worker fails that cell, a crash or a request past `timeout_s`
 kills that worker and fails that variant's remaining cells; the other variants go on.
@@ -24,6 +26,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from infer_opt.core.sampling import SamplingRule
+from infer_opt.core.stats import bootstrap_median
+from infer_opt.core.telemetry import Telemetry
 from infer_opt.run.cell import Cell, identity_row
 
 Row = tuple[Cell, dict[str, Any], dict[str, Any]]
@@ -130,39 +135,6 @@ def _exit_reason(code: int | None) -> str:
     return f"crashed: exit code {code} before answering"
 
 
-def median_interval(values: list[float], seed: int, resamples: int = 1000
-                    ) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of `values` (seeded)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    a = np.asarray(values, dtype=float)
-    idx = rng.integers(0, a.size, size=(resamples, a.size))
-    medians = np.median(a[idx], axis=1)
-    lo, hi = np.percentile(medians, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def stop_reason(w: Any, figures: list[float | None], timed_s: float, seed: int) -> str | None:
-    """Why the timed runs of one cell may stop now, or None to go on (workloads/base.Sampled)."""
-    n = len(figures)
-    if n < w.min_repeats or timed_s < w.min_timed_s:
-        return None
-    if n >= w.max_repeats:
-        return "max_repeats"
-    if timed_s >= w.max_timed_s:
-        return "max_timed_s"
-    values = [f for f in figures if f is not None]
-    if len(values) < 2:
-        return "min_repeats"  # no per-token figure to be precise about (a 1-token answer)
-    lo, hi = median_interval(values, seed)
-    median = sorted(values)[len(values) // 2] if len(values) % 2 else \
-        sum(sorted(values)[len(values) // 2 - 1: len(values) // 2 + 1]) / 2
-    if median > 0 and 100.0 * (hi - lo) / 2 / median <= w.target_precision_pct:
-        return "precision"
-    return None
-
-
 def failed_row(cell: Cell, reason: str) -> Row:
     row = identity_row(cell)
     row.update(status="failed", reason=reason)
@@ -251,9 +223,14 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
                 sampling.append(v)
             except (WorkerGone, RuntimeError) as exc:
                 done.append(_lost(cell, v, exc, workers, gone))
-    figures: dict[str, list[float | None]] = {v: [] for v in sampling}
+    figures: dict[str, list[float]] = {v: [] for v in sampling}
     timed: dict[str, float] = {v: 0.0 for v in sampling}
     stops: dict[str, str] = {}
+    rule = SamplingRule(min_repeats=workload.min_repeats, min_timed_s=workload.min_timed_s,
+                        target_precision_pct=workload.target_precision_pct,
+                        max_repeats=workload.max_repeats, max_timed_s=workload.max_timed_s,
+                        seed=job.seed)
+    telemetry = Telemetry().start()  # the machine while this workload's rounds ran
     active = list(sampling)
     round_index = 0
     while active:
@@ -267,13 +244,13 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
                 continue
             figures[v].append(figure)
             timed[v] += seconds
-            reason = stop_reason(workload, figures[v], timed[v],
-                                 seed=job.seed + round_index)
+            reason = rule.decide(figures[v], timed[v])
             if reason is not None:
                 stops[v] = reason
                 active.remove(v)
             time.sleep(SETTLE_S)
         round_index += 1
+    machine = telemetry.stop()
     for v in sampling:
         if v not in stops:
             continue  # failed mid-way: its row is already in `done`
@@ -284,7 +261,7 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
             done.append(_lost(cell, v, exc, workers, gone))
             continue
         row.update(timed_runs=len(figures[v]), timed_s=round(timed[v], 3),
-                   sampling_stop=stops[v])
+                   sampling_stop=stops[v], **machine)
         _intervals(row, samples, job.seed)
         done.append((cell, row, samples))
     done.sort(key=lambda r: r[0].index)
@@ -307,6 +284,7 @@ def _intervals(row: dict[str, Any], samples: dict[str, Any], seed: int) -> None:
     for name, col in (("tpot_ms", "tpot_ms_p50"), ("decode_tokens_per_s",
                                                    "decode_tokens_per_s")):
         values = [v for v in runs.get(name, []) if v is not None and math.isfinite(v)]
-        if len(values) >= 2:
-            lo, hi = median_interval(values, seed)
-            row[f"{col}_ci_low"], row[f"{col}_ci_high"] = lo, hi
+        if values:
+            _, lo, hi = bootstrap_median(values, seed=seed)
+            if lo is not None and hi is not None:
+                row[f"{col}_ci_low"], row[f"{col}_ci_high"] = lo, hi

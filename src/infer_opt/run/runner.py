@@ -86,11 +86,15 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
         log(f"infer-opt: {warning}")
     ref = resolve(model or suite.model)
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
+    from infer_opt.core.telemetry import machine_busy_now
 
     run_id = new_run_id(suite.name)
     cells = plan_cells(suite, run_id, ref, device, 0.0, variants_filter)
     log(f"infer-opt: suite {suite.name}, model {ref.name}, device {device}, "
         f"{len(cells)} cells, {suite.threads} threads")
+    busy = machine_busy_now()
+    if busy:
+        log(f"infer-opt: warning: {busy}")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
     log(f"infer-opt: measured memory bandwidth {bandwidth:.1f} GB/s")
     for cell in cells:

@@ -88,7 +88,7 @@ class VariantWorker:
         session.warm_up()
         self.session, self.ctx = session, ctx
 
-    def run(self, round_index: int) -> tuple[float | None, float]:
+    def run(self, round_index: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         figure = self.session.run_once(round_index)
         return figure, time.perf_counter() - t0

@@ -33,8 +33,8 @@ class Session(Protocol):
     def warm_up(self) -> None:
         """Untimed runs that meet every shape the timed runs will meet."""
 
-    def run_once(self, round_index: int) -> float | None:
-        """One timed run; returns its figure for the sampling rule (TPOT in ms), or None."""
+    def run_once(self, round_index: int) -> float:
+        """One timed run; returns its figure for the sampling rule (TPOT in ms)."""
 
     def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
         """Statistics of all timed runs into the row; raw per-run values into samples."""

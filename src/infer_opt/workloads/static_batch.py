@@ -12,7 +12,14 @@ from typing import Any, ClassVar
 
 from infer_opt.core.errors import UserError
 from infer_opt.core.prompts import prompt_batch
-from infer_opt.core.roofline import bytes_per_decode_step
+from infer_opt.core.roofline import (
+    DEFAULT_RIDGE_FLOP_PER_BYTE,
+    DecodeStep,
+    arithmetic_intensity,
+    decode_step_bytes,
+    mean_cached_len,
+    roofline_pct,
+)
 from infer_opt.core.stats import Stats
 from infer_opt.core.timing import clock_for
 from infer_opt.engines.base import BatchRun
@@ -119,12 +126,36 @@ class StaticSession:
                 self.first_call_ms = warm.ttft_s * 1e3  # cold: lazy init, allocator, kernels
         self.ctx.settings.counters.clear()  # what plugins counted in the warm-up is not measured
 
-    def run_once(self, round_index: int) -> float | None:
+    def run_once(self, round_index: int) -> float:
         run = self._generate(self.w.new_tokens)
         self.runs.append(run)
         self.rounds.append(round_index)
         n = self.w.new_tokens
-        return (run.e2e_s - run.ttft_s) * 1e3 / (n - 1) if n > 1 else None
+        # The sampling rule's figure: TPOT, or the whole run for a one-token answer.
+        return (run.e2e_s - run.ttft_s) * 1e3 / (n - 1) if n > 1 else run.e2e_s * 1e3
+
+    def _roofline(self, row: dict[str, Any]) -> None:
+        """Bytes a decode step reads, the bandwidth that achieves at the median TPOT, and its
+        share of the machine's where the step is memory-bound (core/roofline.py)."""
+        facts, cell = self.ctx.engine.facts, self.ctx.cell
+        if facts.weights is None:
+            return
+        b, p, n = self.w.batch_size, self.w.prompt_tokens, self.w.new_tokens
+        step = DecodeStep(facts.weights, b, self.ctx.settings.kv_cache,
+                          kv_bytes_per_token=facts.kv_bytes_per_token,
+                          kv_element_bytes=facts.kv_element_bytes,
+                          query_groups=facts.query_groups, allocated_len=p + n,
+                          mean_context_len=mean_cached_len(p, n))
+        step_bytes = decode_step_bytes(step)
+        row["bytes_per_decode_step_mb"] = round(step_bytes / 2**20, 2)
+        row["achieved_gb_per_s"] = round(step_bytes / (row["tpot_ms_p50"] / 1e3) / 1e9, 2)
+        row["arithmetic_intensity_flop_per_byte"] = round(arithmetic_intensity(step), 3)
+        ridge = DEFAULT_RIDGE_FLOP_PER_BYTE["cuda" if cell.device.startswith("cuda") else "cpu"]
+        pct, why = roofline_pct(step, row["tpot_ms_p50"], cell.bandwidth_gb_per_s, ridge)
+        if pct is not None:
+            row["roofline_pct"] = round(pct, 1)
+        else:
+            self.ctx.settings.notes.append(why)
 
     def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
         b, p, n = self.w.batch_size, self.w.prompt_tokens, self.w.new_tokens
@@ -150,15 +181,7 @@ class StaticSession:
         if n > 1:
             # Inter-token gaps of every run, pooled (percentiles over gaps, not over runs).
             row.update(Stats.of([x * 1e3 for r in runs for x in r.itl_s]).columns("itl_ms"))
-            facts = self.ctx.engine.facts
-            step_bytes = bytes_per_decode_step(facts.weight_bytes, facts.kv_bytes_per_token, b, p,
-                                               n)
-            achieved = step_bytes / (row["tpot_ms_p50"] / 1e3) / 1e9
-            row["bytes_per_decode_step_mb"] = round(step_bytes / 2**20, 2)
-            row["achieved_gb_per_s"] = round(achieved, 2)
-            bandwidth = self.ctx.cell.bandwidth_gb_per_s
-            if bandwidth > 0:
-                row["roofline_pct"] = round(100.0 * achieved / bandwidth, 1)
+            self._roofline(row)
         row["first_call_ms"] = round(self.first_call_ms if self.first_call_ms is not None
                                      else per_run["ttft_ms"][0], 3)
         samples["runs"] = {"round": list(self.rounds), **per_run}
