@@ -337,4 +337,16 @@ def test_tiny_suite_rows_carry_the_speculative_columns(tmp_path: Path) -> None:
     samples = [json.loads(x) for x in
                csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
     assert samples[1]["tokens"] == samples[2]["tokens"] == samples[0]["tokens"]
-    assert "12/12" in render(csv_path, reference="kv-cache")  # greedy = ref
+    text = render(csv_path, reference="kv-cache")
+    assert "12/12" in text  # greedy = ref
+    section = text.split("## Speculative decoding")[1].split("\nmodel ")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| kv-cache+spec-")]
+    assert len(lines) == 2 and all(ln.endswith("x | 12/12 |") for ln in lines)  # vs kv-cache
+
+
+def test_plain_variant_drops_the_speculative_part() -> None:
+    from infer_opt.results.speculative_table import plain_variant
+
+    assert plain_variant("kv-cache+sdpa+spec-self[layers=8,k=4]") == "kv-cache+sdpa"
+    assert plain_variant("kv-cache+spec-lookup+bf16") == "kv-cache+bf16"
+    assert plain_variant("spec-student[path=/a/b-c,k=2]+static-cache") == "static-cache"

@@ -106,12 +106,14 @@ def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()
               f"{env.get('transformers_version', '')}, measured bandwidth "
               f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")
     from infer_opt.results.serving_table import render_online
+    from infer_opt.results.speculative_table import render_speculative
 
     online = render_online(rows, tokens)
     if online and all(r.get("workload") == "online" for r in rows):
         lines = []  # nothing static to show: only the online section
-    return ("\n".join(lines) + "\n" + (online and "\n" + online) + footer
-            + pareto_section(rows, reference, also))
+    spec = render_speculative(rows, tokens)
+    return ("\n".join(lines) + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
+            + footer + pareto_section(rows, reference, also))
 
 
 def _kl(value: Any) -> str:
