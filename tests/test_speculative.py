@@ -177,6 +177,9 @@ def test_prompt_lookup_by_hand() -> None:
     assert draft.propose([5, 1, 2, 1, 2], 4) == [1, 2, 1, 2]
     assert draft.propose([5, 1, 1, 1], 3) == [1, 1, 1]
     assert draft.propose([1, 2, 3], 4) == [] and draft.propose([4], 2) == []
+    # min_ngram=2: a single-token match drafts nothing.
+    assert PromptLookup(ngram=3, min_ngram=2).propose([1, 2, 3, 1, 2, 4, 2], 2) == []
+    assert PromptLookup(ngram=3, min_ngram=2).propose([1, 2, 3, 1, 2], 2) == [3, 1]
 
 
 def test_prompt_lookup_accepts_most_drafts_on_repetitive_text() -> None:
@@ -246,6 +249,7 @@ def test_ort_prompt_lookup_equals_plain_ort() -> None:
     ("kv-cache+spec-lookup+spec-self", ("'spec-lookup' and 'spec-self' both set decoder",)),
     ("spec-lookup", ("'spec-lookup' needs kv_cache dynamic or static", "has none")),
     ("kv-cache+spec-lookup[k=0]", ("k must be >= 1",)),
+    ("kv-cache+spec-lookup[ngram=2,min_ngram=3]", ("min_ngram=3 is above ngram=2",)),
     ("kv-cache+spec-self[depth=2]", ("unknown parameter 'depth'", "k, layers")),
 ])
 def test_bad_speculative_stacks_are_refused(variant: str, needles: tuple[str, ...]) -> None:

@@ -174,12 +174,11 @@ class ModelDrafter:
         self.engine = engine
         self.cache: Any = None
         self.held: list[int] = []  # the tokens whose keys/values the draft's cache holds
-        self.max_len = 0
 
     def begin(self, prompt: list[int], max_len: int) -> None:
-        # The drafted tokens of the last round also go through the draft (+ k).
-        self.max_len = max_len + 16
-        self.cache = self.engine.new_cache(1, self.max_len)
+        # The draft never holds more than the context plus its drafts but one; speculative_generate
+        # caps drafts so that this stays under max_len.
+        self.cache = self.engine.new_cache(1, max_len)
         self.held = []
 
     def propose(self, context: list[int], k: int) -> list[int]:
