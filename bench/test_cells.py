@@ -16,7 +16,7 @@ import pytest
 
 from infer_opt.run.cell import run_cell
 from infer_opt.core.models import resolve
-from infer_opt.run.runner import plan_cells, resolve_device
+from infer_opt.run.plan import plan_cells, resolve_device
 from infer_opt.run.suite import load_suite
 
 SUITE = os.environ.get("INFER_OPT_BENCH_SUITE", "quick")

@@ -19,7 +19,8 @@ from infer_opt.core.errors import UserError
 from infer_opt.run.executors import make_executor
 from infer_opt.run import ray_executor as rx
 from infer_opt.core.models import resolve
-from infer_opt.run.runner import local_executor, plan_cells, run_suite
+from infer_opt.run.plan import plan_cells
+from infer_opt.run.runner import local_executor, run_suite
 from infer_opt.core.schema import COST, LATENCY, THROUGHPUT
 from infer_opt.run.suite import load_suite
 
@@ -77,7 +78,7 @@ def test_resources_per_cell() -> None:
 
 def test_cell_process_gets_the_gpu_ray_gave_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, str | None] = {}
-    monkeypatch.setattr(rx, "_child", lambda _d, _p: seen.update(
+    monkeypatch.setattr(rx, "cell_child", lambda _d, _p: seen.update(
         gpus=os.environ.get("CUDA_VISIBLE_DEVICES")))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what the forkserver kept from an old task
     rx._child_on_worker({"CUDA_VISIBLE_DEVICES": "3"}, {}, "unused")
@@ -191,10 +192,10 @@ def test_cell_process_dies_with_its_parent(tmp_path: Path) -> None:
     import time
 
     script = ("import os, sys, time\n"
-              "from infer_opt.run.runner import _die_with_parent\n"
+              "from infer_opt.run.runner import die_with_parent\n"
               "pid = os.fork()\n"
               "if pid == 0:\n"
-              "    _die_with_parent(); time.sleep(120); os._exit(0)\n"
+              "    die_with_parent(); time.sleep(120); os._exit(0)\n"
               "print(pid, flush=True); time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

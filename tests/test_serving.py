@@ -301,3 +301,46 @@ def test_shipped_serving_suite_is_valid() -> None:
             kinds.add((w.policy, w.prompts))
     assert {p for p, _ in kinds} == {"sequential", "dynamic", "continuous"}
     assert ("sequential", "shared-prefix") in kinds
+
+
+def test_online_policies_go_through_the_stacks_step_wrappers(tmp_path: Path) -> None:
+    """A serving row measures exactly its stack: every forward step of every policy goes through
+    the plugin's step wrapper (counted into the plugin's own metric column), on torch and ort."""
+    from infer_opt.run.runner import run_suite
+
+    body = """
+model = "tiny-random"
+device = "cpu"
+threads = 1
+[[group]]
+workload = "online"
+variants = ["kv-cache+test-count", "ort+test-count"]
+policies = ["sequential", "dynamic", "continuous"]
+arrival = "offline"
+num_requests = 3
+prompt_tokens = 6
+new_tokens = 3
+lengths = "uniform"
+warmup_requests = 0
+[[group]]
+variants = ["kv-cache+test-count"]
+batch_sizes = [2]
+prompt_tokens = 6
+new_tokens = 3
+repeats = 2
+warmup_runs = 1
+"""
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[-1] == "test_forward_steps"  # the plugin's declared column
+        rows = list(reader)
+    samples = [json.loads(x) for x in
+               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
+    for r, s in zip(rows[:6], samples[:6]):
+        assert r["status"] == "ok", r["reason"]
+        # No warm-up requests: exactly one wrapped step per served step of the policy.
+        assert int(float(r["test_forward_steps"])) == len(s["step_batch_sizes"]) > 0
+    # Static batch: (1 warm-up + 2 timed runs) x (prefill + 2 decode steps).
+    assert int(float(rows[6]["test_forward_steps"])) == 3 * 3

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from infer_opt.core.plugin import Plugin
+from infer_opt.core.plugin import Metric, Plugin
 from infer_opt.core.settings import Settings
 
 
@@ -100,3 +100,23 @@ class BadOption(Plugin):
 
     def apply(self, settings: Settings) -> None:
         settings.set_option("turbo", True, by=self.name)
+
+
+class CountsSteps(Plugin):
+    """A step wrapper with a metric column of its own: every forward step of the decode loop
+    (static batches and online policies alike) must go through it."""
+
+    name = "test-count"
+    summary = "counts forward steps into its own metric column"
+    engines = ("torch", "ort")
+    metrics = (Metric("test_forward_steps", None, "forward steps, warm-up included"),)
+
+    def apply(self, settings: Settings) -> None:
+        def wrap(step: Any, s: Settings) -> Any:
+            def counted(inp: Any) -> Any:
+                s.metrics["test_forward_steps"] = s.metrics.get("test_forward_steps", 0) + 1
+                return step(inp)
+
+            return counted
+
+        settings.step_wrappers.append(wrap)

@@ -22,8 +22,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from infer_opt.results.compare import compare_runs, compare_to_variant, read_run, render
     from infer_opt.core.errors import UserError
+    from infer_opt.results.compare import (
+        compare_runs,
+        compare_to_variant,
+        read_run,
+        render,
+    )
 
     if args.bootstrap < 100:
         raise UserError("--bootstrap", f"must be an integer >= 100, got {args.bootstrap}")

@@ -10,7 +10,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from infer_opt.core import registry
     from infer_opt.core.settings import Settings
-    from infer_opt.run.runner import resolve_device
+    from infer_opt.run.plan import resolve_device
 
     device = resolve_device(args.device)
     engines = registry.load_all("engine")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model given as a Hugging Face id be downloaded (default: offline)")
     p.add_argument("--suite", default="auto",
                    help="a named suite (infer-opt suites) or a .toml path; 'auto' = gpu with CUDA, else default")
     p.add_argument("--model", default=None, help="override the suite's model")

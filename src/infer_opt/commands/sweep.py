@@ -10,6 +10,8 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model given as a Hugging Face id be downloaded (default: offline)")
     p.add_argument("--suite", default="serving", help="a named suite (infer-opt suites) or a .toml path")
     p.add_argument("--group", default=None,
                    help="name of an online group with an SLO (default: the first such group)")
@@ -21,17 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.run.cell import Cell
     from infer_opt.core.errors import UserError
     from infer_opt.core.models import resolve
+    from infer_opt.core.roofline import measure_bandwidth_gb_per_s
     from infer_opt.core.stack import build_stack
     from infer_opt.results.io import RunWriter
-    from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.run.runner import new_run_id, resolve_device, run_one_local
     from infer_opt.results.serving_plot import write_plot
-    from infer_opt.workloads.online.sweep import search_max_rate
-    from infer_opt.run.suite import load_suite
     from infer_opt.results.table import write_table
+    from infer_opt.run.cell import Cell
+    from infer_opt.run.plan import new_run_id, resolve_device
+    from infer_opt.run.runner import run_one_local
+    from infer_opt.run.suite import load_suite
+    from infer_opt.workloads.online.sweep import search_max_rate
 
     suite = load_suite(args.suite)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.models import _locked, _publish, cache_root
+from infer_opt.core.models import cache_root, locked, publish
 
 OPSET = 18
 # Bump when the graph's inputs/outputs or the export recipe change, so old caches are not reused.
@@ -212,7 +212,7 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
     want = int8_file if int8 else MODEL_FILE
     if (target / want).is_file():
         return target / want, info
-    with _locked(target):
+    with locked(target):
         if not (target / MODEL_FILE).is_file():
             t0 = time.perf_counter()
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
@@ -222,7 +222,7 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
                 shutil.rmtree(build, ignore_errors=True)
                 raise
             info["export_s"] = time.perf_counter() - t0
-            _publish(build, target)
+            publish(build, target)
         if int8 and not (target / int8_file).is_file():
             t0 = time.perf_counter()
             # Quantize into a scratch folder, then move both files in: never a half-written file.

@@ -39,11 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.errors import UserError
 from infer_opt.core.schema import ENVIRONMENT, IDENTITY, STATUS
 from infer_opt.core.stats import Stats
+from infer_opt.results.io import parse_number as _num
 
 # Columns that describe a row rather than measure it; never compared.
 NOT_METRICS = set(IDENTITY) | set(STATUS) | set(ENVIRONMENT) | {

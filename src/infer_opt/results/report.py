@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
 from infer_opt.core.errors import UserError
-from infer_opt.results.table import speedup
+from infer_opt.results.io import parse_number as _num
 from infer_opt.results.table import render as render_table
+from infer_opt.results.table import speedup
 
 # Columns that may carry the offered load of a serving workload, in order of preference.
 LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offered_rate_per_s",

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num, read_samples
+from infer_opt.results.io import parse_number as _num
+from infer_opt.results.io import read_samples
 
 
 def read_rows(csv_path: Path) -> list[dict[str, str]]:

@@ -93,7 +93,12 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     import torch
 
     from infer_opt.core.env import environment
-    from infer_opt.core.memory import peak_device_mb, peak_rss_mb, reset_device_peak, rss_mb
+    from infer_opt.core.memory import (
+        peak_device_mb,
+        peak_rss_mb,
+        reset_device_peak,
+        rss_mb,
+    )
     from infer_opt.core.models import load_tokenizer
     from infer_opt.core.stack import build_stack
 
@@ -133,7 +138,11 @@ def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
     # After the timed runs and memory readings: fidelity loads the baseline once per model.
     if not row["status"]:  # a workload that skipped itself has nothing to score
         try:
-            from infer_opt.run.fidelity import keep_fidelity, measure_fidelity, reuse_fidelity
+            from infer_opt.run.fidelity import (
+                keep_fidelity,
+                measure_fidelity,
+                reuse_fidelity,
+            )
 
             measured_in = reuse_fidelity(cell, row)
             if measured_in is None:

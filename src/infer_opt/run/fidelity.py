@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from infer_opt.core.models import ModelRef, _locked, cache_root
+from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
 
 # Bump when anything below changes what the reference holds.
@@ -120,7 +120,7 @@ def load_reference(ref: ModelRef, device: str, tokenizer: Any) -> Reference:
     prompts, ppl_ids = fidelity_inputs(ref, tokenizer)
     path = _cache_path(ref, device, prompts, ppl_ids)
     if not path.is_file():
-        with _locked(path):
+        with locked(path):
             if not path.is_file():
                 r = _compute_reference(ref, device, prompts, ppl_ids)
                 tmp = path.with_suffix(".tmp")

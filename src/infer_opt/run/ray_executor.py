@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections import deque
@@ -26,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from infer_opt.run.cell import Cell, one_line
 from infer_opt.core.errors import UserError
-from infer_opt.run.runner import _child, _failed, run_one_local
+from infer_opt.run.cell import Cell, one_line
+from infer_opt.run.runner import cell_child, failed_row, run_one_local
 
 INSTALL_HINT = "pip install 'infer-opt[cluster]' (or make setup with 'cluster' in EXTRAS)"
 # Added to the cell's own timeout (which the worker enforces, as the local executor does) for
@@ -81,17 +80,17 @@ def _child_on_worker(task_env: dict[str, str | None], cell_dict: dict[str, Any],
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    _child(cell_dict, out_path)  # which dies with the forkserver, so with this Ray worker
+    cell_child(cell_dict, out_path)  # which dies with the forkserver, so with this Ray worker
 
 
 @functools.lru_cache(maxsize=4)
 def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.run.runner import _context
+    from infer_opt.run.runner import process_context
 
     # In a child of its own: the 512 MiB probe (and, on a GPU, a CUDA context) must not stay
     # in this long-lived worker while the node's cells run.
-    with _context().Pool(1) as pool:
+    with process_context().Pool(1) as pool:
         return float(pool.apply(measure_bandwidth_gb_per_s, (device, threads)))
 
 
@@ -212,7 +211,7 @@ class RayExecutor:
                     room = sum(_fits(need, n) for n in nodes)
                     if room == 0:
                         queue.popleft()
-                        row, samples = _failed(cell, f"infeasible: the cell asks for "
+                        row, samples = failed_row(cell, f"infeasible: the cell asks for "
                                                f"{_describe(need)}; no Ray node has that")
                         yield cell, row, samples
                         continue
@@ -231,14 +230,14 @@ class RayExecutor:
                     try:
                         row, samples = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        row, samples = _failed(cell, _lost_reason(exc))
+                        row, samples = failed_row(cell, _lost_reason(exc))
                     yield cell, row, samples
                 now = time.monotonic()
                 for ref, (cell, deadline) in list(pending.items()):
                     if now > deadline:
                         ray.cancel(ref, force=True)
                         del pending[ref]
-                        row, samples = _failed(cell, f"timeout: no result from its Ray task "
+                        row, samples = failed_row(cell, f"timeout: no result from its Ray task "
                                                f"within {budget_s:.0f} s; cancelled")
                         yield cell, row, samples
         finally:

@@ -7,101 +7,38 @@ past `timeout_s` or an out-of-memory kill becomes a `failed` row and the run goe
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import secrets
 import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from infer_opt.run.cell import Cell, identity_row, run_cell
-from infer_opt.core.errors import UserError
-from infer_opt.core.models import ModelRef, resolve
-from infer_opt.core.stack import Stack, build_stack
+from infer_opt.core.models import resolve
 from infer_opt.core.schema import run_columns
 from infer_opt.results.io import RunWriter
+from infer_opt.run.cell import Cell, identity_row, run_cell
+from infer_opt.run.plan import (
+    check_out_dir,
+    new_run_id,
+    plan_cells,
+    resolve_device,
+    thread_warning,
+    validate_stacks,
+)
 from infer_opt.run.suite import Suite
 
 Executor = Callable[[list[Cell], float], Iterable[tuple[Cell, dict[str, Any], dict[str, Any]]]]
 
 
-def new_run_id(suite_name: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{suite_name}-{secrets.token_hex(2)}"
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def check_fit(stack: Stack, w: Any, where: str) -> None:
-    """A workload the stack can serve as declared, or a one-line UserError."""
-    engine, variant = stack.engine, stack.variant
-    if w.needs_step_api and not engine.step_api:
-        raise UserError(where, f"the {w.kind} workload drives the suite's decode loop; engine "
-                               f"{engine.name} ({variant!r}) schedules requests itself: run it "
-                               "in a static-batch group")
-    if stack.settings.decoder is not None and not w.uses_generate:
-        by = stack.settings.owners.get("decoder", "a plugin")
-        raise UserError(where, f"{by!r} in {variant!r} replaces whole-sequence generation; the "
-                               f"{w.kind} workload decodes rows step by step: use a "
-                               "static-batch group")
-    for p in stack.plugins:
-        bs = getattr(w, "batch_size", 1)
-        if p.max_batch_size is not None and bs > p.max_batch_size:
-            raise UserError(where, f"{p.name!r} serves batches of at most {p.max_batch_size}; "
-                                   f"{variant!r} has batch_size {bs}")
-
-
-def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
-               variants_filter: list[str] | None = None) -> list[Cell]:
-    """Every cell of the run, each stack and workload validated: a bad one raises UserError
-    before anything is measured or written."""
-    stacks: dict[str, Stack] = {}
-    for group in suite.groups:
-        for variant in group.variants:
-            if variant not in stacks:
-                stacks[variant] = build_stack(variant, device)
-            engine = stacks[variant].engine
-            for w in group.workloads:
-                w.validate(ref.max_context)
-                check_fit(stacks[variant], w, f"group {group.name}")
-    if variants_filter is not None:
-        unknown = [v for v in variants_filter if v not in stacks]
-        if unknown:
-            raise UserError("--variants", f"{unknown[0]!r} is not a variant of suite "
-                                          f"{suite.name}; its variants: {', '.join(stacks)}")
-    metric_columns = sorted({m.name for s in stacks.values() for m in s.metrics})
-    cells: list[Cell] = []
-    for group in suite.groups:
-        for variant in group.variants:
-            if variants_filter is not None and variant not in variants_filter:
-                continue
-            for w in group.workloads:
-                cells.append(Cell(run_id=run_id, suite=suite.name, index=len(cells),
-                                  model=asdict(ref), variant=variant, workload=w.to_dict(),
-                                  device=device, threads=suite.threads,
-                                  bandwidth_gb_per_s=bandwidth, metric_columns=metric_columns))
-    if not cells:
-        raise UserError("--variants", "no cell left to run after filtering")
-    return cells
-
-
 # --- local executor ----------------------------------------------------------------------
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: SIGKILL this cell when its forkserver exits, which it does when the process that
     started it dies (a killed run, a cancelled Ray task): no orphaned cell keeps a core busy."""
     if sys.platform.startswith("linux"):
@@ -111,8 +48,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _child(cell_dict: dict[str, Any], out_path: str) -> None:
-    _die_with_parent()
+def cell_child(cell_dict: dict[str, Any], out_path: str) -> None:
+    die_with_parent()
     row, samples = run_cell(cell_dict)
     tmp = out_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -123,7 +60,7 @@ def _child(cell_dict: dict[str, Any], out_path: str) -> None:
 _CTX: Any = None
 
 
-def _context() -> Any:
+def process_context() -> Any:
     global _CTX
     if _CTX is None:
         if "forkserver" in mp.get_all_start_methods():
@@ -134,7 +71,7 @@ def _context() -> Any:
     return _CTX
 
 
-def _failed(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def failed_row(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
     row = identity_row(cell)
     row.update(status="failed", reason=reason)
     return row, {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
@@ -142,10 +79,10 @@ def _failed(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run_one_local(cell: Cell, timeout_s: float,
-                  target: Callable[[dict[str, Any], str], None] = _child
+                  target: Callable[[dict[str, Any], str], None] = cell_child
                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs `target(cell_dict, out_path)` (default: run_cell) in a fresh forked child."""
-    ctx = _context()
+    ctx = process_context()
     with tempfile.TemporaryDirectory(prefix="infer-opt-cell-") as tmp:
         out_path = os.path.join(tmp, "result.json")
         proc = ctx.Process(target=target, args=(cell.to_dict(), out_path), daemon=True)
@@ -154,7 +91,7 @@ def run_one_local(cell: Cell, timeout_s: float,
         if proc.is_alive():
             proc.kill()
             proc.join()
-            return _failed(cell, f"timeout: cell ran past {timeout_s:.0f} s and was killed")
+            return failed_row(cell, f"timeout: cell ran past {timeout_s:.0f} s and was killed")
         if os.path.exists(out_path):
             with open(out_path, encoding="utf-8") as fh:
                 result = json.load(fh)
@@ -163,8 +100,8 @@ def run_one_local(cell: Cell, timeout_s: float,
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
-            return _failed(cell, f"crashed: killed by {name}{hint}")
-        return _failed(cell, f"crashed: exit code {code} before writing a row")
+            return failed_row(cell, f"crashed: killed by {name}{hint}")
+        return failed_row(cell, f"crashed: exit code {code} before writing a row")
 
 
 def local_executor(cells: list[Cell], timeout_s: float
@@ -191,12 +128,17 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
               executor: Executor = local_executor, log: Callable[[str], None] | None = None) -> Path:
     """Runs every cell; returns the CSV path. Bad input raises UserError before any file."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # Cheap checks first (run/plan.py), then the model, then every cell against it.
+    check_out_dir(out_dir)
     device = resolve_device(suite.device)
+    validate_stacks(suite, device, variants_filter)
+    warning = thread_warning(suite.threads)
+    if warning:
+        log(f"infer-opt: {warning}")
     ref = resolve(model or suite.model)
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
 
     run_id = new_run_id(suite.name)
-    # Every cell is validated before anything is measured or written.
     cells = plan_cells(suite, run_id, ref, device, 0.0, variants_filter)
     log(f"infer-opt: suite {suite.name}, model {ref.name}, device {device}, "
         f"{len(cells)} cells, {suite.threads} threads")
@@ -213,8 +155,8 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             log(_progress(i, len(cells), cell, row, time.perf_counter() - start))
     finally:
         writer.close()
-        from infer_opt.run.fidelity import run_store_dir
         from infer_opt.results.table import write_table
+        from infer_opt.run.fidelity import run_store_dir
 
         shutil.rmtree(run_store_dir(run_id), ignore_errors=True)  # this run's fidelity store
         write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)

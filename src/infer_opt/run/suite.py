@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError

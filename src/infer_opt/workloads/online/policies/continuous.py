@@ -13,9 +13,14 @@ from collections import deque
 from typing import Any
 
 from infer_opt.engines import decode
-
-from infer_opt.workloads.online.server import (Arrivals, Request, ServerClock, Stats,
-                                               decode_stamped, prefill_stamped)
+from infer_opt.workloads.online.server import (
+    Arrivals,
+    Request,
+    ServerClock,
+    Stats,
+    decode_stamped,
+    prefill_stamped,
+)
 
 
 def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
