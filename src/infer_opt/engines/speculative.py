@@ -160,7 +160,10 @@ def speculative_decoder(make_drafter: Callable[[Engine], Drafter], k: int) -> Ca
         if drafter is None:
             drafter = drafters[engine] = make_drafter(engine)
         run = speculative_generate(engine, prompts, new_tokens, clock, drafter, k)
-        engine.settings.metrics.update(derive_metrics(engine.settings.counters))
+        metrics = engine.settings.metrics
+        for m in METRICS:  # none left over from the warm-up (counters were cleared since)
+            metrics.pop(m.name, None)
+        metrics.update(derive_metrics(engine.settings.counters))
         return run
 
     return decode
