@@ -25,7 +25,8 @@ variants = ["kv-cache"]
 batch_sizes = [1]
 prompt_tokens = 8
 new_tokens = 4
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 """
 
 
@@ -54,7 +55,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     (GOOD.replace("new_tokens = 4", "new_tokens = -3"), ("new_tokens", "> 0")),
     (GOOD.replace("prompt_tokens = 8", "prompt_tokens = 600"),
      ("workload.prompt_tokens", "exceeds the model's context of 512")),
-    (GOOD.replace("repeats = 1", "repeats = 1\nbatchsize = 2"), ("unknown key 'batchsize'",)),
+    (GOOD.replace("min_repeats = 1", "min_repeats = 1\nbatchsize = 2"), ("unknown key 'batchsize'",)),
     (GOOD.replace('model = "tiny-random"', 'model = "./no/such/dir"'), ("model", "not a built-in")),
     (GOOD.replace('device = "cpu"', 'device = "tpu"'), ("device", "auto, cpu, cuda")),
     (GOOD.replace('device = "cpu"', 'device = "cuda"'), ("device", "sees no CUDA device")),

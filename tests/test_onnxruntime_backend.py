@@ -80,7 +80,8 @@ variants = ["kv-cache", "ort", "ort+int8-dynamic", "ort[quantize=int8-dynamic]"]
 batch_sizes = [2]
 prompt_tokens = 8
 new_tokens = 6
-repeats = 2
+min_repeats = 2
+max_repeats = 2
 warmup_runs = 1
 """)))
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)

@@ -33,7 +33,8 @@ variants = {variants}
 batch_sizes = [1]
 prompt_tokens = 8
 new_tokens = 4
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 warmup_runs = 1
 """
 

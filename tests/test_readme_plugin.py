@@ -46,7 +46,8 @@ variants = ["kv-cache+matmul-medium"]
 batch_sizes = [1]
 prompt_tokens = 8
 new_tokens = 4
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 """)
     env = {"PYTHONPATH": str(pkg), "PATH": "/usr/bin:/bin"}
     listing = subprocess.run([sys.executable, "-m", "infer_opt.cli", "plugins", "--device", "cpu"],

@@ -64,7 +64,8 @@ def test_goodput_on_a_hand_made_example() -> None:
     ]
     slos = {"ttft_ms": 200.0, "tpot_ms": 100.0}
     assert [meets_slo(r, slos) for r in reqs] == [True, False, False, True]
-    cols = run_columns(reqs, slos, target_pct=50.0)
+    cols, per_run = run_columns([reqs], slos, target_pct=50.0)
+    assert per_run["duration_s"] == [2.0]
     assert cols["duration_s"] == 2.0
     assert cols["goodput_requests_per_s"] == 1.0  # 2 good requests / 2 s
     assert cols["requests_per_s"] == 2.0
@@ -73,7 +74,12 @@ def test_goodput_on_a_hand_made_example() -> None:
     assert cols["queue_ms_max"] == pytest.approx(200.0)
     assert cols["ttft_ms_max"] == pytest.approx(300.0)
     assert cols["tpot_ms_max"] == pytest.approx(150.0)
-    assert run_columns(reqs, {}, 50.0)["goodput_requests_per_s"] == 2.0  # no SLO: all good
+    assert run_columns([reqs], {}, 50.0)[0]["goodput_requests_per_s"] == 2.0  # no SLO: all good
+    # Two runs: throughput is the median of the runs' (here the mean of two), latencies pool.
+    slower = [RequestTimes(r.arrival_s, r.admitted_s, [2 * s for s in r.stamps_s]) for r in reqs]
+    cols, per_run = run_columns([reqs, slower], {}, 50.0)
+    assert per_run["requests_per_s"] == [2.0, 1.0] and cols["requests_per_s"] == 1.5
+    assert cols["ttft_ms_max"] == pytest.approx(2 * 2000.0 - 1900.0)  # 4.0 s stamp, 1.9 s arrival
 
 
 # --- the rate search -----------------------------------------------------------------------
@@ -204,6 +210,8 @@ new_tokens = 4
 max_batch_size = 4
 ttft_slo_ms = 10000
 warmup_requests = 1
+min_repeats = 2
+max_repeats = 2
 [[group]]
 name = "prefix"
 workload = "online"
@@ -217,6 +225,8 @@ prompt_tokens = 6
 new_tokens = 4
 max_wait_ms = 1
 prefix_reuse = [false, true]
+min_repeats = 2
+max_repeats = 2
 """
 
 
@@ -262,24 +272,38 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
+    samples = [json.loads(x) for x in
+               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 + 2 * 2
-    for r in rows[:7]:  # all but the last: baseline with prefix reuse
+
+    def pick(variant: str, policy: str, reuse: str = "False") -> int:
+        return next(i for i, r in enumerate(rows) if r["variant"] == variant
+                    and r["policy"] == policy and r["prefix_reuse"] == reuse)
+
+    no_cache_reuse = pick("baseline", "dynamic", "True")
+    for i, r in enumerate(rows):
+        if i == no_cache_reuse:
+            continue
         assert r["status"] == "ok", r["reason"]
         for col in ("ttft_ms_p99", "tpot_ms_p50", "e2e_ms_p99", "queue_ms_p50",
                     "output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
                     "mean_batch_size", "slo_met_pct"):
             assert r[col] != "", col
-        assert r["workload"] == "online"
-    assert rows[0]["meets_slo"] == "True" and rows[0]["max_batch_size"] == "1"
+        assert r["workload"] == "online" and r["timed_runs"] == "2"
+    seq = pick("kv-cache", "sequential")
+    assert rows[seq]["meets_slo"] == "True" and rows[seq]["max_batch_size"] == "1"
     # Reusing a prefix copies its KV cache: the baseline has none.
-    assert rows[7]["status"] == "skipped" and "add kv-cache" in rows[7]["reason"]
-    assert rows[5]["prefix_reuse"] == "True" and float(rows[5]["prefix_prefill_ms"]) > 0
-    samples = [json.loads(x) for x in
-               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
-    assert len(samples[0]["requests"]) == 6 and len(samples[0]["tokens"][0]) == 4
-    assert samples[4]["tokens"] == samples[5]["tokens"]  # prefix reuse: same greedy tokens
+    assert rows[no_cache_reuse]["status"] == "skipped"
+    assert "add kv-cache" in rows[no_cache_reuse]["reason"]
+    reuse, plain = pick("kv-cache", "dynamic", "True"), pick("kv-cache", "dynamic")
+    assert float(rows[reuse]["prefix_prefill_ms"]) > 0
+    # Every request of both timed runs, each with its round.
+    assert len(samples[seq]["requests"]) == 2 * 6 and len(samples[seq]["tokens"][0]) == 4
+    assert sorted({r["round"] for r in samples[seq]["requests"]}) == [0, 1]
+    assert samples[reuse]["tokens"] == samples[plain]["tokens"]  # prefix reuse: same tokens
     # The baseline serves through the same loop without a cache: the same tokens.
-    assert samples[2]["tokens"] == samples[0]["tokens"] and samples[6]["tokens"] == samples[4]["tokens"]
+    assert samples[pick("baseline", "sequential")]["tokens"] == samples[seq]["tokens"]
+    assert samples[pick("baseline", "dynamic")]["tokens"] == samples[plain]["tokens"]
     text = render(csv_path)
     assert "## Online load" in text
     reuse_line = next(ln for ln in text.splitlines() if "| dynamic |" in ln and "| True |" in ln)
@@ -322,12 +346,15 @@ prompt_tokens = 6
 new_tokens = 3
 lengths = "uniform"
 warmup_requests = 0
+min_repeats = 1
+max_repeats = 1
 [[group]]
 variants = ["kv-cache+test-count"]
 batch_sizes = [2]
 prompt_tokens = 6
 new_tokens = 3
-repeats = 2
+min_repeats = 2
+max_repeats = 2
 warmup_runs = 1
 """
     suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))

@@ -320,7 +320,8 @@ variants = ["kv-cache", "kv-cache+spec-lookup[k=4]", "kv-cache+spec-self[layers=
 batch_sizes = [1]
 prompt_tokens = 16
 new_tokens = 12
-repeats = 2
+min_repeats = 2
+max_repeats = 2
 warmup_runs = 1
 warmup_new_tokens = 3
 """

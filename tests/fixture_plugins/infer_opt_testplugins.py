@@ -120,3 +120,25 @@ class CountsSteps(Plugin):
             return counted
 
         settings.step_wrappers.append(wrap)
+
+
+class CrashesInTimedRuns(Plugin):
+    """Loads and warms up fine, then kills its process in a timed run: the other variants of
+    its interleaved group must go on."""
+
+    name = "test-crash-late"
+    summary = "dies on its 12th forward step"
+
+    def apply(self, settings: Settings) -> None:
+        calls = [0]
+
+        def wrap(step: Any, s: Settings) -> Any:
+            def maybe_die(inp: Any) -> Any:
+                calls[0] += 1
+                if calls[0] >= 12:
+                    os._exit(7)
+                return step(inp)
+
+            return maybe_die
+
+        settings.step_wrappers.append(wrap)

@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     from infer_opt.results.table import write_table
     from infer_opt.run.cell import Cell
     from infer_opt.run.plan import new_run_id, resolve_device
-    from infer_opt.run.runner import run_one_local
+    from infer_opt.run.rounds import run_cell
     from infer_opt.run.suite import load_suite
     from infer_opt.workloads.online.sweep import search_max_rate
 
@@ -81,9 +81,10 @@ def main(args: argparse.Namespace) -> int:
                     w.validate(ref.max_context)
                     cell = Cell(run_id=run_id, suite=suite.name, index=index, model=asdict(ref),
                                 variant=variant, workload=w.to_dict(), device=device,
-                                threads=suite.threads, bandwidth_gb_per_s=bandwidth)
+                                threads=suite.threads, bandwidth_gb_per_s=bandwidth,
+                                seed=suite.seed, group=group.name)
                     index += 1
-                    row, samples = run_one_local(cell, suite.timeout_s)
+                    row, samples = run_cell(cell, suite.timeout_s)
                     writer.add(row, samples)
                     ok = row["status"] == "ok" and row.get("meets_slo") is True
                     log(f"  {variant} {policy} rate {w.arrival_rate_per_s}/s: {row['status']} "

@@ -66,7 +66,7 @@ class SpecStudent(Speculative):
             raise UserError("variant", f"{self.name}: draft {path!r} has vocab_size "
                                        f"{draft.config.vocab_size}, the target {vocab}; the "
                                        "draft must share the target's tokenizer")
-        s.notes.append(f"{self.name}: draft {path} ({draft.config.num_hidden_layers} layers, "
-                       f"{draft.facts.weight_bytes / 2**20:.0f} MB), loaded in "
-                       f"{draft.facts.load_s:.1f} s outside the timed runs")
+        self.notes.append(f"{self.name}: draft {path} ({draft.config.num_hidden_layers} "
+                          f"layers, {draft.facts.weight_bytes / 2**20:.0f} MB), loaded in "
+                          f"{draft.facts.load_s:.1f} s outside the timed runs")
         return ModelDrafter(draft)

@@ -20,6 +20,7 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
 from infer_opt.core.stack import Stack, build_stack
 from infer_opt.run.cell import Cell
+from infer_opt.run.rounds import Job
 from infer_opt.run.suite import Suite
 
 
@@ -124,15 +125,34 @@ def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth:
             w.validate(ref.max_context)
     metric_columns = sorted({m.name for s in stacks.values() for m in s.metrics})
     cells: list[Cell] = []
+    # Workload-major: the variants of one workload sit together, as the rounds measure them.
     for group in suite.groups:
-        for variant in group.variants:
-            if variants_filter is not None and variant not in variants_filter:
-                continue
-            for w in group.workloads:
+        for w in group.workloads:
+            for variant in group.variants:
+                if variants_filter is not None and variant not in variants_filter:
+                    continue
                 cells.append(Cell(run_id=run_id, suite=suite.name, index=len(cells),
                                   model=asdict(ref), variant=variant, workload=w.to_dict(),
                                   device=device, threads=suite.threads,
-                                  bandwidth_gb_per_s=bandwidth, metric_columns=metric_columns))
+                                  bandwidth_gb_per_s=bandwidth, seed=suite.seed,
+                                  group=group.name, metric_columns=metric_columns))
     if not cells:
         raise UserError("--variants", "no cell left to run after filtering")
     return cells
+
+
+def plan_jobs(suite: Suite, cells: list[Cell], idle: set[str] = frozenset()) -> list[Job]:
+    """One job per group, or per chunk of `max_workers` of its variants: the variants of a job
+    are loaded side by side and measured in interleaved rounds (run/rounds.py). Variants in
+    `idle` (skipped here: no CUDA, a missing package) load nothing and do not count."""
+    jobs: list[Job] = []
+    for group in dict.fromkeys(c.group for c in cells):
+        mine = [c for c in cells if c.group == group]
+        variants = list(dict.fromkeys(c.variant for c in mine))
+        loaded = [v for v in variants if v not in idle]
+        chunks = [set(loaded[i:i + suite.max_workers])
+                  for i in range(0, len(loaded), suite.max_workers)] or [set()]
+        chunks[0] |= {v for v in variants if v in idle}
+        for chunk in chunks:
+            jobs.append(Job([c for c in mine if c.variant in chunk], suite.timeout_s, suite.seed))
+    return jobs

@@ -4,7 +4,9 @@
     model = "smollm2-135m"
     device = "auto"                # auto | cpu | cuda
     threads = 2                    # torch intra-op threads, recorded in every row
-    timeout_s = 600                # per cell
+    timeout_s = 600                # per request to a worker (load, warm-up, one timed run)
+    max_workers = 6                # variants of a group loaded side by side (interleaved)
+    seed = 0                       # prompts and the order of interleaved rounds
     reference = "baseline"         # variant the table divides by
     also_reference = ["kv-cache"]  # optional: more divisors, shown in the speedup-vs-fidelity part
 
@@ -14,7 +16,7 @@
     batch_sizes = [1]
     prompt_tokens = 32
     new_tokens = 128
-    repeats = 3
+    min_repeats = 5                # timed runs: see workloads/base.Sampled
     warmup_runs = 1
     warmup_new_tokens = 0          # tokens per warm-up run; 0 = new_tokens
 
@@ -37,7 +39,7 @@ from infer_opt.core import registry
 from infer_opt.core.errors import UserError
 
 SUITE_KEYS = {"name", "description", "model", "device", "threads", "timeout_s", "reference",
-              "also_reference", "group"}
+              "also_reference", "max_workers", "seed", "group"}
 # Keys every group has; each workload kind adds its own (StaticBatch.group_keys, ...).
 GROUP_KEYS = {"name", "variants", "workload"}
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,6 +62,8 @@ class Suite:
     device: str = "auto"
     threads: int = 2
     timeout_s: float = 600.0
+    max_workers: int = 6
+    seed: int = 0
     reference: str = "baseline"
     also_reference: list[str] = field(default_factory=list)
     description: str = ""
@@ -131,6 +135,12 @@ def load_suite(name_or_path: str) -> Suite:
                                    (int, float), "a number"))
     if not math.isfinite(suite.timeout_s) or suite.timeout_s <= 0:
         raise UserError(f"{where}: timeout_s", f"must be a number > 0, got {suite.timeout_s!r}")
+    for key in ("max_workers", "seed"):
+        value = _typed(f"{where}: {key}", data.get(key, getattr(suite, key)), int, "an integer")
+        if value < (1 if key == "max_workers" else 0):
+            raise UserError(f"{where}: {key}", f"must be >= {1 if key == 'max_workers' else 0}, "
+                                               f"got {value}")
+        setattr(suite, key, value)
     suite.reference = _typed(f"{where}: reference", data.get("reference", suite.reference), str,
                              "a variant name")
     also = data.get("also_reference", [])
