@@ -141,12 +141,24 @@ class TorchEngine(Engine):
     honours = frozenset({"load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder"})
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
+        t0 = time.perf_counter()
+        model = load_model(ref, settings)
+        self._setup(model, settings, time.perf_counter() - t0)
+
+    @classmethod
+    def from_model(cls, model: Any, settings: Settings) -> TorchEngine:
+        """An engine around a model already in memory (e.g. a speculative draft that shares the
+        target's weights): nothing is loaded, the model is used as it is, and it is stepped
+        exactly like a loaded one (its own KV caches, `settings`' step wrappers)."""
+        engine = cls.__new__(cls)
+        engine._setup(model, settings, 0.0)
+        return engine
+
+    def _setup(self, model: Any, settings: Settings, load_s: float) -> None:
         import inspect
 
         self.settings = settings
-        t0 = time.perf_counter()
-        self.model = load_model(ref, settings)
-        load_s = time.perf_counter() - t0
+        self.model = model
         self.device = settings.device
         self.config = self.model.config
         dtype = DTYPES[settings.dtype]
@@ -210,7 +222,12 @@ class TorchEngine(Engine):
             for layer in cache.layers:
                 layer.cumulative_length.fill_(length)
             return cache
-        cache.crop(length)
+        # transformers 5.2x takes the number of tokens to drop, as a negative int (a positive
+        # one is refused); older versions read a negative value the same way, and a 0 as
+        # "keep nothing": so only a real cut is passed.
+        drop = length - cache.get_seq_length()
+        if drop < 0:
+            cache.crop(drop)
         return cache
 
     # --- fidelity --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from infer_opt.results.io import Run, read_run
 from infer_opt.results.io import parse_number as _num
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
+from infer_opt.results.speculative_table import render_speculative
 
 BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
              "core on average or the hypervisor stole more than 5% of the CPU (columns "
@@ -126,11 +127,13 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
     online = render_online(rows, tokens)
     if online and all(r.get("workload") == "online" for r in rows):
         lines = []  # nothing static to show: only the online section
+    spec = render_speculative(rows, tokens)
     notes = [f"note: {n}" for n in run.notes]
     if any(_busy(r) for r in rows):
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
-            + "\n" + (online and "\n" + online) + footer + pareto_section(rows, reference, also))
+            + "\n" + (online and "\n" + online) + (spec and "\n" + spec) + footer
+            + pareto_section(rows, reference, also))
 
 
 def _kl(value: Any) -> str:
