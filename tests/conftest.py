@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +28,13 @@ def _quiet_threads() -> None:
 def write_suite(path: Path, body: str) -> Path:
     path.write_text(body, encoding="utf-8")
     return path
+
+
+def load_engine(variant: str, model: str = "tiny-random", device: str = "cpu") -> Any:
+    """The engine of a validated stack, loaded on `model` (the tiny random Llama by default)."""
+    from infer_opt.core.models import resolve
+    from infer_opt.core.stack import build_stack
+
+    stack = build_stack(variant, device)
+    assert stack.unavailable is None, stack.unavailable
+    return stack.engine(resolve(model), stack.settings)

@@ -28,7 +28,8 @@ variants = {variants}
 batch_sizes = [1]
 prompt_tokens = 16
 new_tokens = 32
-repeats = 6
+min_repeats = 6
+max_repeats = 6
 warmup_runs = 1
 """
 

@@ -34,7 +34,8 @@ variants = ["baseline", "kv-cache", "kv-cache+sdpa"]
 batch_sizes = [2]
 prompt_tokens = 16
 new_tokens = 8
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 warmup_runs = 1
 """)))
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)

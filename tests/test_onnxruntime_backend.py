@@ -1,4 +1,4 @@
-"""ONNX Runtime backend on the tiny model: export fidelity, greedy tokens, int8 rows, skip reasons.
+"""ONNX Runtime engine on the tiny model: export fidelity, greedy tokens, int8 rows, skip reasons.
 
 The first test session on a fresh cache exports the tiny model once (seconds on an idle CPU);
 later sessions reuse the cached graph.
@@ -16,35 +16,27 @@ import pytest
 import torch
 
 from infer_opt.core.errors import UserError
-from infer_opt.core.models import TINY_MODEL, resolve
-from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.core.stack import build_stack
+from infer_opt.core.timing import HostClock
+from infer_opt.engines.decode import generate
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
-from infer_opt.core.timing import HostClock
 
-from .conftest import write_suite
+from .conftest import load_engine, write_suite
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
     reason="onnxruntime/onnx not installed (pip install -e '.[onnx]')")
 
 
-def _backend(variant: str) -> Any:
-    from infer_opt.engines import backend_class
-
-    settings, reason = build_settings(parse_variant(variant), "cpu")
-    assert reason is None
-    return backend_class(settings.backend)(resolve(TINY_MODEL), settings)
-
-
 @pytest.fixture(scope="module")
 def torch_kv() -> Any:
-    return _backend("kv-cache")
+    return load_engine("kv-cache")
 
 
 @pytest.fixture(scope="module")
 def ort_fp32() -> Any:
-    return _backend("ort")
+    return load_engine("ort")
 
 
 def test_export_matches_torch_logits(ort_fp32: Any, torch_kv: Any) -> None:
@@ -57,8 +49,8 @@ def test_export_matches_torch_logits(ort_fp32: Any, torch_kv: Any) -> None:
 
 def test_greedy_tokens_equal_torch_kv_cache(ort_fp32: Any, torch_kv: Any) -> None:
     prompts = torch.randint(3, 512, (3, 9), generator=torch.Generator().manual_seed(1))
-    ours = ort_fp32.run_batch(prompts, 10, HostClock())
-    ref = torch_kv.run_batch(prompts, 10, HostClock())
+    ours = generate(ort_fp32, prompts, 10, HostClock())
+    ref = generate(torch_kv, prompts, 10, HostClock())
     assert ours.tokens.shape == (3, 10)
     assert torch.equal(ours.tokens, ref.tokens)
     assert len(ours.stamps_s) == 10 and ours.stamps_s == sorted(ours.stamps_s)
@@ -84,27 +76,28 @@ device = "cpu"
 threads = 1
 reference = "kv-cache"
 [[group]]
-variants = ["kv-cache", "ort", "ort-int8", "ort+ort-int8"]
+variants = ["kv-cache", "ort", "ort+int8-dynamic", "ort[quantize=int8-dynamic]"]
 batch_sizes = [2]
 prompt_tokens = 8
 new_tokens = 6
-repeats = 2
+min_repeats = 2
+max_repeats = 2
 warmup_runs = 1
 """)))
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
     with open(csv_path, newline="") as fh:
         rows = {r["variant"]: r for r in csv.DictReader(fh)}
-    for v in ("ort", "ort-int8", "ort+ort-int8"):
+    for v in ("ort", "ort+int8-dynamic", "ort[quantize=int8-dynamic]"):
         r = rows[v]
         assert r["status"] == "ok", r["reason"]
-        assert (r["backend"], r["kv_cache"], r["dtype"]) == ("onnxruntime", "dynamic", "float32")
+        assert (r["engine"], r["kv_cache"], r["dtype"]) == ("ort", "dynamic", "float32")
         assert "CPUExecutionProvider" in r["notes"]
-        for col in ("ttft_ms_p50", "tpot_ms_p99", "itl_ms_p90", "e2e_ms_p50",
+        for col in ("ttft_ms_p50", "tpot_ms_max", "itl_ms_p90", "e2e_ms_p50",
                     "decode_tokens_per_s", "weight_mb", "peak_rss_mb"):
             assert float(r[col]) > 0, col
     # int8 MatMul weights: smaller than the fp32 graph (embedding gather stays fp32).
-    assert float(rows["ort-int8"]["weight_mb"]) < float(rows["ort"]["weight_mb"])
-    assert rows["ort-int8"]["weight_mb"] == rows["ort+ort-int8"]["weight_mb"]
+    assert float(rows["ort+int8-dynamic"]["weight_mb"]) < float(rows["ort"]["weight_mb"])
+    assert rows["ort+int8-dynamic"]["weight_mb"] == rows["ort[quantize=int8-dynamic]"]["weight_mb"]
     samples = {json.loads(x)["variant"]: json.loads(x) for x in
                csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()}
     assert samples["ort"]["tokens"] == samples["kv-cache"]["tokens"]
@@ -114,25 +107,29 @@ def test_missing_onnxruntime_skips_with_reason(monkeypatch: pytest.MonkeyPatch) 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "onnxruntime" else real(name, *a))
-    for v in ("ort", "ort-int8"):
-        _, reason = build_settings([v], "cpu")
-        assert reason == f"{v}: package 'onnxruntime' is not installed"
+    for v in ("ort", "ort+int8-dynamic"):
+        assert build_stack(v, "cpu").unavailable == "ort: package 'onnxruntime' is not installed"
 
 
-def test_stacks() -> None:
-    s, _ = build_settings(parse_variant("ort-int8"), "cpu")
-    assert (s.backend, s.kv_cache, s.options.get("ort_int8")) == ("onnxruntime", "dynamic", True)
-    s, _ = build_settings(parse_variant("ort"), "cpu")
-    assert not s.options.get("ort_int8")
-    with pytest.raises(UserError, match="kv_cache"):
-        build_settings(parse_variant("ort+baseline"), "cpu")
-    with pytest.raises(UserError, match="kv_cache"):
-        build_settings(parse_variant("ort+static-cache"), "cpu")
+def test_padded_rows_on_the_graph_match_torch(ort_fp32: Any, torch_kv: Any) -> None:
+    """Online serving pads rows on the left: the graph's attention_mask must honour it."""
+    from infer_opt.engines import decode
+
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
+    out = {}
+    for name, engine in (("ort", ort_fp32), ("torch", torch_kv)):
+        with engine.context():
+            rows, first = decode.prefill(engine, prompts, [0, 1, 2], capacity=12)
+            toks = [first] + [decode.decode(engine, rows) for _ in range(4)]
+        out[name] = torch.stack(toks, dim=1)
+    assert torch.equal(out["ort"], out["torch"])
 
 
-def test_bf16_is_refused_by_the_backend() -> None:
-    with pytest.raises(UserError, match="float32 or float16"):
-        _backend("ort+bf16")
+def test_static_cache_and_bf16_are_refused_up_front() -> None:
+    with pytest.raises(UserError, match="'static-cache' works on engines torch"):
+        build_stack("ort+static-cache", "cpu")
+    with pytest.raises(UserError, match="'bf16' works on engines torch, vllm"):
+        build_stack("ort+bf16", "cpu")
 
 
 def test_int8_uses_7bit_weights_where_int8_kernels_saturate() -> None:

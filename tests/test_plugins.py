@@ -1,64 +1,126 @@
-import pytest
+"""The contract between engines and optimizations: registration, declarations, stack validation.
 
+`test_every_builtin_plugin_on_every_engine` is generated from the declarations, not from a
+hand list: each built-in plugin on each registered engine either runs for real on the tiny
+model or is refused before anything runs (or skipped with the reason where the hardware or a
+package is missing).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+import torch
+
+from infer_opt.core import registry
 from infer_opt.core.errors import UserError
-from infer_opt.core.plugin import Settings, build_settings, discover, parse_variant
+from infer_opt.core.params import Param
+from infer_opt.core.settings import Settings
+from infer_opt.core.stack import build_stack, split_variant
+from infer_opt.core.timing import HostClock
+
+from .conftest import load_engine
 
 BUILTINS = {"baseline", "kv-cache", "static-cache", "sdpa", "sdpa-flash", "sdpa-mem-efficient",
             "sdpa-math", "flash-attn2", "fp16", "bf16"}
 
 
+def builtin(kind: str) -> list[str]:
+    """Names infer-opt itself registers in an entry-point group (not the test fixtures)."""
+    group = registry.GROUPS[kind]
+    return sorted(ep.name for ep in entry_points(group=group)
+                  if ep.dist is not None and ep.dist.name == "infer-opt")
+
+
 def test_builtins_register_through_entry_points() -> None:
-    assert BUILTINS <= set(discover())
+    assert BUILTINS <= set(registry.names("plugin"))
+    assert {"torch", "ort", "vllm"} <= set(registry.names("engine"))
+    assert {"static-batch", "online"} <= set(registry.names("workload"))
+    assert {"sequential", "dynamic", "continuous"} <= set(registry.names("policy"))
+    assert {"local", "ray"} <= set(registry.names("executor"))
 
 
 def test_outside_plugin_is_discovered() -> None:
     # tests/fixture_plugins is a separate "distribution" on sys.path (see conftest.py).
-    assert {"test-raise", "test-crash", "test-hang", "test-missing"} <= set(discover())
+    assert {"test-raise", "test-crash", "test-hang", "test-missing"} <= set(registry.names("plugin"))
 
 
 def test_baseline_is_pinned_explicitly() -> None:
-    s, reason = build_settings(["baseline"], "cpu")
-    assert reason is None
-    assert (s.dtype, s.attn_implementation, s.kv_cache) == ("float32", "eager", "none")
-    assert set(s._owners) == {"dtype", "attn_implementation", "kv_cache"}
+    s = build_stack("baseline", "cpu").settings
+    assert (s.engine, s.dtype, s.attn_implementation, s.kv_cache) == ("torch", "float32", "eager",
+                                                                      "none")
+    assert set(s.owners) == {"dtype", "attn_implementation", "kv_cache"}
 
 
 def test_stack_applies_in_order() -> None:
-    s, reason = build_settings(parse_variant("kv-cache+sdpa+bf16"), "cpu")
-    assert reason is None
+    s = build_stack("kv-cache+sdpa+bf16", "cpu").settings
     assert (s.dtype, s.attn_implementation, s.kv_cache) == ("bfloat16", "sdpa", "dynamic")
 
 
-def test_contradictory_stack_is_refused() -> None:
-    with pytest.raises(UserError, match="kv-cache.*static-cache.*kv_cache"):
-        build_settings(["kv-cache", "static-cache"], "cpu")
-    with pytest.raises(UserError, match="baseline"):
-        build_settings(["baseline", "bf16"], "cpu")
-
-
-def test_unknown_plugin_lists_known_ones() -> None:
+@pytest.mark.parametrize("variant,needles", [
+    ("kv-cache+static-cache", ("'kv-cache' and 'static-cache' both set kv_cache",)),
+    ("kv-cache+compile", ("'kv-cache' and 'compile' both set kv_cache",)),
+    ("baseline+bf16", ("'baseline' and 'bf16' both set dtype",)),
+    ("compile+cuda-graphs", ("both set decode step compilation",)),
+    ("int8-bnb+nf4-bnb", ("both quantize at load time",)),
+    ("ort+int8-wo", ("'int8-wo' works on engines torch", "runs on ort")),
+    ("ort+int8-bnb", ("'int8-bnb' works on engines torch",)),
+    ("ort+bf16", ("'bf16' works on engines torch, vllm",)),
+    ("ort+baseline", ("'baseline' works on engines torch",)),
+    ("ort+vllm", ("names 2 engines",)),
+    ("kv-cache+int8-dynamic-ao+bf16", ("'int8-dynamic-ao' needs dtype float32", "set by 'bf16'")),
+    ("vllm+sdpa", ("'sdpa' works on engines torch, ort",)),
+    ("ort[quantise=int8-dynamic]", ("unknown parameter 'quantise'", "providers, quantize")),
+    ("ort[quantize=int4]", ("quantize must be one of none, int8-dynamic",)),
+    ("kv-cache+warp-drive", ("unknown plugin 'warp-drive'", "kv-cache", "engines: ")),
+    ("kv-cache+sdpa[x=1]", ("unknown parameter 'x'; allowed: none",)),
+    ("", ("empty variant",)),
+    ("kv-cache+", ("malformed part ''",)),
+    ("sdpa+sdpa", ("'sdpa' appears twice",)),
+    ("kv-cache+sdpa[x]", ("is not key=value",)),
+])
+def test_contradictory_or_unknown_stack_is_refused(variant: str, needles: tuple[str, ...]) -> None:
     with pytest.raises(UserError) as err:
-        parse_variant("kv-cache+warp-drive")
+        build_stack(variant, "cpu")
     msg = str(err.value)
-    assert msg.startswith("variant: unknown plugin 'warp-drive'")
-    assert "kv-cache" in msg and "\n" not in msg
+    assert msg.startswith("variant") and "\n" not in msg, msg
+    for n in needles:
+        assert n in msg, msg
 
 
-@pytest.mark.parametrize("bad", ["", "kv-cache+", "+sdpa", "sdpa+sdpa"])
-def test_malformed_variant(bad: str) -> None:
-    with pytest.raises(UserError):
-        parse_variant(bad)
+def test_engine_options_are_typed_and_set_by_plugins() -> None:
+    s = build_stack("ort+int8-dynamic", "cpu").settings
+    assert (s.engine, s.kv_cache, s.options) == ("ort", "dynamic", {"quantize": "int8-dynamic"})
+    assert build_stack("ort", "cpu").settings.options == {}
+    s = build_stack("ort[quantize=int8-dynamic]", "cpu").settings
+    assert s.options == {"quantize": "int8-dynamic"}
+    with pytest.raises(UserError, match="'ort' and 'int8-dynamic' both set option quantize"):
+        build_stack("ort[quantize=none]+int8-dynamic", "cpu")
+
+
+def test_variant_grammar() -> None:
+    assert split_variant("ort[quantize=int8-dynamic]+kv-cache+p[a=1,b=0.5,c=true,d=x]") == [
+        ("ort", {"quantize": "int8-dynamic"}), ("kv-cache", {}),
+        ("p", {"a": 1, "b": 0.5, "c": True, "d": "x"})]
+
+
+def test_param_checks() -> None:
+    p = Param("sparsity", float, 0.5, "fraction", minimum=0.0, maximum=0.95)
+    assert p.check(0, "w") == 0.0 and isinstance(p.check(0, "w"), float)
+    for bad, msg in ((0.99, "<= 0.95"), (-1, ">= 0"), ("a", "a number"), (True, "a number")):
+        with pytest.raises(UserError, match=msg):
+            p.check(bad, "w")
 
 
 def test_cuda_plugins_say_why_on_cpu() -> None:
     for name in ("sdpa-flash", "sdpa-mem-efficient", "sdpa-math", "flash-attn2"):
-        _, reason = build_settings([name], "cpu")
-        assert reason == f"{name}: needs CUDA (device is cpu)"
+        assert build_stack(name, "cpu").unavailable == f"{name}: needs CUDA (device is cpu)"
 
 
 def test_missing_package_reason() -> None:
-    _, reason = build_settings(["test-missing"], "cpu")
-    assert reason == "test-missing: package 'surely_not_installed_pkg' is not installed"
+    assert build_stack("test-missing", "cpu").unavailable == (
+        "test-missing: package 'surely_not_installed_pkg' is not installed")
 
 
 def test_settings_set_same_value_twice_is_fine() -> None:
@@ -66,3 +128,45 @@ def test_settings_set_same_value_twice_is_fine() -> None:
     s.set("dtype", "bfloat16", by="a")
     s.set("dtype", "bfloat16", by="b")
     assert s.dtype == "bfloat16"
+
+
+def test_a_hook_the_engine_ignores_is_refused() -> None:
+    # test-transform declares torch and ort but edits the torch model: ort must refuse it.
+    assert build_stack("kv-cache+test-transform", "cpu").unavailable is None
+    with pytest.raises(UserError, match="engine ort does not apply model_transforms"):
+        build_stack("ort+test-transform", "cpu")
+
+
+def test_undeclared_engine_option_is_refused() -> None:
+    with pytest.raises(UserError, match="engine option 'turbo' set by 'test-bad-option' is not "
+                                        "an option of engine ort"):
+        build_stack("ort+test-bad-option", "cpu")
+
+
+PAIRS = [(engine, plugin) for engine in builtin("engine") for plugin in builtin("plugin")]
+
+
+@pytest.mark.parametrize("engine,plugin", PAIRS, ids=[f"{e}+{p}" for e, p in PAIRS])
+def test_every_builtin_plugin_on_every_engine(engine: str, plugin: str) -> None:
+    """Refused up front, skipped with a reason (hardware/package), or runs for real."""
+    variant = f"{engine}+{plugin}"
+    cls = registry.load("plugin", plugin)
+    try:
+        stack = build_stack(variant, "cpu")
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        # Refused: either the plugin does not declare this engine, or the stack contradicts
+        # itself (a plugin that needs a setting the engine cannot give).
+        return
+    assert engine in cls.engines
+    if stack.unavailable is not None:
+        pytest.skip(stack.unavailable)
+    engine_obj = load_engine(variant)
+    from infer_opt.engines.decode import generate
+
+    # Batch 2, or what the stack serves (speculative decoding: 1; the plan refuses more).
+    bs = min([2] + [p.max_batch_size for p in stack.plugins if p.max_batch_size is not None])
+    prompts = torch.randint(3, 512, (bs, 6), generator=torch.Generator().manual_seed(0))
+    with engine_obj.context():
+        run = generate(engine_obj, prompts, 3, HostClock())
+    assert run.tokens.shape == (bs, 3) and len(run.stamps_s) == 3

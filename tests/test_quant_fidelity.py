@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from infer_opt.engines.torch_engine import TorchBackend, tensor_bytes
+from infer_opt.engines.torch_engine import TorchEngine, tensor_bytes
 from infer_opt.run.fidelity import compare_logits, greedy_match, stable_log_softmax
 from infer_opt.core.models import resolve
-from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.core.stack import build_stack
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 from infer_opt.results.table import pareto_front, render
@@ -33,7 +33,8 @@ variants = {variants}
 batch_sizes = [1]
 prompt_tokens = 8
 new_tokens = 4
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 warmup_runs = 1
 """
 
@@ -92,8 +93,7 @@ def test_quantized_linear_weight_bytes(variant: str, ratio: float) -> None:
     """Bytes of the quantized decoder Linears vs their fp32 size: int8 ~1/4, 4-bit ~1/8 (plus
     scales, which are relatively large on the tiny model's 64-wide rows)."""
     ref = resolve("tiny-random")
-    settings, _ = build_settings(parse_variant(variant), "cpu")
-    model = TorchBackend(ref, settings).model
+    model = TorchEngine(ref, build_stack(variant, "cpu").settings).model
     linears = [m for name, m in model.named_modules()
                if name.startswith("model.layers") and isinstance(m, torch.nn.Linear)]
     # bnb 4-bit weights have a packed shape; the module keeps the logical one.
@@ -104,8 +104,8 @@ def test_quantized_linear_weight_bytes(variant: str, ratio: float) -> None:
 
 def test_torch_ao_dynamic_weight_bytes_count_packed_weights() -> None:
     ref = resolve("tiny-random")
-    fp32 = TorchBackend(ref, build_settings(["kv-cache"], "cpu")[0]).facts.weight_bytes
-    q = TorchBackend(ref, build_settings(["int8-dynamic-ao"], "cpu")[0]).facts.weight_bytes
+    fp32 = TorchEngine(ref, build_stack("kv-cache", "cpu").settings).facts.weight_bytes
+    q = TorchEngine(ref, build_stack("int8-dynamic-ao", "cpu").settings).facts.weight_bytes
     assert 0.3 * fp32 < q < 0.9 * fp32  # embedding stays fp32; every Linear is int8
 
 
@@ -124,9 +124,10 @@ def test_compile_refuses_a_dynamic_cache() -> None:
     from infer_opt.core.errors import UserError
 
     with pytest.raises(UserError, match="kv_cache"):
-        build_settings(["kv-cache", "compile"], "cpu")
-    settings, reason = build_settings(["static-cache", "compile"], "cpu")
-    assert reason is None and settings.kv_cache == "static" and settings.step_wrappers
+        build_stack("kv-cache+compile", "cpu")
+    stack = build_stack("static-cache+compile", "cpu")
+    settings = stack.settings
+    assert stack.unavailable is None and settings.kv_cache == "static" and settings.step_wrappers
 
 
 # --- fidelity arithmetic ------------------------------------------------------------------
@@ -176,18 +177,18 @@ def test_sdpa_and_eager_attention_agree(dtype: str, atol: float) -> None:
     ids = torch.randint(3, ref.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
     out = {}
     for attn in ("eager", "sdpa"):
-        settings, _ = build_settings([], "cpu")
+        settings = build_stack("kv-cache", "cpu").settings
         settings.dtype, settings.attn_implementation = dtype, attn
-        out[attn] = TorchBackend(ref, settings).score(ids)
+        out[attn] = TorchEngine(ref, settings).score(ids)
     assert torch.allclose(out["eager"], out["sdpa"], atol=atol, rtol=0)
 
 
 def test_eval_mode_gives_identical_logits() -> None:
-    """Dropout is configured on (p=0.5) to prove the backend's eval() really switches it off."""
+    """Dropout is configured on (p=0.5) to prove the engine's eval() really switches it off."""
     ref = resolve("tiny-random")
-    settings, _ = build_settings(["baseline"], "cpu")
+    settings = build_stack("baseline", "cpu").settings
     settings.load_kwargs["attention_dropout"] = 0.5
-    backend = TorchBackend(ref, settings)
+    backend = TorchEngine(ref, settings)
     assert not backend.model.training
     ids = torch.randint(3, ref.vocab_size, (1, 16), generator=torch.Generator().manual_seed(2))
     assert torch.equal(backend.score(ids), backend.score(ids))

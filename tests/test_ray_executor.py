@@ -19,8 +19,10 @@ from infer_opt.core.errors import UserError
 from infer_opt.run.executors import make_executor
 from infer_opt.run import ray_executor as rx
 from infer_opt.core.models import resolve
-from infer_opt.run.runner import local_executor, plan_cells, run_suite
-from infer_opt.core.schema import COST, LATENCY, THROUGHPUT
+from infer_opt.run.plan import plan_cells
+from infer_opt.run.rounds import Job
+from infer_opt.run.runner import local_executor, run_suite
+from infer_opt.core.schema import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
@@ -39,12 +41,13 @@ variants = ["baseline", "kv-cache+sdpa", "sdpa-flash", "test-raise", "test-crash
 batch_sizes = [2]
 prompt_tokens = 12
 new_tokens = 6
-repeats = 2
+min_repeats = 2
+max_repeats = 2
 warmup_runs = 1
 """
 
 # Measured, so allowed to differ between two runs of the same cell; everything else must match.
-MEASURED = set(LATENCY + THROUGHPUT + COST) | {
+MEASURED = set(LATENCY + THROUGHPUT + COST + SAMPLING + TELEMETRY) - {"timed_runs"} | {
     "run_id", "host", "timestamp_utc", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb",
     "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct"}
 
@@ -63,10 +66,11 @@ def _read(csv_path: Path) -> tuple[list[dict[str, str]], dict[int, dict]]:
 
 # --- without a cluster -------------------------------------------------------------------
 
-def test_resources_per_cell() -> None:
-    cpu = Cell(run_id="r", suite="s", index=0, model={"name": "m"}, variant="baseline",
-               workload={}, device="cpu", threads=3, bandwidth_gb_per_s=1.0)
-    gpu = Cell(**{**cpu.to_dict(), "device": "cuda"})
+def test_resources_per_job() -> None:
+    cell = Cell(run_id="r", suite="s", index=0, model={"name": "m"}, variant="baseline",
+                workload={}, device="cpu", threads=3, bandwidth_gb_per_s=1.0)
+    cpu = Job([cell], 60.0)
+    gpu = Job([Cell(**{**cell.to_dict(), "device": "cuda"})], 60.0)
     assert rx.ray_resources(cpu) == {"num_cpus": 3}
     assert rx.ray_resources(gpu) == {"num_gpus": 1, "num_cpus": 1}
     node = {"CPU": 16.0, "GPU": 2.0}
@@ -75,13 +79,16 @@ def test_resources_per_cell() -> None:
     assert rx._fits(rx.ray_resources(gpu), {"CPU": 16.0}) == 0
 
 
-def test_cell_process_gets_the_gpu_ray_gave_its_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, str | None] = {}
-    monkeypatch.setattr(rx, "_child", lambda _d, _p: seen.update(
-        gpus=os.environ.get("CUDA_VISIBLE_DEVICES")))
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what the forkserver kept from an old task
-    rx._child_on_worker({"CUDA_VISIBLE_DEVICES": "3"}, {}, "unused")
-    assert seen["gpus"] == "3"
+def test_workers_get_the_gpu_ray_gave_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ray worker is reused by tasks given different GPUs; the forkserver keeps the
+    environment of the first: each job hands its task's CUDA_VISIBLE_DEVICES to its workers."""
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(rx, "run_job", lambda job: seen.update(env=job.env) or [])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    cell = Cell(run_id="r", suite="s", index=0, model={"name": "m"}, variant="baseline",
+                workload={}, device="cpu", threads=1, bandwidth_gb_per_s=1.0)
+    rx.run_job_task(Job([cell], 60.0).to_dict(), socket.gethostname())
+    assert seen["env"] == {"CUDA_VISIBLE_DEVICES": "3"}
 
 
 def test_missing_ray_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -142,7 +149,7 @@ def test_same_rows_under_both_executors(local_ray, tmp_path: Path) -> None:
     ray_rows, ray_samples = _read(run_suite(suite, tmp_path / "ray", log=lambda _m: None,
                                             executor=rx.RayExecutor()))
     assert [r["status"] for r in ray_rows] == ["ok", "ok", "skipped", "failed", "failed"]
-    assert ray_rows[4]["reason"] == "crashed: exit code 3 before writing a row"
+    assert ray_rows[4]["reason"] == "crashed: exit code 3 before answering"
     compared = [c for c in ray_rows[0] if not _is_measured(c)]
     assert {"variant", "status", "reason", "weight_mb", "dtype", "bytes_per_decode_step_mb",
             "torch_version", "git_commit"} <= set(compared)
@@ -163,14 +170,17 @@ def test_lost_or_impossible_tasks_become_failed_rows(local_ray, tmp_path: Path,
     [hang] = plan_cells(load_suite(str(write_suite(tmp_path / "s.toml", body))), "r",
                         resolve("tiny-random"), "cpu", 1.0)
     too_big = Cell(**{**hang.to_dict(), "index": 1, "variant": "baseline", "threads": 64})
-    # Driver-side deadline 3 s after submission (cell timeout 60 s, grace -57 s): the task is
-    # cancelled with force, as a hung or unreachable node would be.
+    # Driver-side deadline 3 s after submission (a budget of 60 s x 1 request, grace -57 s): the
+    # task is cancelled with force, as a hung or unreachable node would be.
     monkeypatch.setattr(rx, "GRACE_S", -57.0)
-    out = {cell.variant: row for cell, row, _s in rx.RayExecutor()([too_big, hang], 60.0)}
+    monkeypatch.setattr(rx, "REQUESTS_PER_CELL", 1)
+    out = {cell.variant: row for cell, row, _s in rx.RayExecutor()([Job([too_big], 60.0),
+                                                                    Job([hang], 60.0)])}
     assert out["baseline"]["status"] == "failed"
-    assert out["baseline"]["reason"] == "infeasible: the cell asks for 64 CPU; no Ray node has that"
+    assert out["baseline"]["reason"] == "infeasible: the job asks for 64 CPU; no Ray node has that"
     assert out["test-hang"]["status"] == "failed"
-    assert out["test-hang"]["reason"] == "timeout: no result from its Ray task within 3 s; cancelled"
+    assert out["test-hang"]["reason"] == ("timeout: no result from its Ray task in its budget; "
+                                          "cancelled")
 
 
 def test_lost_reason_is_one_line() -> None:
@@ -191,10 +201,10 @@ def test_cell_process_dies_with_its_parent(tmp_path: Path) -> None:
     import time
 
     script = ("import os, sys, time\n"
-              "from infer_opt.run.runner import _die_with_parent\n"
+              "from infer_opt.run.worker import die_with_parent\n"
               "pid = os.fork()\n"
               "if pid == 0:\n"
-              "    _die_with_parent(); time.sleep(120); os._exit(0)\n"
+              "    die_with_parent(); time.sleep(120); os._exit(0)\n"
               "print(pid, flush=True); time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

@@ -18,9 +18,13 @@ def readme_example() -> tuple[str, str]:
     return code, toml
 
 
-def test_readme_example_is_short() -> None:
-    code, _ = readme_example()
+def test_readme_example_is_short_and_its_pyproject_complete() -> None:
+    code, toml = readme_example()
     assert len(code.strip().splitlines()) <= 30
+    project = tomllib.loads(toml)
+    assert project["build-system"]["build-backend"] == "setuptools.build_meta"
+    assert {"name", "version"} <= set(project["project"])
+    assert project["tool"]["setuptools"]["py-modules"] == ["my_plugins"]
 
 
 def test_readme_plugin_runs(tmp_path: Path) -> None:
@@ -42,7 +46,8 @@ variants = ["kv-cache+matmul-medium"]
 batch_sizes = [1]
 prompt_tokens = 8
 new_tokens = 4
-repeats = 1
+min_repeats = 1
+max_repeats = 1
 """)
     env = {"PYTHONPATH": str(pkg), "PATH": "/usr/bin:/bin"}
     listing = subprocess.run([sys.executable, "-m", "infer_opt.cli", "plugins", "--device", "cpu"],

@@ -21,8 +21,9 @@ def rich_run(path: Path) -> Path:
     cells = []
     for i, (variant, step) in enumerate([("baseline", 30.0), ("kv-cache", 10.0), ("int8", 6.0)]):
         for j, bs in enumerate((1, 4, 16)):
-            cells.append(fake_cell(3 * i + j, variant, step * (1 + bs / 16), seed=i * 10 + j, bs=bs))
-    extra = ["kl_mean", "request_rate_per_s"]
+            cells.append(fake_cell(3 * i + j, variant, step * (1 + bs / 16), seed=i * 10 + j,
+                                   bs=bs))
+    extra = ["request_rate_per_s"]  # a load column another workload might add
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS + extra)
         w.writeheader()
@@ -30,7 +31,8 @@ def rich_run(path: Path) -> Path:
             w.writerow({**row, "kl_mean": 0.02 if row["variant"] == "int8" else 0.0})
         for k, rate in enumerate((1.0, 2.0)):
             row, _ = fake_cell(9 + k, "kv-cache", 10.0 * (1 + rate), seed=99 + k)
-            row.update(workload="online", batch_size="", request_rate_per_s=rate)
+            row.update(workload="online", batch_size="", request_rate_per_s=rate,
+                       machine_busy=True)
             w.writerow(row)
     path.with_name(path.stem + ".samples.jsonl").write_text(
         "".join(json.dumps(s) + "\n" for _, s in cells))
@@ -51,8 +53,8 @@ def test_report_writes_every_plot(tmp_path: Path) -> None:
 
 
 def test_report_without_optional_columns_says_what_is_missing(tmp_path: Path) -> None:
-    csv_path = write_run(tmp_path / "r.csv", [fake_cell(0, "baseline", 20.0, 1),
-                                              fake_cell(1, "kv-cache", 10.0, 2)])
+    write_run(tmp_path / "r.csv", [fake_cell(0, "baseline", 20.0, 1),
+                                   fake_cell(1, "kv-cache", 10.0, 2)])
     assert main(["report", str(tmp_path)]) == 0  # a directory: its newest run
     text = (tmp_path / "r.report.md").read_text()
     # kl_mean is in the schema; these rows simply have no value for it.
@@ -68,3 +70,21 @@ def test_report_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "e.csv").write_text("")
     assert main(["report", str(tmp_path / "e.csv")]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_report_notes_a_torn_line_and_marks_busy_rows(tmp_path: Path) -> None:
+    csv_path = rich_run(tmp_path / "r.csv")
+    csv_path.write_bytes(csv_path.read_bytes()[:-30])  # the last (online) row was cut
+    assert main(["report", str(csv_path)]) == 0
+    text = (tmp_path / "r.report.md").read_text()
+    assert "Note: r.csv: line 12 was cut mid-row (an interrupted write) and is dropped" in text
+    online = [ln for ln in text.splitlines() if ln.startswith("| kv-cache |  |  |")]
+    assert len(online) == 1 and "| busy |" in online[0]  # measured on a busy machine
+    assert "busy: while this row was timed, other processes used" in text
+
+
+def test_latency_whisker_falls_back_to_the_max() -> None:
+    from infer_opt.results.report import tail
+
+    assert tail({"tpot_ms_p99": "", "tpot_ms_max": "12.5"}, "tpot_ms") == 12.5
+    assert tail({"tpot_ms_p99": "11.0", "tpot_ms_max": "12.5"}, "tpot_ms") == 11.0

@@ -64,7 +64,8 @@ def test_goodput_on_a_hand_made_example() -> None:
     ]
     slos = {"ttft_ms": 200.0, "tpot_ms": 100.0}
     assert [meets_slo(r, slos) for r in reqs] == [True, False, False, True]
-    cols = run_columns(reqs, slos, target_pct=50.0)
+    cols, per_run = run_columns([reqs], slos, target_pct=50.0)
+    assert per_run["duration_s"] == [2.0]
     assert cols["duration_s"] == 2.0
     assert cols["goodput_requests_per_s"] == 1.0  # 2 good requests / 2 s
     assert cols["requests_per_s"] == 2.0
@@ -73,7 +74,12 @@ def test_goodput_on_a_hand_made_example() -> None:
     assert cols["queue_ms_max"] == pytest.approx(200.0)
     assert cols["ttft_ms_max"] == pytest.approx(300.0)
     assert cols["tpot_ms_max"] == pytest.approx(150.0)
-    assert run_columns(reqs, {}, 50.0)["goodput_requests_per_s"] == 2.0  # no SLO: all good
+    assert run_columns([reqs], {}, 50.0)[0]["goodput_requests_per_s"] == 2.0  # no SLO: all good
+    # Two runs: throughput is the median of the runs' (here the mean of two), latencies pool.
+    slower = [RequestTimes(r.arrival_s, r.admitted_s, [2 * s for s in r.stamps_s]) for r in reqs]
+    cols, per_run = run_columns([reqs, slower], {}, 50.0)
+    assert per_run["requests_per_s"] == [2.0, 1.0] and cols["requests_per_s"] == 1.5
+    assert cols["ttft_ms_max"] == pytest.approx(2 * 2000.0 - 1900.0)  # 4.0 s stamp, 1.9 s arrival
 
 
 # --- the rate search -----------------------------------------------------------------------
@@ -100,12 +106,9 @@ def sharp_backend(request: pytest.FixtureRequest):
     """The tiny model (fp32) with larger random weights: its greedy tokens depend on the whole
     context, so a padding, mask or position mistake changes them (with the default init
     std 0.02 the output barely looks past the last token, and broken masks still 'pass')."""
-    from infer_opt.engines.torch_engine import TorchBackend
-    from infer_opt.core.models import resolve
-    from infer_opt.core.plugin import build_settings, parse_variant
+    from .conftest import load_engine
 
-    settings, _ = build_settings(parse_variant(request.param), "cpu")
-    backend = TorchBackend(resolve("tiny-random"), settings)
+    backend = load_engine(request.param)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in backend.model.parameters():
@@ -115,10 +118,12 @@ def sharp_backend(request: pytest.FixtureRequest):
 
 
 def serve_tiny(backend, mask_bug: bool = False, **kw):
-    """Serve an online workload on the tiny backend; returns the requests and the prefix."""
-    from infer_opt.workloads.online.batcher import Engine
+    """Serve an online workload on the tiny engine; returns the requests and the prefix."""
+    from dataclasses import replace
+
+    from infer_opt.core import registry
+    from infer_opt.engines import decode
     from infer_opt.workloads.online.measure import build_requests
-    from infer_opt.workloads.online.policies import policy
     from infer_opt.workloads.online.server import ServerClock
     from infer_opt.workloads.online.workload import OnlineWorkload
 
@@ -127,21 +132,24 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
     w = OnlineWorkload(**{**base, **kw})
     w.validate(512)
     reqs, prefix_ids = build_requests(w, 512, None, seed=0)
-    engine = Engine(backend.model, "cpu", pad_id=0)
+    step = backend.step
     if mask_bug:  # attend to padding: what the test must catch
-        forward = engine._forward
-        engine._forward = lambda ids, mask, pos, cache: forward(ids, torch.ones_like(mask), pos, cache)
-    with backend.context():
-        prefix = engine.make_prefix(prefix_ids) if w.prefix_reuse else None
-        stats = policy(w.policy)(engine, reqs, ServerClock(), w, prefix)
+        backend.step = lambda inp: step(replace(inp, attention_mask=None))
+    try:
+        with backend.context():
+            prefix = decode.make_prefix(backend, prefix_ids) if w.prefix_reuse else None
+            stats = registry.load("policy", w.policy)(backend, reqs, ServerClock(), w, prefix)
+    finally:
+        backend.step = step
     return reqs, prefix_ids, stats
 
 
 def unbatched(backend, prompt: list[int], n: int) -> list[int]:
     from infer_opt.core.timing import HostClock
+    from infer_opt.engines.decode import generate
 
     with backend.context():
-        return backend.run_batch(torch.tensor([prompt]), n, HostClock()).tokens[0].tolist()
+        return generate(backend, torch.tensor([prompt]), n, HostClock()).tokens[0].tolist()
 
 
 @pytest.mark.parametrize("policy_name", ["sequential", "dynamic", "continuous"])
@@ -202,10 +210,12 @@ new_tokens = 4
 max_batch_size = 4
 ttft_slo_ms = 10000
 warmup_requests = 1
+min_repeats = 2
+max_repeats = 2
 [[group]]
 name = "prefix"
 workload = "online"
-variants = ["kv-cache"]
+variants = ["kv-cache", "baseline"]
 policies = ["dynamic"]
 arrival = "offline"
 num_requests = 4
@@ -215,6 +225,8 @@ prompt_tokens = 6
 new_tokens = 4
 max_wait_ms = 1
 prefix_reuse = [false, true]
+min_repeats = 2
+max_repeats = 2
 """
 
 
@@ -260,22 +272,38 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
     csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 2 * 2 + 2
-    for r in rows[:2] + rows[4:]:  # kv-cache rows
+    samples = [json.loads(x) for x in
+               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 + 2 * 2
+
+    def pick(variant: str, policy: str, reuse: str = "False") -> int:
+        return next(i for i, r in enumerate(rows) if r["variant"] == variant
+                    and r["policy"] == policy and r["prefix_reuse"] == reuse)
+
+    no_cache_reuse = pick("baseline", "dynamic", "True")
+    for i, r in enumerate(rows):
+        if i == no_cache_reuse:
+            continue
         assert r["status"] == "ok", r["reason"]
-        for col in ("ttft_ms_p99", "tpot_ms_p50", "e2e_ms_p99", "queue_ms_p50",
+        for col in ("ttft_ms_max", "tpot_ms_p50", "e2e_ms_max", "queue_ms_p50",
                     "output_tokens_per_s", "requests_per_s", "goodput_requests_per_s",
                     "mean_batch_size", "slo_met_pct"):
             assert r[col] != "", col
-        assert r["workload"] == "online"
-    assert rows[0]["meets_slo"] == "True" and rows[0]["max_batch_size"] == "1"
-    assert {r["status"] for r in rows[2:4]} == {"skipped"}
-    assert "add kv-cache" in rows[2]["reason"]
-    assert rows[5]["prefix_reuse"] == "True" and float(rows[5]["prefix_prefill_ms"]) > 0
-    samples = [json.loads(x) for x in
-               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
-    assert len(samples[0]["requests"]) == 6 and len(samples[0]["tokens"][0]) == 4
-    assert samples[4]["tokens"] == samples[5]["tokens"]  # prefix reuse: same greedy tokens
+        assert r["workload"] == "online" and r["timed_runs"] == "2"
+    seq = pick("kv-cache", "sequential")
+    assert rows[seq]["meets_slo"] == "True" and rows[seq]["max_batch_size"] == "1"
+    # Reusing a prefix copies its KV cache: the baseline has none.
+    assert rows[no_cache_reuse]["status"] == "skipped"
+    assert "add kv-cache" in rows[no_cache_reuse]["reason"]
+    reuse, plain = pick("kv-cache", "dynamic", "True"), pick("kv-cache", "dynamic")
+    assert float(rows[reuse]["prefix_prefill_ms"]) > 0
+    # Every request of both timed runs, each with its round.
+    assert len(samples[seq]["requests"]) == 2 * 6 and len(samples[seq]["tokens"][0]) == 4
+    assert sorted({r["round"] for r in samples[seq]["requests"]}) == [0, 1]
+    assert samples[reuse]["tokens"] == samples[plain]["tokens"]  # prefix reuse: same tokens
+    # The baseline serves through the same loop without a cache: the same tokens.
+    assert samples[pick("baseline", "sequential")]["tokens"] == samples[seq]["tokens"]
+    assert samples[pick("baseline", "dynamic")]["tokens"] == samples[plain]["tokens"]
     text = render(csv_path)
     assert "## Online load" in text
     reuse_line = next(ln for ln in text.splitlines() if "| dynamic |" in ln and "| True |" in ln)
@@ -285,16 +313,61 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
 
 
 def test_shipped_serving_suite_is_valid() -> None:
-    from infer_opt.core.plugin import discover, parse_variant
+    from infer_opt.core.stack import build_stack
 
     suite = load_suite("serving")
-    known = discover()
     kinds = set()
     for g in suite.groups:
         for v in g.variants:
-            parse_variant(v, known)
+            assert build_stack(v, "cpu").engine.step_api
         for w in g.workloads:
             w.validate(8192)
             kinds.add((w.policy, w.prompts))
     assert {p for p, _ in kinds} == {"sequential", "dynamic", "continuous"}
     assert ("sequential", "shared-prefix") in kinds
+
+
+def test_online_policies_go_through_the_stacks_step_wrappers(tmp_path: Path) -> None:
+    """A serving row measures exactly its stack: every forward step of every policy goes through
+    the plugin's step wrapper (counted into the plugin's own metric column), on torch and ort."""
+    from infer_opt.run.runner import run_suite
+
+    body = """
+model = "tiny-random"
+device = "cpu"
+threads = 1
+[[group]]
+workload = "online"
+variants = ["kv-cache+test-count", "ort+test-count"]
+policies = ["sequential", "dynamic", "continuous"]
+arrival = "offline"
+num_requests = 3
+prompt_tokens = 6
+new_tokens = 3
+lengths = "uniform"
+warmup_requests = 0
+min_repeats = 1
+max_repeats = 1
+[[group]]
+variants = ["kv-cache+test-count"]
+batch_sizes = [2]
+prompt_tokens = 6
+new_tokens = 3
+min_repeats = 2
+max_repeats = 2
+warmup_runs = 1
+"""
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames[-1] == "test_forward_steps"  # the plugin's declared column
+        rows = list(reader)
+    samples = [json.loads(x) for x in
+               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()]
+    for r, s in zip(rows[:6], samples[:6]):
+        assert r["status"] == "ok", r["reason"]
+        # No warm-up requests: exactly one wrapped step per served step of the policy.
+        assert int(float(r["test_forward_steps"])) == len(s["step_batch_sizes"]) > 0
+    # Static batch: (1 warm-up + 2 timed runs) x (prefill + 2 decode steps).
+    assert int(float(rows[6]["test_forward_steps"])) == 3 * 3

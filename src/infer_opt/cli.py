@@ -12,7 +12,9 @@ from infer_opt.core.errors import UserError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("infer_opt.commands.run", "run a suite and write results/<run_id>.csv"),
-    "plugins": ("infer_opt.commands.plugins", "list optimizations and whether they run here"),
+    "suites": ("infer_opt.commands.suites", "list the shipped suites and their cell counts"),
+    "plugins": ("infer_opt.commands.plugins", "list engines and optimizations, and whether they "
+                                              "run here"),
     "models": ("infer_opt.commands.models", "list built-in models / prepare the default one"),
     "table": ("infer_opt.commands.table", "print the comparison table of a results CSV"),
     "sweep": ("infer_opt.commands.sweep", "search the highest arrival rate meeting an SLO (online)"),
@@ -36,11 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "allow_download", None) is False:
+        from infer_opt.core.models import forbid_downloads
+
+        forbid_downloads()  # before huggingface_hub is imported: it reads the flag once
     from infer_opt.core.quiet import quiet_libraries
 
     quiet_libraries()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except UserError as exc:

@@ -7,7 +7,8 @@ import os
 import time
 from typing import Any
 
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Metric, Plugin
+from infer_opt.core.settings import Settings
 
 
 class Raises(Plugin):
@@ -58,6 +59,7 @@ class Slows(Plugin):
 
     name = "test-slow"
     summary = "busy-waits 15% of each measured step: a deliberate regression for compare tests"
+    engines = ("torch", "ort")  # a step wrapper: every engine with a step API applies it
     extra = 0.15
 
     def apply(self, settings: Settings) -> None:
@@ -76,3 +78,67 @@ class Slows(Plugin):
 
         settings.step_wrappers.append(wrap)
         settings.notes.append(f"test-slow: +{extra:.0%} per step")
+
+
+class TransformOnAnyEngine(Plugin):
+    """Declares two engines but edits the torch model: the ort engine must refuse the stack."""
+
+    name = "test-transform"
+    summary = "a model transform that claims to work on ort"
+    engines = ("torch", "ort")
+
+    def apply(self, settings: Settings) -> None:
+        settings.model_transforms.append(lambda model, s: model)
+
+
+class BadOption(Plugin):
+    """Sets an engine option the engine does not declare: refused before anything runs."""
+
+    name = "test-bad-option"
+    summary = "sets a misspelt engine option"
+    engines = ("ort",)
+
+    def apply(self, settings: Settings) -> None:
+        settings.set_option("turbo", True, by=self.name)
+
+
+class CountsSteps(Plugin):
+    """A step wrapper with a metric column of its own: every forward step of the decode loop
+    (static batches and online policies alike) must go through it."""
+
+    name = "test-count"
+    summary = "counts forward steps into its own metric column"
+    engines = ("torch", "ort")
+    metrics = (Metric("test_forward_steps", None, "forward steps, warm-up included"),)
+
+    def apply(self, settings: Settings) -> None:
+        def wrap(step: Any, s: Settings) -> Any:
+            def counted(inp: Any) -> Any:
+                s.metrics["test_forward_steps"] = s.metrics.get("test_forward_steps", 0) + 1
+                return step(inp)
+
+            return counted
+
+        settings.step_wrappers.append(wrap)
+
+
+class CrashesInTimedRuns(Plugin):
+    """Loads and warms up fine, then kills its process in a timed run: the other variants of
+    its interleaved group must go on."""
+
+    name = "test-crash-late"
+    summary = "dies on its 12th forward step"
+
+    def apply(self, settings: Settings) -> None:
+        calls = [0]
+
+        def wrap(step: Any, s: Settings) -> Any:
+            def maybe_die(inp: Any) -> Any:
+                calls[0] += 1
+                if calls[0] >= 12:
+                    os._exit(7)
+                return step(inp)
+
+            return maybe_die
+
+        settings.step_wrappers.append(wrap)

@@ -42,8 +42,8 @@ def main(args: argparse.Namespace) -> int:
     import csv
     import datetime as dt
 
-    from infer_opt.tools import complexity as cx
     from infer_opt.core.errors import UserError
+    from infer_opt.tools import complexity as cx
 
     if args.repeats < 1 or args.attn_repeats < 1:
         raise UserError("repeats", f"--repeats and --attn-repeats must be integers >= 1, got "

@@ -12,8 +12,8 @@ def main(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from infer_opt.tools.benchjson import convert
     from infer_opt.core.errors import UserError
+    from infer_opt.tools.benchjson import convert
 
     path = Path(args.json)
     if not path.is_file():

@@ -4,6 +4,8 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model given as a Hugging Face id be downloaded (default: offline)")
     p.add_argument("--prepare", metavar="NAME", default=None,
                    help="build the local cache of a model (e.g. smollm2-135m) and print its path")
 

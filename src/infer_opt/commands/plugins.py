@@ -8,18 +8,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.core.plugin import iter_plugins
-    from infer_opt.run.runner import resolve_device
+    from infer_opt.core import registry
+    from infer_opt.core.settings import Settings
+    from infer_opt.run.plan import resolve_device
 
     device = resolve_device(args.device)
-    rows = []
-    for name, cls in iter_plugins():
-        reason = cls().unavailable_reason(device)
-        rows.append((name, "yes" if reason is None else "no", reason or "", cls.summary))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'plugin'.ljust(width)}  here  {'summary'}")
-    for name, ok, reason, summary in rows:
+    engines = registry.load_all("engine")
+    plugins = registry.load_all("plugin")
+    width = max(len(n) for n in [*engines, *plugins])
+    print(f"{'engine'.ljust(width)}  here  summary")
+    for name, cls in engines.items():
+        reason = cls.unavailable_reason(Settings(device=device, engine=name))
         extra = f"  [{reason}]" if reason else ""
-        print(f"{name.ljust(width)}  {ok.ljust(4)}  {summary}{extra}")
-    print(f"(device: {device})")
+        print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  {cls.summary}{extra}")
+    print()
+    print(f"{'plugin'.ljust(width)}  here  engines          summary")
+    for name, cls in plugins.items():
+        reason = cls().unavailable_reason(Settings(device=device, engine=cls.engines[0]))
+        extra = f"  [{reason}]" if reason else ""
+        params = "".join(f"\n{''.ljust(width + 8)}  [{p.describe()}]" for p in cls.params)
+        print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  "
+              f"{','.join(cls.engines):15}  {cls.summary}{extra}{params}")
+    print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic)")
     return 0

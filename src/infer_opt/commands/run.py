@@ -6,13 +6,15 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model given as a Hugging Face id be downloaded (default: offline)")
     p.add_argument("--suite", default="auto",
-                   help="suite name in bench/ or a .toml path; 'auto' = gpu with CUDA, else default")
+                   help="a named suite (infer-opt suites) or a .toml path; 'auto' = gpu with CUDA, else default")
     p.add_argument("--model", default=None, help="override the suite's model")
     p.add_argument("--variants", default=None,
                    help="comma-separated subset of the suite's variants to run")
     p.add_argument("--out", default="results", help="directory for result files")
-    p.add_argument("--executor", default="local", choices=("local", "ray"),
+    p.add_argument("--executor", default="local",
                    help="local: one process per cell here; ray: one Ray task per cell "
                         "(needs the 'cluster' extra)")
     p.add_argument("--address", default=None,

@@ -10,7 +10,9 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="serving", help="suite name in bench/ or a .toml path")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model given as a Hugging Face id be downloaded (default: offline)")
+    p.add_argument("--suite", default="serving", help="a named suite (infer-opt suites) or a .toml path")
     p.add_argument("--group", default=None,
                    help="name of an online group with an SLO (default: the first such group)")
     p.add_argument("--model", default=None, help="override the suite's model")
@@ -21,17 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.run.cell import Cell
     from infer_opt.core.errors import UserError
     from infer_opt.core.models import resolve
-    from infer_opt.core.plugin import discover, parse_variant
-    from infer_opt.results.io import RunWriter
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.run.runner import new_run_id, resolve_device, run_one_local
+    from infer_opt.core.stack import build_stack
+    from infer_opt.results.io import RunWriter
     from infer_opt.results.serving_plot import write_plot
-    from infer_opt.workloads.online.sweep import search_max_rate
-    from infer_opt.run.suite import load_suite
     from infer_opt.results.table import write_table
+    from infer_opt.run.cell import Cell
+    from infer_opt.run.plan import new_run_id, resolve_device
+    from infer_opt.run.rounds import run_cell
+    from infer_opt.run.suite import load_suite
+    from infer_opt.workloads.online.sweep import search_max_rate
 
     suite = load_suite(args.suite)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
@@ -45,21 +48,22 @@ def main(args: argparse.Namespace) -> int:
     if args.max_doublings < 1 or args.bisect_steps < 0:
         raise UserError("max-doublings", "must be >= 1 (and --bisect-steps >= 0)")
     group = online[0]
-    known = discover()
     variants = group.variants
     if args.variants:
         want = [v.strip() for v in args.variants.split(",")]
         variants = [v for v in variants if v in want]
         if not variants:
             raise UserError("variants", f"none of {want} is in group {group.name!r}: {group.variants}")
-    for v in variants:
-        parse_variant(v, known)
     templates = {}
     for w in group.workloads:  # one per policy (and prefix_reuse); the first rate is the start
         templates.setdefault((w.policy, w.prefix_reuse), w)
 
     ref = resolve(args.model or suite.model)
     device = resolve_device(suite.device)
+    for v in variants:
+        if not build_stack(v, device).engine.step_api:
+            raise UserError("variants", f"{v!r} runs on an engine without the decode loop; "
+                                        "online policies cannot serve it")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
     run_id = new_run_id(f"{suite.name}-sweep")
     writer = RunWriter(Path(args.out), run_id)
@@ -77,9 +81,10 @@ def main(args: argparse.Namespace) -> int:
                     w.validate(ref.max_context)
                     cell = Cell(run_id=run_id, suite=suite.name, index=index, model=asdict(ref),
                                 variant=variant, workload=w.to_dict(), device=device,
-                                threads=suite.threads, bandwidth_gb_per_s=bandwidth)
+                                threads=suite.threads, bandwidth_gb_per_s=bandwidth,
+                                seed=suite.seed, group=group.name)
                     index += 1
-                    row, samples = run_one_local(cell, suite.timeout_s)
+                    row, samples = run_cell(cell, suite.timeout_s)
                     writer.add(row, samples)
                     ok = row["status"] == "ok" and row.get("meets_slo") is True
                     log(f"  {variant} {policy} rate {w.arrival_rate_per_s}/s: {row['status']} "

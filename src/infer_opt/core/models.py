@@ -50,7 +50,7 @@ class ModelRef:
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     # Two processes preparing the same cache must not both write it.
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as fh:
@@ -68,7 +68,7 @@ def _config_facts(config_path: Path) -> tuple[int, int]:
     return ctx, int(cfg.get("vocab_size") or 0)
 
 
-def _publish(build_dir: Path, target: Path) -> None:
+def publish(build_dir: Path, target: Path) -> None:
     """Atomic rename of a finished build: readers never see a half-written model."""
     if target.exists():
         shutil.rmtree(target)
@@ -95,7 +95,7 @@ def prepare_smollm2() -> Path:
     if (target / "config.json").is_file():
         return target
     src = smollm2_gguf_dir()
-    with _locked(target):
+    with locked(target):
         if (target / "config.json").is_file():
             return target
         import torch
@@ -112,7 +112,7 @@ def prepare_smollm2() -> Path:
         build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
         model.save_pretrained(build, safe_serialization=True)
         tokenizer.save_pretrained(build)
-        _publish(build, target)
+        publish(build, target)
     return target
 
 
@@ -128,7 +128,7 @@ def prepare_tiny() -> Path:
     target = cache_root() / "models" / f"tiny-random-llama-v{RECIPE_VERSION}"
     if (target / "config.json").is_file():
         return target
-    with _locked(target):
+    with locked(target):
         if (target / "config.json").is_file():
             return target
         import torch
@@ -138,8 +138,19 @@ def prepare_tiny() -> Path:
         model = LlamaForCausalLM(LlamaConfig(**tiny_config_dict()))
         build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
         model.save_pretrained(build, safe_serialization=True)
-        _publish(build, target)
+        publish(build, target)
     return target
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
+def forbid_downloads() -> None:
+    """No model hub traffic unless the user asks for it (`--allow-download`): a typo that looks
+    like a hub id fails at once instead of retrying a network for half a minute. Inherited by
+    every cell process."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def resolve(name: str) -> ModelRef:
@@ -154,6 +165,9 @@ def resolve(name: str) -> ModelRef:
     if p.exists():
         if not (p / "config.json").is_file():
             raise UserError("model", f"directory {str(p)!r} has no config.json")
+        if not any(p.glob("*.safetensors")):
+            raise UserError("model", f"directory {str(p)!r} has no *.safetensors weights "
+                                     "(infer-opt never unpickles .bin weights)")
         has_tok = (p / "tokenizer.json").is_file() or (p / "tokenizer.model").is_file()
         return ModelRef(name, str(p.resolve()), has_tok, *_config_facts(p / "config.json"), True)
     if HF_ID.match(name) and not name.startswith((".", "/", "~")):
@@ -162,6 +176,10 @@ def resolve(name: str) -> ModelRef:
 
             cfg = AutoConfig.from_pretrained(name)
         except Exception as exc:  # network, auth, missing repo: all one line for the user
+            if offline():
+                raise UserError("model", f"{name!r} is not in the local Hugging Face cache and "
+                                         "downloads are off; pass --allow-download to fetch it, "
+                                         "or use a local directory") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError("model", f"cannot load Hugging Face model {name!r}: {first}") from None
         ctx = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)

@@ -1,14 +1,58 @@
-"""What every backend provides, and the one timed generation loop that stepwise backends share."""
+"""What an engine declares and provides.
+
+An engine (torch, ONNX Runtime, vLLM, ...) runs the model; optimizations are plugins applied to
+it. Each engine class declares what it can run (dtypes, KV-cache kinds, attention
+implementations, which `Settings` hooks it honours, its typed options) so a stack is validated
+before any cell runs (core/stack.py), and provides either
+
+- the step API, which the one decode loop (engines/decode.py) drives for static batches, online
+  serving policies and speculative decoding: `new_cache`, `step`, `kv`, `cache_from_kv`; or
+- `generate` alone, for an engine that schedules requests itself (vLLM): only workloads that do
+  not need the step API run on it, and the others are refused up front.
+
+Engines register under the entry-point group `infer_opt.engines`, like plugins.
+"""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import torch
 
+from infer_opt.core.params import Param
+from infer_opt.core.plugin import Metric, missing_package
+from infer_opt.core.roofline import WeightBytes
+from infer_opt.core.settings import DTYPES, KV_CACHE_KINDS, Settings
 from infer_opt.core.timing import Clock
+
+
+@dataclass
+class StepInput:
+    """One forward step of the decode loop; every engine's step takes exactly this.
+
+    input_ids       [B, T] int64: the new tokens (the prompt at prefill, one per row when
+                    decoding, k + 1 when verifying a draft); without a KV cache, the whole
+                    sequence so far (every step recomputes it: the baseline)
+    position_ids    [B, T] int64: position of each of those tokens (rows differ under padding)
+    attention_mask  [B, L + T] int64, 1 = real token, over the cached slots and the new ones;
+                    None when no row is padded (static batches), as the baseline runs
+    cache           the engine's KV state for these rows (`Engine.new_cache`), extended in place
+                    by the step; None without a KV cache
+    logits_to_keep  K: logits are returned for the last K of the T positions only
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    cache: Any = None
+    logits_to_keep: int = 1
+
+
+# A step: StepInput -> logits [B, K, V] on the engine's device.
+Step = Callable[[StepInput], torch.Tensor]
 
 
 @dataclass
@@ -37,72 +81,99 @@ class BatchRun:
 
 @dataclass
 class ModelFacts:
-    """Sizes a row reports and the roofline needs."""
+    """Sizes a row reports and the roofline needs (core/roofline.py)."""
 
-    weight_bytes: int
+    weight_bytes: int  # all stored weights: quantized data plus scales
     kv_bytes_per_token: int  # per sequence, all layers, K and V; 0 when nothing is cached
     load_s: float
+    # What a decode step reads of each weight (lookup-only tables, tied lm_head); None when
+    # the engine cannot tell, and then the roofline columns stay empty.
+    weights: WeightBytes | None = None
+    kv_element_bytes: int = 4
+    query_groups: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Backend(Protocol):
-    facts: ModelFacts
+class Engine:
+    """Base class: declarations, step wrapping and the request context."""
 
-    def run_batch(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
-        """Greedy-generate exactly new_tokens for prompts [B, P]; time with clock."""
-        ...
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    requires_packages: ClassVar[tuple[str, ...]] = ()
+    requires_cuda: ClassVar[bool] = False
+    # What a stack on this engine may end up with; () = the engine's own, not settable.
+    dtypes: ClassVar[tuple[str, ...]] = DTYPES
+    kv_caches: ClassVar[tuple[str, ...]] = KV_CACHE_KINDS
+    attn_implementations: ClassVar[tuple[str, ...]] = ("eager", "sdpa")
+    # Settings hooks (core/settings.HOOKS) this engine applies; plugins using others are refused.
+    honours: ClassVar[frozenset[str]] = frozenset({"step_wrappers", "contexts", "decoder"})
+    # Typed engine options (Settings.options), settable as `engine[key=value]` in a variant or
+    # by a plugin through `settings.set_option`.
+    options: ClassVar[tuple[Param, ...]] = ()
+    # Row columns the engine fills through settings.metrics.
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    # True: new_cache / step / kv / cache_from_kv drive the decode loop.
+    step_api: ClassVar[bool] = True
+
+    facts: ModelFacts
+    settings: Settings
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> None:
+        """Fields the engine fixes before plugins apply (e.g. a KV cache built into a graph)."""
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        if cls.requires_cuda and not settings.device.startswith("cuda"):
+            return f"needs CUDA (device is {settings.device})"
+        return missing_package(cls.requires_packages)
+
+    # --- helpers for subclasses ---------------------------------------------------------
+    def wrap_step(self, raw: Step) -> Step:
+        """The engine's raw forward step with every plugin's step wrapper around it, in order."""
+        step = raw
+        for wrap in self.settings.step_wrappers:
+            step = wrap(step, self.settings)
+        return step
 
     def context(self) -> AbstractContextManager[Any]:
-        """Entered around all timed runs (inference mode, forced kernels, ...)."""
-        ...
+        """Entered around all timed runs and scoring: inference mode and plugins' contexts."""
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        for make in self.settings.contexts:
+            stack.enter_context(make())
+        return stack
 
+    # --- the step API (engines with step_api) -------------------------------------------
+    def new_cache(self, batch_size: int, max_len: int) -> Any:
+        """Empty KV state for `batch_size` rows of at most `max_len` tokens; None without a
+        KV cache (kv_cache = "none")."""
+        raise NotImplementedError
+
+    def step(self, inp: StepInput) -> torch.Tensor:
+        """One forward step (plugins' step wrappers included): logits [B, K, V]."""
+        raise NotImplementedError
+
+    def kv(self, cache: Any, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first `length` cached slots, per layer (keys, values) [B, kv_heads, length, D]."""
+        raise NotImplementedError
+
+    def cache_from_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]], max_len: int) -> Any:
+        """A cache holding `kv` (per layer [B, kv_heads, L, D]) with room for `max_len` slots."""
+        raise NotImplementedError
+
+    def crop(self, cache: Any, length: int) -> Any:
+        """The cache cut back to its first `length` slots (speculative decoding drops rejected
+        draft tokens); the default rebuilds it through kv / cache_from_kv."""
+        kv = self.kv(cache, length)
+        return self.cache_from_kv(kv, max(length, 1))
+
+    # --- engines that schedule requests themselves ----------------------------------------
+    def generate(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
+        """Greedy-generate exactly new_tokens for prompts [B, P]; only for step_api = False."""
+        raise NotImplementedError
+
+    # --- fidelity -------------------------------------------------------------------------
     def score(self, ids: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced next-token logits: ids [B, T] -> float32 CPU logits [B, T, V].
-
-        Untimed; used for fidelity against the baseline on identical token sequences.
-        """
-        ...
-
-
-class StepSession(Protocol):
-    """A backend that exposes prefill and single-token decode steps."""
-
-    def begin(self, batch_size: int, max_len: int) -> None:
-        """Allocate per-request state (caches) before the clock starts."""
-        ...
-
-    def prefill(self, prompts: torch.Tensor) -> torch.Tensor:
-        """prompts [B, P] -> next-token logits [B, V]."""
-        ...
-
-    def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
-        """next_ids [B, 1] -> next-token logits [B, V]."""
-        ...
-
-
-def stepwise_generate(session: StepSession, prompts: torch.Tensor, new_tokens: int,
-                      clock: Clock) -> BatchRun:
-    """Prefill, then one decode step per token; a stamp as each token becomes available.
-
-    Greedy argmax stays on the device, so no host sync happens inside the loop except the
-    clock's own. No early stop at EOS: every variant does the same work.
-    """
-    batch, prompt_len = prompts.shape
-    session.begin(batch, prompt_len + new_tokens)
-    out: list[torch.Tensor] = []
-    clock.start()
-    logits = session.prefill(prompts)  # [B, V]
-    next_ids = logits.argmax(dim=-1, keepdim=True)  # [B, 1]
-    clock.stamp()
-    out.append(next_ids)
-    for _ in range(new_tokens - 1):
-        logits = session.decode(next_ids)
-        next_ids = logits.argmax(dim=-1, keepdim=True)
-        clock.stamp()
-        out.append(next_ids)
-    stamps = clock.finish()
-    return BatchRun(stamps_s=stamps, tokens=torch.cat(out, dim=1).cpu())
-
-
-def no_context() -> AbstractContextManager[Any]:
-    return nullcontext()
+        """Teacher-forced next-token logits, untimed: ids [B, T] -> float32 CPU [B, T, V]."""
+        raise NotImplementedError

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.models import _locked, _publish, cache_root
+from infer_opt.core.models import cache_root, locked, publish
+from infer_opt.core.roofline import Weight, WeightBytes
 
 OPSET = 18
 # Bump when the graph's inputs/outputs or the export recipe change, so old caches are not reused.
@@ -212,7 +213,7 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
     want = int8_file if int8 else MODEL_FILE
     if (target / want).is_file():
         return target / want, info
-    with _locked(target):
+    with locked(target):
         if not (target / MODEL_FILE).is_file():
             t0 = time.perf_counter()
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
@@ -222,7 +223,7 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
                 shutil.rmtree(build, ignore_errors=True)
                 raise
             info["export_s"] = time.perf_counter() - t0
-            _publish(build, target)
+            publish(build, target)
         if int8 and not (target / int8_file).is_file():
             t0 = time.perf_counter()
             # Quantize into a scratch folder, then move both files in: never a half-written file.
@@ -240,18 +241,30 @@ def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[P
     return target / want, info
 
 
-def initializer_bytes(onnx_path: Path) -> int:
-    """Bytes of all initializers (inline or external): what a forward reads besides activations."""
+def initializer_weights(onnx_path: Path) -> WeightBytes:
+    """Every initializer (inline or external) with what a decode step reads of it: a table
+    consumed only by Gather is an embedding read by lookup (one row per token); one consumed by
+    Gather and by anything else is the tied lm_head's table, read in full (core/roofline.py)."""
     import numpy as np
     import onnx
     from onnx import helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    total = 0
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    weights, tied = [], None
     for init in model.graph.initializer:
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
-        total += int(np.prod(init.dims, dtype=np.int64)) * itemsize
-    return total
+        elements = int(np.prod(init.dims, dtype=np.int64))
+        ops = consumers.get(init.name, set())
+        lookup = ops == {"Gather"} and len(init.dims) == 2
+        if "Gather" in ops and len(ops) > 1:
+            tied = init.name
+        weights.append(Weight(init.name, elements, elements * itemsize,
+                              lookup_rows=int(init.dims[0]) if lookup else 0))
+    return WeightBytes(tuple(weights), tied_lm_head=tied)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["ensure_export", "initializer_bytes", "input_names", "output_names", "kv_shape"]
+__all__ = ["ensure_export", "initializer_weights", "input_names", "output_names", "kv_shape"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,14 +1,16 @@
-"""ONNX Runtime backend: the exported decoder graph, driven by the suite's own decode loop.
+"""The ONNX Runtime engine: the exported decoder graph, driven by the suite's decode loop.
 
 The model is exported once (see onnx_export.py) and cached; each cell opens an
-InferenceSession on it and reuses `stepwise_generate`, so TTFT/TPOT/ITL are stamped exactly
-where the torch backend stamps them. The KV cache is part of the graph (past in, present out),
-so every ORT row has kv_cache = dynamic.
+InferenceSession on it and the one decode loop (engines/decode.py) drives its step, so
+TTFT/TPOT/ITL are stamped exactly where the torch engine stamps them, and plugins' step
+wrappers and contexts apply here too. The KV cache is part of the graph (past in, present out),
+so every ORT row has kv_cache = dynamic; the graph's attention_mask input lets padded rows
+(online serving) run on it as well.
 
 Settings read here: device, dtype (float32 or float16), attn_implementation (used at export),
-options["ort_int8"] (dynamic int8 model), options["ort_providers"] (explicit provider list;
-default: TensorRT then CUDA on a CUDA device when present, else CPU). The provider that ORT
-actually put first goes into the row's notes.
+and the engine options `quantize` (a quantized copy of the graph, set by a quantization plugin)
+and `providers` (explicit provider list; default: TensorRT then CUDA on a CUDA device when
+present, else CPU). The provider that ORT actually put first goes into the row's notes.
 
 Inputs and outputs go through IO binding: present key/values stay where ORT put them (host or
 GPU memory) and are bound as the next step's past, so a decode step copies only the new token
@@ -18,7 +20,7 @@ in and the [B, V] logits out.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,10 @@ import torch
 
 from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
-from infer_opt.core.plugin import Settings
-from infer_opt.core.timing import Clock
+from infer_opt.core.params import Param
+from infer_opt.core.settings import Settings
 from infer_opt.engines import onnx_export
-from infer_opt.engines.base import BatchRun, ModelFacts, stepwise_generate
+from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -39,7 +41,7 @@ def choose_providers(device: str, available: list[str], requested: list[str] | N
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise UserError("options.ort_providers",
+            raise UserError("engine option providers",
                             f"{missing[0]} is not available; available: {', '.join(available)}")
         return list(requested)
     if device.startswith("cuda"):
@@ -62,17 +64,50 @@ def _provider_options(providers: list[str], cache_dir: str) -> list[dict[str, An
     return opts
 
 
-class OnnxRuntimeBackend:
+@dataclass
+class OrtCache:
+    """The graph's past key/values for B rows: 2 * layers OrtValues [B, kv_heads, L, head_dim]
+    where ORT put them (host or GPU memory); each step binds them as past and keeps the
+    present outputs, without copies."""
+
+    past: list[Any]
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "ort"
+    summary = "ONNX Runtime: the model exported to one ONNX graph with past key/values"
+    requires_packages = ("onnxruntime", "onnx", "onnxscript")
+    dtypes = tuple(NP_DTYPES)
+    kv_caches = ("dynamic",)
+    options = (
+        Param("quantize", str, "none", "quantized copy of the graph (set by a quantization plugin)",
+              choices=("none", "int8-dynamic")),
+        Param("providers", list, None, "execution providers, most preferred first "
+              "(default: TensorRT, CUDA on a CUDA device, else CPU)"),
+    )
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> None:
+        # The exported graph takes past and returns present key/values: a KV cache is built in.
+        settings.set("kv_cache", "dynamic", by=cls.name)
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        reason = super().unavailable_reason(settings)
+        if reason is None and settings.device.startswith("cuda"):
+            import onnxruntime
+
+            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+                return "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu)"
+        return reason
+
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         import onnxruntime as ort
 
-        if settings.dtype not in NP_DTYPES:
-            raise UserError("dtype", f"the onnxruntime backend runs float32 or float16, "
-                            f"not {settings.dtype}")
         self.settings = settings
         self.device = settings.device
         self._ort = ort
-        int8 = bool(settings.options.get("ort_int8", False))
+        int8 = settings.options.get("quantize", "none") == "int8-dynamic"
         t0 = time.perf_counter()
         path, info = onnx_export.ensure_export(ref.path, settings.dtype,
                                                settings.attn_implementation, int8)
@@ -89,7 +124,7 @@ class OnnxRuntimeBackend:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(self.device, ort.get_available_providers(),
-                                     settings.options.get("ort_providers"))
+                                     settings.options.get("providers"))
         self.session = ort.InferenceSession(str(path), so, providers=providers,
                                             provider_options=_provider_options(providers, info["cache_dir"]))
         load_s = time.perf_counter() - t0
@@ -101,8 +136,11 @@ class OnnxRuntimeBackend:
 
         elem = np.dtype(self.np_dtype).itemsize
         kv_per_token = 2 * self.layers * self.kv_heads * self.head_dim * elem
-        self.facts = ModelFacts(weight_bytes=onnx_export.initializer_bytes(path),
-                                kv_bytes_per_token=kv_per_token, load_s=load_s,
+        weights = onnx_export.initializer_weights(path)
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
+                                kv_bytes_per_token=kv_per_token, load_s=load_s, weights=weights,
+                                kv_element_bytes=elem,
+                                query_groups=config.num_attention_heads // self.kv_heads,
                                 extra={"provider": self.provider, "onnx_path": str(path), **info})
         note = f"onnxruntime {ort.__version__} {self.provider}, {so.intra_op_num_threads} threads"
         if info["export_s"]:
@@ -113,64 +151,60 @@ class OnnxRuntimeBackend:
             note += (", int8 weights in 7 bits (reduce_range: this CPU has no VNNI, and ORT's "
                      "AVX2/AVX-512 int8 kernels saturate on full-range weights)")
         settings.notes.append(note)
-        self._past: list[Any] = []
-        self._pos = 0
-        self._batch = 0
+        self.step = self.wrap_step(self._forward)  # type: ignore[method-assign]
 
     # --- helpers -------------------------------------------------------------------------
     def _value(self, array: np.ndarray) -> Any:
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self._ort_device, 0)
 
-    def _run(self, ids: np.ndarray, keep: np.ndarray) -> np.ndarray:
-        """ids [B, T] at positions pos..pos+T-1 on top of self._past -> logits [B, K, V]."""
+    def _forward(self, inp: StepInput) -> torch.Tensor:
+        """The raw step: T new tokens on top of the cache's past -> logits [B, K, V]."""
+        assert inp.cache is not None, "the ONNX graph always runs with its KV cache"
+        ids = inp.input_ids.cpu().numpy()
         batch, length = ids.shape
+        past_len = int(inp.cache.past[0].shape()[2])
+        if inp.attention_mask is None:
+            mask = np.ones((batch, past_len + length), np.int64)
+        else:
+            mask = inp.attention_mask.cpu().numpy().astype(np.int64)
         binding = self.session.io_binding()
-        total = self._pos + length
         binding.bind_ortvalue_input("input_ids", self._value(ids.astype(np.int64)))
-        binding.bind_ortvalue_input("attention_mask", self._value(np.ones((batch, total), np.int64)))
-        positions = np.broadcast_to(np.arange(self._pos, total, dtype=np.int64), (batch, length))
-        binding.bind_ortvalue_input("position_ids", self._value(positions))
-        binding.bind_ortvalue_input("logits_index", self._value(keep.astype(np.int64)))
+        binding.bind_ortvalue_input("attention_mask", self._value(mask))
+        binding.bind_ortvalue_input("position_ids",
+                                    self._value(inp.position_ids.cpu().numpy().astype(np.int64)))
+        keep = np.arange(length - inp.logits_to_keep, length, dtype=np.int64)
+        binding.bind_ortvalue_input("logits_index", self._value(keep))
         for i in range(self.layers):
-            binding.bind_ortvalue_input(f"past.{i}.key", self._past[2 * i])
-            binding.bind_ortvalue_input(f"past.{i}.value", self._past[2 * i + 1])
+            binding.bind_ortvalue_input(f"past.{i}.key", inp.cache.past[2 * i])
+            binding.bind_ortvalue_input(f"past.{i}.value", inp.cache.past[2 * i + 1])
         for name in self.output_names:
             binding.bind_output(name, self._ort_device)
         self.session.run_with_iobinding(binding)
         outs = binding.get_outputs()
-        self._past = list(outs[1:])  # present.* -> next step's past.*, no copy
-        self._pos = total
-        return outs[0].numpy()  # [B, K, V] on the host (a sync on GPU)
+        inp.cache.past = list(outs[1:])  # present.* -> next step's past.*, no copy
+        return torch.from_numpy(outs[0].numpy())  # [B, K, V] on the host (a sync on GPU)
 
-    def _empty_past(self, batch: int) -> list[Any]:
-        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), self.np_dtype)
-        return [self._value(empty) for _ in range(2 * self.layers)]
+    # --- step API ------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_len: int) -> OrtCache:
+        empty = np.zeros((batch_size, self.kv_heads, 0, self.head_dim), self.np_dtype)
+        return OrtCache([self._value(empty) for _ in range(2 * self.layers)])
 
-    # --- StepSession ---------------------------------------------------------------------
-    def begin(self, batch_size: int, max_len: int) -> None:
-        self._batch = batch_size
-        self._pos = 0
-        self._past = self._empty_past(batch_size)
+    def kv(self, cache: OrtCache, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        arrays = [torch.from_numpy(v.numpy()[:, :, :length]) for v in cache.past]
+        return list(zip(arrays[0::2], arrays[1::2]))
 
-    def prefill(self, prompts: torch.Tensor) -> torch.Tensor:
-        ids = prompts.cpu().numpy()  # [B, P]
-        logits = self._run(ids, np.array([ids.shape[1] - 1]))  # [B, 1, V]
-        return torch.from_numpy(logits[:, 0, :])
+    def cache_from_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]], max_len: int) -> OrtCache:
+        past = []
+        for k, v in kv:
+            past += [self._value(k.cpu().numpy().astype(self.np_dtype)),
+                     self._value(v.cpu().numpy().astype(self.np_dtype))]
+        return OrtCache(past)
 
-    def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
-        logits = self._run(next_ids.cpu().numpy(), np.array([0]))  # [B, 1, V]
-        return torch.from_numpy(logits[:, 0, :])
-
-    # --- Backend -------------------------------------------------------------------------
-    def context(self) -> AbstractContextManager[Any]:
-        return torch.inference_mode()
-
+    # --- fidelity ------------------------------------------------------------------------
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         batch, length = ids.shape
-        self.begin(batch, length)
-        logits = self._run(ids.cpu().numpy(), np.arange(length))  # [B, T, V]
-        self._past = []
-        return torch.from_numpy(logits.astype(np.float32))
-
-    def run_batch(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
-        return stepwise_generate(self, prompts, new_tokens, clock)
+        positions = torch.arange(length).expand(batch, length)
+        with self.context():
+            logits = self._forward(StepInput(ids, positions, None, self.new_cache(batch, length),
+                                             length))
+        return logits.float()  # [B, T, V]

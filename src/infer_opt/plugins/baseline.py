@@ -1,4 +1,10 @@
-from infer_opt.core.plugin import BASELINE_ATTENTION, BASELINE_DTYPE, BASELINE_KV_CACHE, Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import (
+    BASELINE_ATTENTION,
+    BASELINE_DTYPE,
+    BASELINE_KV_CACHE,
+    Settings,
+)
 
 
 class Baseline(Plugin):

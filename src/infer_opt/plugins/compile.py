@@ -2,10 +2,11 @@
 
 Only single-token decode steps go through the compiled function: with a static cache every
 decode step has the same shapes ([B, 1] ids, [B, H, max_len, D] cache), so one graph serves the
-whole answer. Prefill (a different length per workload) stays eager, as in gpt-fast.
-Only the first decode shape (the workload's) is compiled: a later decode shape runs the same
-step eagerly instead of paying a second compilation (tens of seconds on a CPU); the row notes
-it. (The fidelity pass scores whole sequences, prefill-shaped, so it always runs eagerly.)
+whole answer. Prefill (a different length per workload), speculative verify steps and padded
+serving rows stay eager, as in gpt-fast. Each new decode shape (batch size, cache length) is
+compiled on its first call, which the full-length warm-up of each workload makes; its time goes
+to `compile_s` of that workload's row. (The fidelity pass scores whole sequences,
+prefill-shaped, so it always runs eagerly.)
 
 We own the compile call (transformers only auto-compiles its own `generate`, and on CUDA only).
 Compilation happens on the first call of each new shape, i.e. during the untimed warm-up (the
@@ -17,38 +18,44 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from infer_opt.core.errors import UserError
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Metric, Plugin
+from infer_opt.core.settings import Settings
+
+if TYPE_CHECKING:
+    from infer_opt.engines.base import Step
 
 
-def compile_decode_step(mode: str | None, by: str) -> Callable[[Callable[..., Any], Settings], Callable[..., Any]]:
-    def wrap(step: Callable[..., Any], settings: Settings) -> Callable[..., Any]:
+def compile_decode_step(mode: str | None, by: str) -> Callable[[Step, Settings], Step]:
+    def wrap(step: Step, settings: Settings) -> Step:
         import torch
 
-        compiled = torch.compile(step, mode=mode, fullgraph=False, dynamic=False)
-        seen: list[tuple[int, int]] = []  # the one compiled shape: (batch, cache length)
-        settings.metrics.setdefault("compile_s", 0.0)
+        from infer_opt.engines.base import StepInput
 
-        def run(input_ids: torch.Tensor, position_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-            if input_ids.shape[1] != 1 or cache is None:
-                return step(input_ids, position_ids, cache)  # prefill: eager
-            shape = (input_ids.shape[0], int(getattr(cache, "max_cache_len", 0) or 0))
+        # Dynamo sees tensors and the cache object, not the StepInput dataclass.
+        def decode_one(ids: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
+            return step(StepInput(ids, pos, None, cache, 1))
+
+        compiled = torch.compile(decode_one, mode=mode, fullgraph=False, dynamic=False)
+        seen: set[tuple[int, int]] = set()  # compiled shapes: (batch, cache length)
+
+        def run(inp: StepInput) -> torch.Tensor:
+            single = inp.input_ids.shape[1] == 1 and inp.logits_to_keep == 1
+            if not single or inp.cache is None or inp.attention_mask is not None:
+                return step(inp)  # prefill, verification, padded rows: eager
+            shape = (inp.input_ids.shape[0], int(getattr(inp.cache, "max_cache_len", 0) or 0))
             if shape in seen:
-                return compiled(input_ids, position_ids, cache)
-            if seen:  # another shape after the workload's: eager, no second compilation
-                note = f"{by}: decode shapes other than the workload's run eagerly (fidelity pass)"
-                if note not in settings.notes:
-                    settings.notes.append(note)
-                return step(input_ids, position_ids, cache)
+                return compiled(inp.input_ids, inp.position_ids, inp.cache)
             # First call at this shape: dynamo traces, inductor compiles, then it runs once.
+            # Warm-ups run at full length, so this happens there and never in a timed run.
             t0 = time.perf_counter()
-            out = compiled(input_ids, position_ids, cache)
+            out = compiled(inp.input_ids, inp.position_ids, inp.cache)
             if out.is_cuda:
                 torch.cuda.synchronize()
-            settings.metrics["compile_s"] += time.perf_counter() - t0
-            seen.append(shape)
+            settings.metrics["compile_s"] = (settings.metrics.get("compile_s", 0.0)
+                                             + time.perf_counter() - t0)
+            seen.add(shape)
             return out
 
         return run
@@ -59,16 +66,15 @@ def compile_decode_step(mode: str | None, by: str) -> Callable[[Callable[..., An
 class Compile(Plugin):
     name = "compile"
     summary = "torch.compile (inductor) of the decode step over a static KV cache"
+    metrics = (Metric("compile_s", None, "wall time of the first call of the compiled decode "
+                                         "shape (compilation + one step), paid in the warm-up"),)
     mode: ClassVar[str | None] = None
 
     def apply(self, settings: Settings) -> None:
-        if "compile_mode" in settings.options:
-            raise UserError("variant", f"'{self.name}' and another compile plugin both compile "
-                                       "the decode step; keep one")
-        settings.options["compile_mode"] = self.mode or "default"
+        settings.exclusive("decode step compilation", by=self.name)
         settings.set("kv_cache", "static", by=self.name)
         # Warm-up must meet the timed runs' shapes, or the timed runs would compile.
-        settings.options["warmup_full_length"] = True
+        settings.warmup_full_length = True
         settings.step_wrappers.append(compile_decode_step(self.mode, self.name))
 
 

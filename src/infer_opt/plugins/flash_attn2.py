@@ -1,4 +1,5 @@
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 
 
 class FlashAttention2(Plugin):

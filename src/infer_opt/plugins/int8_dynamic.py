@@ -1,14 +1,29 @@
-from infer_opt.core.plugin import Plugin, Settings
+"""Dynamic int8: int8 weights, activations quantized at run time, int8 x int8 matmuls.
+
+torch: torchao's Int8DynamicActivationInt8WeightConfig (per-token activation scales).
+ort: onnxruntime.quantization.quantize_dynamic of the exported graph's MatMul weights (per
+channel; per-tensor activation scales), see engines/onnx_export.py.
+"""
+
+from infer_opt.core.plugin import Plugin, missing_package
+from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
 
 
 class Int8Dynamic(Plugin):
     name = "int8-dynamic"
-    summary = ("torchao dynamic int8: int8 weights, activations quantized per token at run time, "
-               "int8 x int8 matmul")
-    requires_packages = ("torchao",)
+    summary = ("dynamic int8: int8 weights, activations quantized at run time (torch: torchao; "
+               "ort: quantize_dynamic)")
+    engines = ("torch", "ort")
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        return missing_package(("torchao",)) if settings.engine == "torch" else None
 
     def apply(self, settings: Settings) -> None:
+        if settings.engine == "ort":
+            settings.set_option("quantize", "int8-dynamic", by=self.name)
+            return
+
         def config() -> object:
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 
 
 class Int8DynamicAO(Plugin):
@@ -17,10 +18,12 @@ class Int8DynamicAO(Plugin):
     summary = ("torch.ao quantize_dynamic int8 Linear, per-channel weights (fbgemm; deprecated "
                "API, CPU, fp32 only)")
 
-    def unavailable_reason(self, device: str) -> str | None:
-        if device != "cpu":
-            return f"torch.ao dynamic quantization runs on CPU only (device is {device})"
-        return super().unavailable_reason(device)
+    needs_dtype = ("float32",)
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        if settings.device != "cpu":
+            return f"torch.ao dynamic quantization runs on CPU only (device is {settings.device})"
+        return super().unavailable_reason(settings)
 
     def apply(self, settings: Settings) -> None:
         settings.notes.append(f"{self.name}: deprecated API torch.ao.quantization.quantize_dynamic")
@@ -28,8 +31,6 @@ class Int8DynamicAO(Plugin):
         def transform(model: Any, s: Settings) -> Any:
             import torch
 
-            if s.dtype != "float32":
-                raise ValueError(f"{self.name} quantizes float32 Linear layers; dtype is {s.dtype}")
             with warnings.catch_warnings():  # its own deprecation warning, already in the notes
                 warnings.simplefilter("ignore")
                 # Per-output-channel weight scales; the lm_head (tied to the embeddings) stays

@@ -1,4 +1,5 @@
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
 
 

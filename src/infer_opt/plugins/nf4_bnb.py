@@ -3,7 +3,8 @@ dtype of the activations, i.e. the variant's dtype (fp32, or bf16 with `+bf16`).
 
 from typing import ClassVar
 
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 from infer_opt.plugins._bnb import use_bnb
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from infer_opt.core.plugin import Plugin, Settings
+from infer_opt.core.plugin import Plugin
+from infer_opt.core.settings import Settings
 
 
 class _ForcedSDPA(Plugin):

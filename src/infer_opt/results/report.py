@@ -16,10 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
 from infer_opt.core.errors import UserError
-from infer_opt.results.table import speedup
-from infer_opt.results.table import render as render_table
+from infer_opt.results.io import parse_number as _num
+from infer_opt.results.io import read_run, samples_path_for
+from infer_opt.results.table import render_run, speedup
 
 # Columns that may carry the offered load of a serving workload, in order of preference.
 LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offered_rate_per_s",
@@ -68,7 +68,7 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
     for ax, metric, title in ((axes[0], "ttft_ms", "TTFT (time to first token)"),
                               (axes[1], "tpot_ms", "TPOT (time per output token)")):
         p50 = [_num(r.get(f"{metric}_p50")) or 0.0 for r in pts]
-        p99 = [_num(r.get(f"{metric}_p99")) or 0.0 for r in pts]
+        p99 = [tail(r, metric) for r in pts]
         err = [[0.0] * len(pts), [max(b - a, 0.0) for a, b in zip(p50, p99)]]
         ax.barh(ys, p50, xerr=err, color="tab:blue", alpha=0.45, capsize=3,
                 error_kw={"ecolor": "black", "lw": 1})
@@ -84,8 +84,8 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
         for y, a, b in zip(ys, p50, p99):  # values after the whisker, clear of the labels
             ax.text(max(a, b) * 1.08 if log else max(a, b) + 0.02 * top, y,
                     f"{_short(a)}/{_short(b)}", va="center", ha="left", fontsize=7, color="black")
-        ax.set_title(f"{title}: bar p50, whisker p99", fontsize=10)
-        ax.set_xlabel("ms (lower is better); numbers: p50/p99")
+        ax.set_title(f"{title}: bar p50, whisker p99 (max below 100 samples)", fontsize=10)
+        ax.set_xlabel("ms (lower is better); numbers: p50/whisker")
         ax.grid(True, axis="x", alpha=0.3)
     env = pts[0]
     fig.suptitle(f"{env.get('model', '')} on {env.get('device', '')} "
@@ -98,6 +98,11 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def tail(row: dict[str, str], metric: str) -> float:
+    """The whisker's end: p99, or the max where p99 is empty (fewer than 100 samples)."""
+    return _num(row.get(f"{metric}_p99")) or _num(row.get(f"{metric}_max")) or 0.0
 
 
 def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
@@ -212,8 +217,6 @@ def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> 
 
 def newest_csv(directory: Path) -> Path:
     """The newest results CSV in a directory (by name: run ids start with a UTC stamp)."""
-    from infer_opt.results.compare import samples_path_for
-
     found = sorted(p for p in directory.glob("*.csv") if samples_path_for(p).is_file())
     if not found:
         raise UserError("csv", f"no results CSV (with its .samples.jsonl) in {directory}")
@@ -221,9 +224,7 @@ def newest_csv(directory: Path) -> Path:
 
 
 def write_report(csv_path: Path, reference: str = "baseline") -> Path:
-    from infer_opt.results.compare import read_run
-
-    run = read_run(csv_path)  # the same checks as compare: schema version, shape
+    run = read_run(csv_path)  # before anything is written: the reader's checks, one line
     rows, columns = run.rows, run.columns
     stem = csv_path.name.removesuffix(".csv")
     out_dir = csv_path.parent
@@ -231,13 +232,16 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
              f"Rows: {len(rows)} ({sum(r['status'] == 'ok' for r in rows)} ok, "
              f"{sum(r['status'] == 'skipped' for r in rows)} skipped, "
              f"{sum(r['status'] == 'failed' for r in rows)} failed). Source: `{csv_path.name}`; "
-             f"raw samples: `{stem}.samples.jsonl`.", ""]
+             f"raw samples: `{stem}.samples.jsonl`.", ""] + [f"Note: {n}" for n in run.notes]
+    if run.notes:
+        lines.append("")
     skipped: list[str] = []
 
     latency = out_dir / f"{stem}.latency.png"
     if plot_latency(rows, latency):
         lines += ["## Latency per row", "",
-                  "Bars are the median (p50) over timed runs; whiskers reach the p99. TTFT "
+                  "Bars are the median (p50) over timed runs; whiskers reach the p99, or the "
+                  "max where there are fewer than 100 samples (an empty p99). TTFT "
                   "includes the prompt's prefill; TPOT is (e2e - TTFT) / (new tokens - 1).", "",
                   f"![latency]({latency.name})", ""]
     else:
@@ -275,7 +279,7 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
     else:
         skipped.append("serving curves: no ok row of a serving workload with an offered-load "
                        f"column ({', '.join(LOAD_COLUMNS[:3])}, ...)")
-    lines += ["## Table", "", render_table(csv_path, reference)]
+    lines += ["## Table", "", render_run(run, reference)]
     if skipped:
         lines += ["## Not plotted", ""] + [f"- {s}" for s in skipped] + [""]
     out = out_dir / f"{stem}.report.md"

@@ -8,10 +8,11 @@ takes at acceptable latency. Needs matplotlib (extra `report`); without it no pl
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 from collections import defaultdict
 from pathlib import Path
+
+from infer_opt.results.io import read_run
 
 
 def plot_path(csv_path: Path) -> Path:
@@ -19,11 +20,12 @@ def plot_path(csv_path: Path) -> Path:
 
 
 def write_plot(csv_path: Path) -> Path | None:
-    """Writes the plot beside the CSV; None when there are no online rows or no matplotlib."""
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
-        rows = [r for r in csv.DictReader(fh) if r.get("workload") == "online"
-                and r["status"] == "ok" and r.get("prompts") != "shared-prefix"]
+    """Writes the plot beside the CSV; None when there are no online rows or no matplotlib.
+    A CSV the reader refuses raises UserError before anything is written."""
+    # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
+    rows = [r for r in read_run(csv_path, with_samples=False).rows
+            if r.get("workload") == "online" and r["status"] == "ok"
+            and r.get("prompts") != "shared-prefix"]
     if not rows or importlib.util.find_spec("matplotlib") is None:
         return None
     import matplotlib

@@ -18,6 +18,9 @@ LOAD_KEYS = ("model", "variant", "arrival", "arrival_rate_per_s", "burstiness", 
              "prompt_tokens", "new_tokens", "prompts", "prefix_tokens")
 
 
+def busy_mark(row: dict[str, str]) -> str:
+    """'busy' for a row measured on a busy machine (telemetry column machine_busy)."""
+    return "busy" if row.get("machine_busy") == "True" else ""
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -45,7 +48,8 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
     head = ["variant", "policy", "arrival", "rate/s", "n", "max bs", "prefix reuse", "status",
             "out tok/s", "tok/s vs seq", "req/s", "goodput req/s", "SLO met %", "queue p50 ms",
             "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "e2e p99 ms",
-            "mean batch", "TTFT ratio (no reuse / reuse)", "tokens = no reuse", "reason / notes"]
+            "mean batch", "TTFT ratio (no reuse / reuse)", "tokens = no reuse", "machine",
+            "reason / notes"]
     lines = ["## Online load", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in online:
         vs_seq = ttft_ratio = same = ""
@@ -73,5 +77,5 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
             _f(r.get("goodput_requests_per_s"), 2), _f(r.get("slo_met_pct"), 0),
             _f(r.get("queue_ms_p50")), _f(r["ttft_ms_p50"]), _f(r["ttft_ms_p99"]),
             _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2), _f(r["e2e_ms_p99"]),
-            _f(r.get("mean_batch_size"), 2), ttft_ratio, same, why]) + " |")
+            _f(r.get("mean_batch_size"), 2), ttft_ratio, same, busy_mark(r), why]) + " |")
     return "\n".join(lines) + "\n"

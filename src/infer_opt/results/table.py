@@ -1,21 +1,27 @@
 """The comparison table: one line per row, with speedup and greedy-token match against the
-reference variant (baseline) on the same prompts and lengths."""
+reference variant (baseline) on the same prompts and lengths.
+
+`n` is the number of timed runs behind the row's statistics (timed_runs, else repeats); the
+TPOT interval is the 95% bootstrap interval of its median over those runs; `busy` marks rows
+measured while other processes used the machine (telemetry: machine_busy).
+"""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num, read_samples
+from infer_opt.core.errors import UserError
+from infer_opt.results.io import Run, read_run
+from infer_opt.results.io import parse_number as _num
+from infer_opt.results.serving_table import busy_mark as _busy
+from infer_opt.results.serving_table import render_online
+from infer_opt.results.speculative_table import render_speculative
 
-
-def read_rows(csv_path: Path) -> list[dict[str, str]]:
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
+BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
+             "core on average or the hypervisor stole more than 5% of the CPU (columns "
+             "other_cpu_pct, cpu_steal_pct); its timings include their work")
 
 
 def _key(row: dict[str, str]) -> tuple[str, str, str, str]:
@@ -68,14 +74,26 @@ def _f(value: Any, digits: int = 1) -> str:
 
 
 def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> str:
-    rows = read_rows(csv_path)
-    rows.sort(key=lambda r: int(r.get("cell_index") or 0))  # the Ray executor writes as cells finish
-    samples_path = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".samples.jsonl")
-    tokens = {str(s["cell_index"]): s.get("tokens") for s in read_samples(samples_path)}
-    head = ["variant", "bs", "prompt", "new", "status", "TTFT p50 ms", "TPOT p50 ms",
-            "TPOT p99 ms", "decode tok/s", f"speedup vs {reference}", "greedy = ref",
-            "weight MB", "peak RSS MB", "roofline %", "KL mean", "top-1 %", "greedy match",
-            "reason / notes"]
+    """The table of a results CSV; UserError (one line) when read_run refuses the file."""
+    return render_run(read_run(csv_path), reference, also)
+
+
+def _n(row: dict[str, str]) -> str:
+    return row.get("timed_runs") or row.get("repeats") or ""
+
+
+def _ci(row: dict[str, str], column: str, digits: int = 2) -> str:
+    lo, hi = _num(row.get(f"{column}_ci_low")), _num(row.get(f"{column}_ci_high"))
+    return "" if lo is None or hi is None else f"{lo:.{digits}f}..{hi:.{digits}f}"
+
+
+def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) -> str:
+    rows = sorted(run.rows, key=lambda r: int(r["cell_index"]))  # Ray writes as cells finish
+    tokens = {i: s.get("tokens") for i, s in run.samples.items()}
+    head = ["variant", "bs", "prompt", "new", "status", "n", "TTFT p50 ms", "TPOT p50 ms",
+            "TPOT 95% CI", "ITL p99 ms", "decode tok/s", f"speedup vs {reference}",
+            "greedy = ref", "weight MB", "peak RSS MB", "roofline %", "KL mean", "top-1 %",
+            "greedy match", "machine", "reason / notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("workload") == "online":
@@ -93,24 +111,28 @@ def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()
         why = r.get("reason") or r.get("notes") or ""
         lines.append("| " + " | ".join([
             r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
-            _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2),
-            _f(r["decode_tokens_per_s"]), ratio_text, match, _f(r["weight_mb"]),
-            _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]), _kl(r.get("kl_mean")),
-            _f(r.get("top1_agreement_pct")), _gm(r.get("greedy_match_tokens")),
-            why.replace("|", "/"),
+            _n(r), _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _ci(r, "tpot_ms_p50"),
+            _f(r["itl_ms_p99"], 2), _f(r["decode_tokens_per_s"]), ratio_text, match,
+            _f(r["weight_mb"]), _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]),
+            _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
+            _gm(r.get("greedy_match_tokens")), _busy(r), why.replace("|", "/"),
         ]) + " |")
     env = rows[0] if rows else {}
     footer = (f"\nmodel {env.get('model', '')}, device {env.get('device', '')} "
-              f"({env.get('gpu_name') or env.get('cpu_model', '')}), {env.get('torch_threads', '')} "
+              f"({env.get('gpu_name') or env.get('cpu_model', '')}), "
+              f"{env.get('torch_threads', '')} "
               f"threads, torch {env.get('torch_version', '')}, transformers "
               f"{env.get('transformers_version', '')}, measured bandwidth "
               f"{env.get('bandwidth_gb_per_s', '')} GB/s, commit {env.get('git_commit', '')}\n")
-    from infer_opt.results.serving_table import render_online
-
     online = render_online(rows, tokens)
     if online and all(r.get("workload") == "online" for r in rows):
         lines = []  # nothing static to show: only the online section
-    return ("\n".join(lines) + "\n" + (online and "\n" + online) + footer
+    spec = render_speculative(rows, tokens)
+    notes = [f"note: {n}" for n in run.notes]
+    if any(_busy(r) for r in rows):
+        notes.append(f"note: {BUSY_NOTE}")
+    return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
+            + "\n" + (online and "\n" + online) + (spec and "\n" + spec) + footer
             + pareto_section(rows, reference, also))
 
 
@@ -171,8 +193,14 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
     return "\n".join(out)
 
 
-def write_table(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> Path:
-    text = render(csv_path, reference, also)
+def write_table(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()
+                ) -> Path | None:
+    """Writes <run>.md beside the CSV; None (nothing written) when the reader refuses the CSV,
+    e.g. a run interrupted before its first row: the interruption must not be masked."""
+    try:
+        text = render(csv_path, reference, also)
+    except UserError:
+        return None
     out = csv_path.with_suffix(".md")
     tmp = out.with_suffix(".md.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -1,20 +1,14 @@
-"""One cell: a variant serving one workload. Plain data in, one row (and raw samples) out.
-
-`run_cell` is all an executor calls, so the same cell runs unchanged in a local subprocess or
-on a remote worker.
+"""One cell: a variant serving one workload, as plain data (it crosses process and machine
+boundaries), and the identity columns of its row. Cells are measured by a variant's worker
+process (run/worker.py), in interleaved rounds with the group's other variants (run/rounds.py).
 """
 
 from __future__ import annotations
 
-import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from infer_opt.core.errors import UserError
-from infer_opt.core.models import ModelRef
 from infer_opt.core.schema import empty_row
-from infer_opt.workloads.registry import workload_from_dict
 
 
 @dataclass
@@ -29,7 +23,9 @@ class Cell:
     threads: int
     bandwidth_gb_per_s: float
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    group: str = ""
+    # Metric columns declared by the run's plugins and engines (schema.run_columns).
+    metric_columns: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,97 +47,16 @@ def one_line(exc: BaseException) -> str:
 
 
 def identity_row(cell: Cell) -> dict[str, Any]:
-    row = empty_row()
+    row = empty_row(cell.metric_columns)
     w = cell.workload
-    row.update(run_id=cell.run_id, cell_index=cell.index, suite=cell.suite,
+    row.update(run_id=cell.run_id, cell_index=cell.index, suite=cell.suite, group=cell.group,
                model=cell.model["name"], variant=cell.variant, device=cell.device,
                workload=w.get("kind", "static-batch"), batch_size=w.get("batch_size", ""),
                prompt_tokens=w.get("prompt_tokens", ""), new_tokens=w.get("new_tokens", ""),
-               repeats=w.get("repeats", ""), warmup_runs=w.get("warmup_runs", ""),
-               torch_threads=cell.threads)
+               warmup_runs=w.get("warmup_runs", ""), torch_threads=cell.threads)
+    from infer_opt.workloads.base import workload_from_dict
+
+    columns = getattr(workload_from_dict(w), "row_columns", None)
+    if columns is not None:  # the load's own columns (online: policy, arrivals, SLOs)
+        row.update(columns())
     return row
-
-
-def run_cell(cell_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Never raises for a bad variant or a broken library: the row says what happened."""
-    cell = Cell(**cell_dict)
-    started = time.perf_counter()
-    row = identity_row(cell)
-    samples: dict[str, Any] = {"run_id": cell.run_id, "cell_index": cell.index,
-                               "variant": cell.variant, "workload": cell.workload}
-    try:
-        _measure(cell, row, samples)
-    except Exception as exc:  # the run goes on; the row carries the reason
-        traceback.print_exc()
-        row.update(status="failed", reason=one_line(exc))
-    row["cell_s"] = round(time.perf_counter() - started, 3)
-    return row, samples
-
-
-@dataclass
-class CellContext:
-    """What a workload's `measure` gets: the cell, its model, settings and loaded backend."""
-
-    cell: Cell
-    ref: ModelRef
-    settings: Any
-    backend: Any
-    tokenizer: Any
-
-
-def _measure(cell: Cell, row: dict[str, Any], samples: dict[str, Any]) -> None:
-    import torch
-
-    from infer_opt.engines import backend_class
-    from infer_opt.core.env import environment
-    from infer_opt.core.memory import peak_device_mb, peak_rss_mb, reset_device_peak, rss_mb
-    from infer_opt.core.models import load_tokenizer
-    from infer_opt.core.plugin import build_settings, parse_variant
-
-    torch.set_num_threads(cell.threads)
-    row.update(environment(cell.device, cell.threads))
-    row["bandwidth_gb_per_s"] = round(cell.bandwidth_gb_per_s, 2)
-    workload = workload_from_dict(cell.workload)
-    ref = ModelRef(**cell.model)
-    workload.validate(ref.max_context)
-
-    settings, unavailable = build_settings(parse_variant(cell.variant), cell.device)
-    row.update(backend=settings.backend, dtype=settings.dtype,
-               attn_implementation=settings.attn_implementation, kv_cache=settings.kv_cache)
-    if unavailable is not None:
-        row.update(status="skipped", reason=unavailable)
-        return
-
-    row["rss_before_load_mb"] = round(rss_mb(), 1)
-    reset_device_peak(cell.device)
-    backend = backend_class(settings.backend)(ref, settings)
-    row["weight_mb"] = round(backend.facts.weight_bytes / 2**20, 2)
-    row["load_s"] = round(backend.facts.load_s, 3)
-    ctx = CellContext(cell=cell, ref=ref, settings=settings, backend=backend,
-                      tokenizer=load_tokenizer(ref))
-    workload.measure(ctx, row, samples)
-    row["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    device_peak = peak_device_mb(cell.device)
-    row["peak_device_mem_mb"] = "" if device_peak is None else round(device_peak, 1)
-    for name, value in settings.metrics.items():  # measured by plugins (compile_s, ...)
-        if name in row:
-            row[name] = round(value, 3)
-    # After the timed runs and memory readings: fidelity loads the baseline once per model.
-    if not row["status"]:  # a workload that skipped itself has nothing to score
-        try:
-            from infer_opt.run.fidelity import keep_fidelity, measure_fidelity, reuse_fidelity
-
-            measured_in = reuse_fidelity(cell, row)
-            if measured_in is None:
-                measure_fidelity(ctx, row)
-                keep_fidelity(cell, row)
-            else:
-                settings.notes.append(f"fidelity: measured once per variant, in cell {measured_in}")
-        except Exception as exc:  # the timings stand; the row says why fidelity is missing
-            traceback.print_exc()
-            settings.notes.append(f"fidelity failed: {one_line(exc)}")
-    row["notes"] = "; ".join(settings.notes)
-    row["status"] = row["status"] or "ok"  # a workload may have marked the row skipped
-
-
-__all__ = ["Cell", "run_cell", "UserError"]

@@ -3,7 +3,7 @@
 Reference (computed once per model, device and thread count, cached on disk): the baseline
 (fp32, eager, no KV cache) greedily continues a fixed prompt set, and its logits along those
 sequences are kept. The variant is then scored on the very same token sequences, teacher-forced,
-through the backend's `score(ids) -> logits`, so any backend can be compared:
+through the engine's `score(ids) -> logits`, so any engine can be compared:
 
 - kl_mean / kl_max: KL(baseline || variant) of the next-token distributions at each generated
   position (nats); a position whose variant logits hold NaN/inf counts as KL = inf;
@@ -30,13 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from infer_opt.core.models import ModelRef, _locked, cache_root
+from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
 
 # Bump when anything below changes what the reference holds.
@@ -78,11 +80,63 @@ def fidelity_inputs(ref: ModelRef, tokenizer: Any) -> tuple[torch.Tensor, torch.
     return prompts, ids
 
 
+# Files whose content is the model: hashed into the reference's key (weights_digest).
+WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin", "*.gguf")
+RACY_S = 2.0  # a file modified this recently is re-hashed every time (its mtime may repeat)
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # in-process memo of _file_digest
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's content, streamed; cached on disk by (path, size, mtime, inode).
+
+    Every cell of a run checks the reference, in its own process: the disk cache makes that a
+    stat() per file instead of hashing 500 MB. A file written within RACY_S seconds is hashed
+    every time and never cached (as git treats "racily clean" files): a file rewritten in place
+    within the filesystem's timestamp granularity could otherwise keep the old key.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _DIGESTS:
+        return _DIGESTS[key]
+    name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    store = cache_root() / "digests" / f"{name}.txt"
+    if store.is_file():
+        digest = store.read_text(encoding="utf-8").strip()
+    else:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+        if time.time() - st.st_mtime_ns / 1e9 <= RACY_S:
+            return digest  # too fresh to trust its mtime as a key
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(digest, encoding="utf-8")
+        tmp.replace(store)
+    _DIGESTS[key] = digest
+    return digest
+
+
+def weights_digest(model_dir: Path) -> str:
+    """sha256 over the names and content digests of a model directory's config.json and weight
+    files (WEIGHT_PATTERNS): a directory overwritten with other weights gets another key."""
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)
+                    if p.is_file()})
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}\0{_file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
 def _cache_path(ref: ModelRef, device: str, prompts: torch.Tensor, ppl_ids: torch.Tensor) -> Path:
+    """The reference's cache file, keyed by what determines its logits: the weights' content
+    (a local directory; a hub id by name), device, threads, library versions and inputs."""
     import transformers
 
+    model = weights_digest(Path(ref.path)) if ref.local else ref.path
     key = json.dumps({
-        "recipe": RECIPE_VERSION, "model": ref.path, "device": device,
+        "recipe": RECIPE_VERSION, "model": model, "device": device,
         # Thread count changes CPU reduction order, hence the last bits of the logits.
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": transformers.__version__, "prompts": prompts.tolist(),
@@ -92,20 +146,20 @@ def _cache_path(ref: ModelRef, device: str, prompts: torch.Tensor, ppl_ids: torc
     return cache_root() / "fidelity" / f"{Path(ref.path).name}-{digest}.safetensors"
 
 
-def _greedy(backend: Any, prompts: torch.Tensor, device: str) -> torch.Tensor:
+def _greedy(engine: Any, prompts: torch.Tensor, device: str) -> torch.Tensor:
     from infer_opt.core.timing import clock_for
+    from infer_opt.engines.decode import generate
 
-    with backend.context():
-        return backend.run_batch(prompts, NEW_TOKENS, clock_for(device)).tokens  # [B, N]
+    with engine.context():
+        return generate(engine, prompts, NEW_TOKENS, clock_for(device)).tokens  # [B, N]
 
 
 def _compute_reference(ref: ModelRef, device: str, prompts: torch.Tensor,
                        ppl_ids: torch.Tensor) -> Reference:
-    from infer_opt.engines import backend_class
-    from infer_opt.core.plugin import build_settings
+    from infer_opt.core.stack import build_stack
 
-    settings, _ = build_settings(["baseline"], device)
-    baseline = backend_class(settings.backend)(ref, settings)
+    stack = build_stack("baseline", device)
+    baseline = stack.engine(ref, stack.settings)
     greedy = _greedy(baseline, prompts, device)
     seq = torch.cat([prompts, greedy], dim=1)  # [B, P+N]
     logits = baseline.score(seq)[:, PROMPT_TOKENS - 1 : -1, :].contiguous()  # [B, N, V]
@@ -120,7 +174,7 @@ def load_reference(ref: ModelRef, device: str, tokenizer: Any) -> Reference:
     prompts, ppl_ids = fidelity_inputs(ref, tokenizer)
     path = _cache_path(ref, device, prompts, ppl_ids)
     if not path.is_file():
-        with _locked(path):
+        with locked(path):
             if not path.is_file():
                 r = _compute_reference(ref, device, prompts, ppl_ids)
                 tmp = path.with_suffix(".tmp")
@@ -162,16 +216,16 @@ def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
 
 
 def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
-    """Fill the FIDELITY columns of `row` for the loaded backend in `ctx` (a CellContext)."""
+    """Fill the FIDELITY columns of `row` for the loaded engine in `ctx` (a CellContext)."""
     reference = load_reference(ctx.ref, ctx.cell.device, ctx.tokenizer)
-    backend = ctx.backend
+    engine = ctx.engine
     seq = torch.cat([reference.prompts, reference.greedy], dim=1)  # [B, P+N]
-    logits = backend.score(seq)[:, PROMPT_TOKENS - 1 : -1, :]  # [B, N, V]
+    logits = engine.score(seq)[:, PROMPT_TOKENS - 1 : -1, :]  # [B, N, V]
     result = compare_logits(reference.logits, logits)
     # The variant's greedy choice at each position of the baseline's sequence; a position whose
     # logits are not finite never matches.
     greedy = logits.argmax(dim=-1).masked_fill(~torch.isfinite(logits).all(dim=-1), -1)  # [B, N]
-    ppl_logits = backend.score(reference.ppl_ids)  # [1, L, V]
+    ppl_logits = engine.score(reference.ppl_ids)  # [1, L, V]
     nonfinite = result["logits_nonfinite_count"] + int((~torch.isfinite(ppl_logits)).sum())
     row.update(
         kl_mean=_g(result["kl_mean"]), kl_max=_g(result["kl_max"]),

@@ -1,11 +1,14 @@
-"""Run each cell as a Ray task, on a local Ray started for the run or on an existing cluster.
+"""Run each job (a suite group in interleaved rounds) as a Ray task, on a local Ray started
+for the run or on an existing cluster.
 
-A task asks Ray for what its cell needs (one GPU for a CUDA cell, `threads` CPUs otherwise) and
-runs the cell exactly as the local executor does, only on the node Ray picked: in a child forked
-from a forkserver that preloaded torch, calling `cell.run_cell` unchanged. So a crash, a hang or
-a peak-memory figure stays the cell's own even though Ray reuses its worker processes. Rows come
-back as tasks finish (any order; each keeps its `cell_index`). A lost task (worker or node died,
-Ray's out-of-memory killer) is retried at most `max_retries` times, then becomes a `failed` row.
+A task asks Ray for what its job needs (one GPU for a CUDA job, `threads` CPUs otherwise) and
+runs the job exactly as the local executor does, only on the node Ray picked: `rounds.run_job`,
+with one worker process per variant forked from a forkserver that preloaded torch. So a crash,
+a hang or a peak-memory figure stays the variant's own even though Ray reuses its worker
+processes, and the variants of a group are measured side by side on one node. Rows come back
+as tasks finish (any order; each keeps its `cell_index`). A lost task (worker or node died,
+Ray's out-of-memory killer) is retried at most `max_retries` times, then its rows are
+`failed`.
 
 Ray is optional (`pip install 'infer-opt[cluster]'`) and imported only when this executor runs.
 """
@@ -18,7 +21,6 @@ import os
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from collections import deque
@@ -26,15 +28,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from infer_opt.run.cell import Cell, one_line
 from infer_opt.core.errors import UserError
-from infer_opt.run.runner import _child, _failed, run_one_local
+from infer_opt.run.cell import one_line
+from infer_opt.run.rounds import WORKER_ENV, Job, Row, failed_row, run_job
 
 INSTALL_HINT = "pip install 'infer-opt[cluster]' (or make setup with 'cluster' in EXTRAS)"
-# Added to the cell's own timeout (which the worker enforces, as the local executor does) for
-# worker start, forkserver preload and result transfer. Past it the driver gives up on the task
-# (node or raylet likely gone) and cancels it.
+# Added to a job's budget (its workers' requests each have the suite's timeout, enforced on the
+# node as the local executor does) for worker start, forkserver preload and result transfer.
+# Past it the driver gives up on the task (node or raylet likely gone) and cancels it.
 GRACE_S = 120.0
+# A job's budget: this many requests (load, warm-up, timed runs, finish) per cell, each within
+# the suite's timeout. Generous on purpose: it only catches a node that stopped answering.
+REQUESTS_PER_CELL = 40
 POLL_S = 2.0
 # A local Ray started by us: small object store (rows and samples are kilobytes).
 OBJECT_STORE_BYTES = 128 * 2**20
@@ -44,11 +49,10 @@ OBJECT_STORE_BYTES = 128 * 2**20
 _TOKEN = secrets.token_hex(32)
 _ENV_KEYS = ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_USAGE_STATS_ENABLED")
 
-Row = tuple[Cell, dict[str, Any], dict[str, Any]]
 
-
-def ray_resources(cell: Cell) -> dict[str, float]:
-    """What one cell asks Ray for: a GPU (and a CPU to drive it) on CUDA, else its threads."""
+def ray_resources(job: Job) -> dict[str, float]:
+    """What one job asks Ray for: a GPU (and a CPU to drive it) on CUDA, else its threads."""
+    cell = job.cells[0]
     if cell.device.startswith("cuda"):
         return {"num_gpus": 1, "num_cpus": 1}
     return {"num_cpus": cell.threads}
@@ -69,42 +73,33 @@ def _describe(need: dict[str, float]) -> str:
 
 # --- on the worker -----------------------------------------------------------------------
 
-# Set by Ray in the worker for each task (the GPU it was given). The forkserver keeps the
-# environment of the task that started it and Ray reuses workers, so each cell gets them again.
-TASK_ENV = ("CUDA_VISIBLE_DEVICES",)
-
-
-def _child_on_worker(task_env: dict[str, str | None], cell_dict: dict[str, Any],
-                     out_path: str) -> None:
-    for key, value in task_env.items():  # before anything in the cell initializes CUDA
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    _child(cell_dict, out_path)  # which dies with the forkserver, so with this Ray worker
-
-
 @functools.lru_cache(maxsize=4)
 def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.run.runner import _context
+    from infer_opt.run.runner import process_context
 
     # In a child of its own: the 512 MiB probe (and, on a GPU, a CUDA context) must not stay
-    # in this long-lived worker while the node's cells run.
-    with _context().Pool(1) as pool:
+    # in this long-lived Ray worker while the node's jobs run.
+    with process_context().Pool(1) as pool:
         return float(pool.apply(measure_bandwidth_gb_per_s, (device, threads)))
 
 
-def run_cell_task(cell_dict: dict[str, Any], timeout_s: float, driver_host: str
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Ray task. Never raises for a cell's own failure: the row says what happened."""
+def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[Row]:
+    """The Ray task. Never raises for a cell's own failure: the rows say what happened."""
+    job = Job.from_dict(job_dict)
     if socket.gethostname() != driver_host:
         # The driver measured its own memory bandwidth; roofline_pct must use this node's.
-        cell_dict = {**cell_dict, "bandwidth_gb_per_s": _node_bandwidth_gb_per_s(
-            cell_dict["device"], cell_dict["threads"])}
-    task_env = {key: os.environ.get(key) for key in TASK_ENV}
-    return run_one_local(Cell(**cell_dict), timeout_s,
-                         target=functools.partial(_child_on_worker, task_env))
+        bandwidth = _node_bandwidth_gb_per_s(job.cells[0].device, job.cells[0].threads)
+        for cell in job.cells:
+            cell.bandwidth_gb_per_s = bandwidth
+    # Set by Ray for this task (the GPU it was given); the forkserver keeps the environment of
+    # the task that started it and Ray reuses workers, so each job hands them on explicitly.
+    job.env = {key: os.environ.get(key) for key in WORKER_ENV}
+    return list(run_job(job))
+
+
+def _failed_rows(job: Job, reason: str) -> list[Row]:
+    return [failed_row(cell, reason) for cell in job.cells]
 
 
 # --- on the driver -----------------------------------------------------------------------
@@ -132,7 +127,7 @@ def _check_reachable(address: str) -> None:
 
 
 class RayExecutor:
-    """`infer-opt run --executor ray [--address HOST:6379]`: one Ray task per cell."""
+    """`infer-opt run --executor ray [--address HOST:6379]`: one Ray task per job."""
 
     def __init__(self, address: str | None = None, max_retries: int = 1,
                  num_cpus: int | None = None) -> None:
@@ -147,9 +142,9 @@ class RayExecutor:
         self.max_retries = max_retries
         self.num_cpus = num_cpus  # local Ray only; None = this machine's CPU count
 
-    def __call__(self, cells: list[Cell], timeout_s: float) -> Iterator[Row]:
+    def __call__(self, jobs: list[Job]) -> Iterator[Row]:
         with self._session() as ray:
-            yield from self._stream(ray, cells, timeout_s)
+            yield from self._stream(ray, jobs)
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
@@ -195,52 +190,49 @@ class RayExecutor:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _stream(self, ray: Any, cells: list[Cell], timeout_s: float) -> Iterator[Row]:
-        task = ray.remote(run_cell_task)
+    def _stream(self, ray: Any, jobs: list[Job]) -> Iterator[Row]:
+        task = ray.remote(run_job_task)
         driver_host = socket.gethostname()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        queue = deque(cells)
-        # ref -> (cell, monotonic deadline). Only as many tasks are submitted as the cluster can
+        queue = deque(jobs)
+        # ref -> (job, monotonic deadline). Only as many tasks are submitted as the cluster can
         # run at once, so a deadline counts from (about) when its task could start.
-        pending: dict[Any, tuple[Cell, float]] = {}
-        budget_s = timeout_s + GRACE_S
+        pending: dict[Any, tuple[Job, float]] = {}
         try:
             while queue or pending:
                 while queue:
-                    cell = queue[0]
-                    need = ray_resources(cell)
+                    job = queue[0]
+                    need = ray_resources(job)
                     room = sum(_fits(need, n) for n in nodes)
                     if room == 0:
                         queue.popleft()
-                        row, samples = _failed(cell, f"infeasible: the cell asks for "
-                                               f"{_describe(need)}; no Ray node has that")
-                        yield cell, row, samples
+                        yield from _failed_rows(job, f"infeasible: the job asks for "
+                                                     f"{_describe(need)}; no Ray node has that")
                         continue
                     if len(pending) >= room:
                         break
                     queue.popleft()
                     ref = task.options(**need, max_retries=self.max_retries,
-                                       retry_exceptions=False).remote(
-                        cell.to_dict(), timeout_s, driver_host)
-                    pending[ref] = (cell, time.monotonic() + budget_s)
+                                       retry_exceptions=False).remote(job.to_dict(), driver_host)
+                    budget_s = GRACE_S + job.timeout_s * REQUESTS_PER_CELL * len(job.cells)
+                    pending[ref] = (job, time.monotonic() + budget_s)
                 if not pending:
                     continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
                 for ref in ready:
-                    cell, _deadline = pending.pop(ref)
+                    job, _deadline = pending.pop(ref)
                     try:
-                        row, samples = ray.get(ref)
+                        rows = ray.get(ref)
                     except ray.exceptions.RayError as exc:
-                        row, samples = _failed(cell, _lost_reason(exc))
-                    yield cell, row, samples
+                        rows = _failed_rows(job, _lost_reason(exc))
+                    yield from rows
                 now = time.monotonic()
-                for ref, (cell, deadline) in list(pending.items()):
+                for ref, (job, deadline) in list(pending.items()):
                     if now > deadline:
                         ray.cancel(ref, force=True)
                         del pending[ref]
-                        row, samples = _failed(cell, f"timeout: no result from its Ray task "
-                                               f"within {budget_s:.0f} s; cancelled")
-                        yield cell, row, samples
+                        yield from _failed_rows(job, "timeout: no result from its Ray task "
+                                                     "in its budget; cancelled")
         finally:
             for ref in pending:  # interrupted: free the cluster
                 ray.cancel(ref, force=True)

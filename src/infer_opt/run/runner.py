@@ -1,95 +1,46 @@
-"""Run a suite: expand it into cells, run each cell in its own process, write rows as they come.
+"""Run a suite: plan it, measure each group in interleaved rounds, write rows as they come.
 
-Each cell runs in a child process forked from a forkserver that has already imported torch and
-transformers (saves ~10 s of imports per cell, keeps isolation): an exception, a crash, a hang
-past `timeout_s` or an out-of-memory kill becomes a `failed` row and the run goes on.
+Each group runs as a job (run/rounds.py): one worker process per variant, forked from a
+forkserver that has already imported torch and transformers (saves ~10 s of imports per
+process), all loaded side by side and timed in seeded random order, round after round. An
+exception, a crash, a hang past `timeout_s` or an out-of-memory kill becomes a `failed` row of
+that variant only, and the run goes on.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import multiprocessing as mp
-import os
-import secrets
 import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from infer_opt.run.cell import Cell, identity_row, run_cell
-from infer_opt.core.errors import UserError
-from infer_opt.core.models import ModelRef, resolve
-from infer_opt.core.plugin import discover, parse_variant
+from infer_opt.core.models import resolve
+from infer_opt.core.schema import run_columns
 from infer_opt.results.io import RunWriter
+from infer_opt.run.cell import Cell
+from infer_opt.run.plan import (
+    check_out_dir,
+    new_run_id,
+    plan_cells,
+    plan_jobs,
+    resolve_device,
+    thread_warning,
+    validate_stacks,
+)
+from infer_opt.run.rounds import Job, Row, run_job
 from infer_opt.run.suite import Suite
 
-Executor = Callable[[list[Cell], float], Iterable[tuple[Cell, dict[str, Any], dict[str, Any]]]]
-
-
-def new_run_id(suite_name: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{suite_name}-{secrets.token_hex(2)}"
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
-               variants_filter: list[str] | None = None) -> list[Cell]:
-    known = discover()
-    cells: list[Cell] = []
-    for group in suite.groups:
-        for variant in group.variants:
-            parse_variant(variant, known)  # unknown plugin: one line, before anything runs
-            if variants_filter is not None and variant not in variants_filter:
-                continue
-            for w in group.workloads:
-                w.validate(ref.max_context)
-                cells.append(Cell(run_id=run_id, suite=suite.name, index=len(cells),
-                                  model=asdict(ref), variant=variant, workload=w.to_dict(),
-                                  device=device, threads=suite.threads,
-                                  bandwidth_gb_per_s=bandwidth))
-    if not cells:
-        raise UserError("variants", "no cell left to run after filtering")
-    return cells
-
-
-# --- local executor ----------------------------------------------------------------------
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this cell when its forkserver exits, which it does when the process that
-    started it dies (a killed run, a cancelled Ray task): no orphaned cell keeps a core busy."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _child(cell_dict: dict[str, Any], out_path: str) -> None:
-    _die_with_parent()
-    row, samples = run_cell(cell_dict)
-    tmp = out_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"row": row, "samples": samples}, fh)
-    os.replace(tmp, out_path)
-
+# An executor runs jobs and yields their rows, in any order (each carries its cell_index).
+Executor = Callable[[list[Job]], Iterable[Row]]
 
 _CTX: Any = None
 
 
-def _context() -> Any:
+def process_context() -> Any:
+    """Where worker processes come from: a forkserver that preloaded torch and transformers."""
     global _CTX
     if _CTX is None:
         if "forkserver" in mp.get_all_start_methods():
@@ -100,44 +51,10 @@ def _context() -> Any:
     return _CTX
 
 
-def _failed(cell: Cell, reason: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    row = identity_row(cell)
-    row.update(status="failed", reason=reason)
-    return row, {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
-                 "workload": cell.workload}
-
-
-def run_one_local(cell: Cell, timeout_s: float,
-                  target: Callable[[dict[str, Any], str], None] = _child
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Runs `target(cell_dict, out_path)` (default: run_cell) in a fresh forked child."""
-    ctx = _context()
-    with tempfile.TemporaryDirectory(prefix="infer-opt-cell-") as tmp:
-        out_path = os.path.join(tmp, "result.json")
-        proc = ctx.Process(target=target, args=(cell.to_dict(), out_path), daemon=True)
-        proc.start()
-        proc.join(timeout_s)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-            return _failed(cell, f"timeout: cell ran past {timeout_s:.0f} s and was killed")
-        if os.path.exists(out_path):
-            with open(out_path, encoding="utf-8") as fh:
-                result = json.load(fh)
-            return result["row"], result["samples"]
-        code = proc.exitcode
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name
-            hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
-            return _failed(cell, f"crashed: killed by {name}{hint}")
-        return _failed(cell, f"crashed: exit code {code} before writing a row")
-
-
-def local_executor(cells: list[Cell], timeout_s: float
-                   ) -> Iterable[tuple[Cell, dict[str, Any], dict[str, Any]]]:
-    for cell in cells:
-        row, samples = run_one_local(cell, timeout_s)
-        yield cell, row, samples
+def local_executor(jobs: list[Job]) -> Iterable[Row]:
+    """Every job on this machine, one after the other."""
+    for job in jobs:
+        yield from run_job(job)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -146,8 +63,11 @@ def _progress(i: int, total: int, cell: Cell, row: dict[str, Any], elapsed: floa
     status = row.get("status", "?")
     detail = ""
     if status == "ok" and row.get("decode_tokens_per_s") not in ("", None):
-        detail = f"decode {float(row['decode_tokens_per_s']):.1f} tok/s, TTFT p50 {float(row['ttft_ms_p50']):.1f} ms"
-    elif status != "ok":
+        detail = (f"decode {float(row['decode_tokens_per_s']):.1f} tok/s, TTFT p50 "
+                  f"{float(row['ttft_ms_p50']):.1f} ms, n={row.get('timed_runs')}")
+    elif status == "ok":
+        detail = f"n={row.get('timed_runs')}"
+    else:
         detail = str(row.get("reason", ""))
     return f"[{i}/{total}] {cell.label()}: {status} {detail} ({elapsed:.1f} s)"
 
@@ -157,30 +77,40 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
               executor: Executor = local_executor, log: Callable[[str], None] | None = None) -> Path:
     """Runs every cell; returns the CSV path. Bad input raises UserError before any file."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # Cheap checks first (run/plan.py), then the model, then every cell against it.
+    check_out_dir(out_dir)
     device = resolve_device(suite.device)
+    stacks = validate_stacks(suite, device, variants_filter)
+    warning = thread_warning(suite.threads)
+    if warning:
+        log(f"infer-opt: {warning}")
     ref = resolve(model or suite.model)
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
+    from infer_opt.core.telemetry import machine_busy_now
 
     run_id = new_run_id(suite.name)
-    # Every cell is validated before anything is measured or written.
     cells = plan_cells(suite, run_id, ref, device, 0.0, variants_filter)
     log(f"infer-opt: suite {suite.name}, model {ref.name}, device {device}, "
         f"{len(cells)} cells, {suite.threads} threads")
+    busy = machine_busy_now()
+    if busy:
+        log(f"infer-opt: warning: {busy}")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
     log(f"infer-opt: measured memory bandwidth {bandwidth:.1f} GB/s")
     for cell in cells:
         cell.bandwidth_gb_per_s = bandwidth
-    writer = RunWriter(out_dir, run_id)
-    log(f"infer-opt: writing {writer.csv_path}")
+    jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
+    writer = RunWriter(out_dir, run_id, run_columns(cells[0].metric_columns))
+    log(f"infer-opt: writing {writer.csv_path} ({len(jobs)} groups in interleaved rounds)")
     start = time.perf_counter()
     try:
-        for i, (cell, row, samples) in enumerate(executor(cells, suite.timeout_s), start=1):
+        for i, (cell, row, samples) in enumerate(executor(jobs), start=1):
             writer.add(row, samples)
             log(_progress(i, len(cells), cell, row, time.perf_counter() - start))
     finally:
         writer.close()
-        from infer_opt.run.fidelity import run_store_dir
         from infer_opt.results.table import write_table
+        from infer_opt.run.fidelity import run_store_dir
 
         shutil.rmtree(run_store_dir(run_id), ignore_errors=True)  # this run's fidelity store
         write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)

@@ -75,8 +75,8 @@ def _micro_row(b: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, Any], 
     ms = [float(x) * 1e3 for x in data] if isinstance(data, list) and data else []
     row.update(suite="pytest-benchmark", model="", notes=f"group: {b.get('group') or ''}",
                variant=b.get("name", ""),
-               backend="torch", device="cpu", workload="pytest-benchmark",
-               repeats=b.get("stats.rounds", ""), status="ok",
+               engine="torch", device="cpu", workload="pytest-benchmark",
+               timed_runs=b.get("stats.rounds", ""), status="ok",
                dtype=info.get("dtype", ""), attn_implementation=info.get("impl", ""))
     if ms:
         row.update(Stats.of(ms).columns("e2e_ms"))
@@ -90,5 +90,5 @@ def _micro_row(b: dict[str, Any], env: dict[str, Any]) -> tuple[dict[str, Any], 
     s: dict[str, Any] = {"variant": row["variant"],
                          "workload": {"kind": "pytest-benchmark", "name": b.get("fullname", "")}}
     if ms:
-        s["e2e_ms"] = ms
+        s["runs"] = {"round": list(range(len(ms))), "e2e_ms": ms}
     return row, s

@@ -96,16 +96,16 @@ def time_attention(n: int, heads: int, head_dim: int, repeats: int, device: str,
     return _median(times)
 
 
-def time_generation(backend: Any, prompts: Any, n: int, repeats: int, device: str) -> float:
-    """Median seconds to generate n tokens (prefill included) with a stepwise backend."""
-    from infer_opt.engines.base import stepwise_generate
+def time_generation(engine: Any, prompts: Any, n: int, repeats: int, device: str) -> float:
+    """Median seconds to generate n tokens (prefill included) through the decode loop."""
     from infer_opt.core.timing import clock_for
+    from infer_opt.engines.decode import generate
 
     clock = clock_for(device)
     times = []
-    with backend.context():
+    with engine.context():
         for _ in range(repeats):
-            run = stepwise_generate(backend, prompts, n, clock)
+            run = generate(engine, prompts, n, clock)
             times.append(run.e2e_s)
     return _median(times)
 
@@ -122,16 +122,16 @@ def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
             repeats: int, attn_repeats: int, log: Callable[[str], None]) -> list[Point]:
     import torch
 
-    from infer_opt.engines.torch_engine import TorchBackend
     from infer_opt.core.models import load_tokenizer, resolve
-    from infer_opt.core.plugin import Settings
     from infer_opt.core.prompts import prompt_batch
+    from infer_opt.core.stack import build_stack
 
     torch.set_num_threads(threads)
     ref = resolve(model)
     points: list[Point] = []
-    # Both backends load the model eagerly in fp32; they differ only in the KV-cache policy.
-    no_cache = TorchBackend(ref, Settings(device=device, kv_cache="none"))
+    # Both load the model eagerly in fp32; they differ only in the KV-cache policy.
+    stack = build_stack("baseline", device)
+    no_cache = stack.engine(ref, stack.settings)
     config = no_cache.config
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -142,11 +142,13 @@ def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
     prompts = prompt_batch(1, prompt_tokens, ref.vocab_size, load_tokenizer(ref))  # [1, P]
     for series, lengths, kv in (("generate-no-cache", gen_lengths, "none"),
                                 ("generate-kv-cache", cached_lengths, "dynamic")):
-        backend = no_cache if kv == "none" else TorchBackend(ref, Settings(device=device,
-                                                                            kv_cache=kv))
-        time_generation(backend, prompts, min(lengths), 1, device)  # warm-up, untimed
+        engine = no_cache
+        if kv != "none":
+            cached = build_stack("kv-cache", device)  # fp32, eager: the baseline plus a cache
+            engine = cached.engine(ref, cached.settings)
+        time_generation(engine, prompts, min(lengths), 1, device)  # warm-up, untimed
         for n in lengths:
-            t = time_generation(backend, prompts, n, repeats, device)
+            t = time_generation(engine, prompts, n, repeats, device)
             points.append(Point(series, n, t))
             log(f"{series} n={n}: {t:.3f} s")
     return points

@@ -1,10 +1,11 @@
 """How much does the measuring harness itself cost? (target: <= 1% of TPOT)
 
-Two figures, on a real model:
-- direct: the per-token work the instrumented loop adds over a bare loop (a clock stamp and a
-  list append), timed in isolation over many iterations, divided by the bare TPOT;
-- A/B: bare and instrumented generation interleaved `rounds` times; the difference of their
-  median per-token times (noisy on a shared CPU: a bound, not a precise figure).
+Two figures, on a real model, both through the one decode loop (engines/decode.generate):
+- direct: the per-token work the clock adds (a stamp), timed in isolation over many
+  iterations, divided by the per-token time of the loop without a clock;
+- A/B: the loop with a no-op clock and with the real clock, interleaved `rounds` times; the
+  difference of their median per-token times (noisy on a shared CPU: a bound, not a precise
+  figure).
 
 Run: python -m infer_opt.tools.overhead [--model smollm2-135m] [--variant kv-cache] [--tokens 64]
 """
@@ -16,37 +17,41 @@ import time
 
 import torch
 
-from infer_opt.engines.base import stepwise_generate
 from infer_opt.core.models import load_tokenizer, resolve
-from infer_opt.core.plugin import build_settings, parse_variant
 from infer_opt.core.prompts import prompt_batch
+from infer_opt.core.stack import build_stack
 from infer_opt.core.stats import Stats
 from infer_opt.core.timing import HostClock
+from infer_opt.engines.decode import generate
 
 
-def bare_generate(session: object, prompts: torch.Tensor, new_tokens: int) -> float:
-    """The same prefill + greedy decode steps with no clock and no token list; seconds."""
-    batch, prompt_len = prompts.shape
-    session.begin(batch, prompt_len + new_tokens)  # type: ignore[attr-defined]
+class NullClock:
+    """A clock that records nothing: the decode loop without its instrumentation."""
+
+    def start(self) -> None:
+        pass
+
+    def stamp(self) -> None:
+        pass
+
+    def finish(self) -> list[float]:
+        return []
+
+
+def bare_generate(engine: object, prompts: torch.Tensor, new_tokens: int) -> float:
+    """The same decode loop with a no-op clock; seconds, timed from outside."""
     t0 = time.perf_counter()
-    logits = session.prefill(prompts)  # type: ignore[attr-defined]
-    next_ids = logits.argmax(dim=-1, keepdim=True)
-    for _ in range(new_tokens - 1):
-        logits = session.decode(next_ids)  # type: ignore[attr-defined]
-        next_ids = logits.argmax(dim=-1, keepdim=True)
+    generate(engine, prompts, new_tokens, NullClock())  # type: ignore[arg-type]
     return time.perf_counter() - t0
 
 
 def instrumentation_cost_s(iterations: int = 200_000) -> float:
-    """Seconds per token of what stepwise_generate adds: clock.stamp() + out.append()."""
+    """Seconds per token of what the clock adds to the loop: one clock.stamp()."""
     clock = HostClock()
-    token = torch.zeros(1, 1, dtype=torch.long)
-    out: list[torch.Tensor] = []
     clock.start()
     t0 = time.perf_counter()
     for _ in range(iterations):
         clock.stamp()
-        out.append(token)
     return (time.perf_counter() - t0) / iterations
 
 
@@ -60,21 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from infer_opt.engines.torch_engine import TorchBackend
-
     ref = resolve(args.model)
-    settings, reason = build_settings(parse_variant(args.variant), "cpu")
-    if reason:
-        raise SystemExit(reason)
-    backend = TorchBackend(ref, settings)
+    stack = build_stack(args.variant, "cpu")
+    if stack.unavailable:
+        raise SystemExit(stack.unavailable)
+    engine = stack.engine(ref, stack.settings)
     prompts = prompt_batch(1, args.prompt, ref.vocab_size, load_tokenizer(ref))
     n = args.tokens
     bare, instrumented = [], []
-    with backend.context():
-        bare_generate(backend, prompts, n)  # warm-up
+    with engine.context():
+        bare_generate(engine, prompts, n)  # warm-up
         for _ in range(args.rounds):
-            bare.append(bare_generate(backend, prompts, n) / n)
-            run = stepwise_generate(backend, prompts, n, HostClock())
+            bare.append(bare_generate(engine, prompts, n) / n)
+            run = generate(engine, prompts, n, HostClock())
             instrumented.append(run.e2e_s / n)
     per_token_bare = Stats.of(bare).p50
     direct = instrumentation_cost_s()

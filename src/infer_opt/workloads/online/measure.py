@@ -1,14 +1,14 @@
-"""Serving an online workload on the torch backend's model and filling the row."""
+"""Serving an online workload through the decode loop on a cell's engine; filling the row."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from infer_opt.core import registry
+from infer_opt.engines import decode
 from infer_opt.workloads.online.arrivals import arrival_times, lengths
-from infer_opt.workloads.online.batcher import Engine
 from infer_opt.workloads.online.metrics import RequestTimes, run_columns
-from infer_opt.workloads.online.policies import policy
 from infer_opt.workloads.online.prompts import shared_prefix_prompts, text_prompts
 from infer_opt.workloads.online.server import Request, ServerClock
 
@@ -31,74 +31,100 @@ def build_requests(w: Any, vocab_size: int, tokenizer: Any, seed: int
     return reqs, prefix
 
 
-def _skip_reason(ctx: Any) -> str | None:
-    if getattr(ctx.backend, "model", None) is None:
-        return (f"online batching policies run on the torch backend's model; backend "
-                f"{ctx.settings.backend!r} has none")
-    if ctx.settings.kv_cache == "none":
-        return "serving policies decode with a KV cache; this variant has none (add kv-cache)"
-    return None
+class OnlineSession:
+    """The online load on one loaded engine: every timed run serves the same seeded requests
+    (arrival times, lengths, prompts) again from scratch."""
 
+    def __init__(self, w: Any, ctx: Any) -> None:
+        self.w, self.ctx = w, ctx
+        self.engine = ctx.engine
+        self.serve = registry.load("policy", w.policy)
+        self.template, self.prefix_ids = build_requests(w, ctx.ref.vocab_size, ctx.tokenizer,
+                                                        ctx.cell.seed)
+        self.prefix: Any = None
+        self.prefix_prefill_ms: float | None = None
+        self.first_call_ms: float | None = None
+        self.runs: list[list[Request]] = []
+        self.steps: list[list[int]] = []
+        self.rounds: list[int] = []
 
-def measure_online(w: Any, ctx: Any, row: dict[str, Any], samples: dict[str, Any]) -> None:
-    row.update(policy=w.policy, arrival=w.arrival,
-               arrival_rate_per_s="" if w.arrival == "offline" else w.arrival_rate_per_s,
-               burstiness=w.burstiness if w.arrival == "gamma" else "",
-               num_requests=w.num_requests, max_batch_size=w.batch_cap,
-               max_wait_ms=w.max_wait_ms if w.policy == "dynamic" else "",
-               prompts=w.prompts, prefix_tokens=w.prefix_tokens or "",
-               prefix_reuse=w.prefix_reuse, ttft_slo_ms=w.ttft_slo_ms or "",
-               tpot_slo_ms=w.tpot_slo_ms or "", e2e_slo_ms=w.e2e_slo_ms or "",
-               slo_target_pct=w.slo_target_pct if w.slos_ms() else "")
-    reason = _skip_reason(ctx)
-    if reason is not None:
-        row.update(status="skipped", reason=reason)
-        return
-    settings, tok = ctx.settings, ctx.tokenizer
-    if settings.kv_cache != "dynamic":
-        settings.notes.append(f"served with a padded DynamicCache (kv_cache={settings.kv_cache} "
-                              "not used: rows join and leave the batch)")
-    if settings.step_wrappers:
-        settings.notes.append("step wrappers are not applied by serving policies")
-    pad_id = 0
-    if tok is not None:
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    engine = Engine(ctx.backend.model, ctx.cell.device, pad_id)
-    serve = policy(w.policy)
-    reqs, prefix_ids = build_requests(w, ctx.ref.vocab_size, tok, ctx.cell.seed)
+    def _fresh(self, arrive_at_once: bool = False, max_new: int | None = None) -> list[Request]:
+        return [Request(id=r.id, arrival_s=0.0 if arrive_at_once else r.arrival_s,
+                        prompt=r.prompt, prompt_len=r.prompt_len,
+                        new_tokens=r.new_tokens if max_new is None else min(r.new_tokens, max_new))
+                for r in self.template]
 
-    with ctx.backend.context():
-        prefix = None
-        if w.prefix_reuse:
-            # Computed once, before the first arrival, as a server with a warm prefix cache.
-            t0 = time.perf_counter()
-            prefix = engine.make_prefix(prefix_ids)
-            _ = prefix.kv[-1][0].sum().item()  # wait for the device
-            row["prefix_prefill_ms"] = (time.perf_counter() - t0) * 1e3
-            settings.notes.append("shared-prefix KV computed once before the first arrival "
-                                  "(prefix_prefill_ms) and copied into every request")
-        # Warm-up, untimed: the same policy and shapes on a few requests arriving at once.
-        n_warm = min(w.warmup_requests, w.num_requests)
-        if n_warm:
-            warm = [Request(id=r.id, arrival_s=0.0, prompt=r.prompt, new_tokens=min(r.new_tokens, 4))
-                    for r in reqs[:n_warm]]
+    def warm_up(self) -> None:
+        w = self.w
+        with self.engine.context():
+            if w.prefix_reuse:
+                # Computed once, before the first arrival, as a server with a warm prefix cache.
+                t0 = time.perf_counter()
+                self.prefix = decode.make_prefix(self.engine, self.prefix_ids)
+                _ = self.prefix.kv[-1][0].sum().item()  # wait for the device
+                self.prefix_prefill_ms = (time.perf_counter() - t0) * 1e3
+            # Untimed: the same policy and shapes on a few requests arriving at once.
+            n_warm = min(w.warmup_requests, w.num_requests)
+            if n_warm:
+                warm = self._fresh(arrive_at_once=True, max_new=4)[:n_warm]
+                self.serve(self.engine, warm, ServerClock(), w, self.prefix)
+                self.first_call_ms = warm[0].stamps_s[0] * 1e3  # cold: first kernels
+        self.ctx.settings.counters.clear()
+
+    def run_once(self, round_index: int) -> float:
+        reqs = self._fresh()
+        with self.engine.context():
             clock = ServerClock()
-            serve(engine, warm, clock, w, prefix)
-            row["first_call_ms"] = warm[0].stamps_s[0] * 1e3  # cold: first kernels, allocator
-        clock = ServerClock()
-        clock.start()
-        stats = serve(engine, reqs, clock, w, prefix)
+            clock.start()
+            stats = self.serve(self.engine, reqs, clock, self.w, self.prefix)
+        self.runs.append(reqs)
+        self.steps.append(stats.step_batch_sizes)
+        self.rounds.append(round_index)
+        # The sampling rule's figure: mean TPOT over requests (e2e when all answers are 1 token).
+        tpot = [t for r in reqs if (t := times(r).tpot_ms) is not None]
+        if not tpot:
+            tpot = [times(r).e2e_ms for r in reqs]
+        return sum(tpot) / len(tpot)
 
-    times = [RequestTimes(r.arrival_s, r.admitted_s if r.admitted_s is not None else r.arrival_s,
-                          r.stamps_s) for r in reqs]
-    row.update(run_columns(times, w.slos_ms(), w.slo_target_pct))
-    steps = stats.step_batch_sizes
-    row["mean_batch_size"] = sum(steps) / len(steps)
-    samples["requests"] = [
-        {"id": r.id, "arrival_s": r.arrival_s, "admitted_s": r.admitted_s,
-         "prompt_tokens": r.prompt_len, "new_tokens": r.new_tokens, "queue_ms": t.queue_ms,
-         "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms, "e2e_ms": t.e2e_ms, "stamps_s": r.stamps_s}
-        for r, t in zip(reqs, times)]
-    samples["tokens"] = [r.tokens for r in reqs]  # greedy ids per request, by request id
-    samples["step_batch_sizes"] = steps
-    samples["warmup_requests"] = n_warm
+    def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
+        w = self.w
+        cols, per_run = run_columns([[times(r) for r in run] for run in self.runs], w.slos_ms(),
+                                    w.slo_target_pct)
+        row.update(cols)
+        all_steps = [s for run in self.steps for s in run]
+        row["mean_batch_size"] = sum(all_steps) / len(all_steps)
+        if self.first_call_ms is not None:
+            row["first_call_ms"] = self.first_call_ms
+        if self.prefix_prefill_ms is not None:
+            row["prefix_prefill_ms"] = self.prefix_prefill_ms
+            self.ctx.settings.notes.append("shared-prefix KV computed once before the first "
+                                           "arrival (prefix_prefill_ms) and copied into every "
+                                           "request")
+        samples["runs"] = {"round": list(self.rounds), **per_run}
+        samples["requests"] = [
+            {"round": rnd, "id": r.id, "arrival_s": r.arrival_s, "admitted_s": r.admitted_s,
+             "prompt_tokens": r.prompt_len, "new_tokens": r.new_tokens,
+             "queue_ms": t.queue_ms, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms,
+             "e2e_ms": t.e2e_ms, "itl_ms": t.itl_ms, "stamps_s": r.stamps_s}
+            for rnd, run in zip(self.rounds, self.runs) for r in run for t in [times(r)]]
+        samples["tokens"] = [r.tokens for r in self.runs[0]]  # greedy ids per request, by id
+        samples["step_batch_sizes"] = self.steps[0]
+        samples["warmup"] = {"requests": min(w.warmup_requests, w.num_requests)}
+
+
+def times(r: Request) -> RequestTimes:
+    return RequestTimes(r.arrival_s, r.admitted_s if r.admitted_s is not None else r.arrival_s,
+                        r.stamps_s)
+
+
+def online_row_columns(w: Any) -> dict[str, Any]:
+    """The load's own columns, filled in every row of the workload (ok or not)."""
+    return dict(policy=w.policy, arrival=w.arrival,
+                arrival_rate_per_s="" if w.arrival == "offline" else w.arrival_rate_per_s,
+                burstiness=w.burstiness if w.arrival == "gamma" else "",
+                num_requests=w.num_requests, max_batch_size=w.batch_cap,
+                max_wait_ms=w.max_wait_ms if w.policy == "dynamic" else "",
+                prompts=w.prompts, prefix_tokens=w.prefix_tokens or "",
+                prefix_reuse=w.prefix_reuse, ttft_slo_ms=w.ttft_slo_ms or "",
+                tpot_slo_ms=w.tpot_slo_ms or "", e2e_slo_ms=w.e2e_slo_ms or "",
+                slo_target_pct=w.slo_target_pct if w.slos_ms() else "")

@@ -7,7 +7,8 @@ Per request (times since the run started, the request arriving at `arrival_s`):
   e2e_ms   = last token - arrival
 Per run, over `duration_s` = first arrival (t = 0) to the last token:
   output_tokens_per_s, requests_per_s, and goodput_requests_per_s = requests that met every
-  SLO given / duration_s (DistServe, Zhong et al. 2024; vLLM's benchmark has the same metric).
+  SLO given / duration_s (DistServe, Zhong et al. 2024; vLLM's benchmark has the same metric);
+  a row keeps the median over its timed runs, and the latencies of all their requests.
 """
 
 from __future__ import annotations
@@ -58,12 +59,26 @@ def meets_slo(req: RequestTimes, slos_ms: dict[str, float]) -> bool:
     return True
 
 
-def run_columns(reqs: list[RequestTimes], slos_ms: dict[str, float], target_pct: float
-                ) -> dict[str, Any]:
-    """Row columns for one served run."""
+THROUGHPUT = ("duration_s", "output_tokens_per_s", "requests_per_s", "goodput_requests_per_s")
+
+
+def run_throughput(reqs: list[RequestTimes], slos_ms: dict[str, float]) -> dict[str, float]:
+    """What one served run achieved, over its duration (t = 0 to its last token)."""
     duration_s = max(r.stamps_s[-1] for r in reqs)
     n_out = sum(len(r.stamps_s) for r in reqs)
     good = sum(meets_slo(r, slos_ms) for r in reqs)
+    return {"duration_s": duration_s, "output_tokens_per_s": n_out / duration_s,
+            "requests_per_s": len(reqs) / duration_s, "goodput_requests_per_s": good / duration_s}
+
+
+def run_columns(runs: list[list[RequestTimes]], slos_ms: dict[str, float], target_pct: float
+                ) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Row columns for the timed runs of one online cell, and the per-run throughputs.
+
+    Latencies pool the requests of every run (a percentile over requests); throughputs are
+    per run (each run serves the whole load), and the row keeps their median.
+    """
+    reqs = [r for run in runs for r in run]
     cols: dict[str, Any] = {}
     cols.update(Stats.of([r.queue_ms for r in reqs]).columns("queue_ms"))
     cols.update(Stats.of([r.ttft_ms for r in reqs]).columns("ttft_ms"))
@@ -74,13 +89,8 @@ def run_columns(reqs: list[RequestTimes], slos_ms: dict[str, float], target_pct:
     itl = [x for r in reqs for x in r.itl_ms]
     if itl:
         cols.update(Stats.of(itl).columns("itl_ms"))
-    met_pct = 100.0 * good / len(reqs)
-    cols.update(
-        duration_s=duration_s,
-        output_tokens_per_s=n_out / duration_s,
-        requests_per_s=len(reqs) / duration_s,
-        goodput_requests_per_s=good / duration_s,
-        slo_met_pct=met_pct,
-        meets_slo=(met_pct >= target_pct) if slos_ms else "",
-    )
-    return cols
+    per_run = {k: [run_throughput(run, slos_ms)[k] for run in runs] for k in THROUGHPUT}
+    cols.update({k: Stats.of(v).p50 for k, v in per_run.items()})
+    met_pct = 100.0 * sum(meets_slo(r, slos_ms) for r in reqs) / len(reqs)
+    cols.update(slo_met_pct=met_pct, meets_slo=(met_pct >= target_pct) if slos_ms else "")
+    return cols, per_run

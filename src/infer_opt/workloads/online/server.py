@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from infer_opt.engines import decode
+
 
 @dataclass
 class Request:
@@ -88,30 +90,34 @@ def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefi
                     stats: Stats) -> Any:
     """Admit `batch`: prefill it as one padded batch, stamp each first token.
 
-    Returns the running batch without the rows that are already finished (new_tokens == 1),
-    or None when none is left.
+    Returns the running rows without those already finished (new_tokens == 1), or None when
+    none is left.
     """
     now = clock.now()
     for r in batch:
         r.admitted_s = now
-    run, first = engine.prefill([r.prompt for r in batch], [r.id for r in batch], prefix)
+    start = 0 if prefix is None else prefix.length
+    capacity = start + max(len(r.prompt) for r in batch) + max(r.new_tokens for r in batch)
+    run, first = decode.prefill(engine, [r.prompt for r in batch], [r.id for r in batch],
+                                capacity, prefix)
+    tokens = first.tolist()  # waits for the device: the tokens are ready
     t = clock.now()
     stats.step_batch_sizes.append(len(batch))
-    for r, tok in zip(batch, first):
+    for r, tok in zip(batch, tokens):
         r.add(tok, t)
-    return engine.select(run, [i for i, r in enumerate(batch) if not r.done])
+    return decode.select(engine, run, [i for i, r in enumerate(batch) if not r.done])
 
 
 def decode_stamped(engine: Any, run: Any, by_id: dict[int, Request], clock: ServerClock,
                    stats: Stats) -> Any:
-    """One decode step for every row; finished rows leave. Returns the batch or None."""
-    toks = engine.decode(run)
+    """One decode step for every row; finished rows leave. Returns the rows or None."""
+    tokens = decode.decode(engine, run).tolist()  # waits for the device
     t = clock.now()
     stats.step_batch_sizes.append(run.size)
     keep = []
-    for i, (rid, tok) in enumerate(zip(run.rows, toks)):
+    for i, (rid, tok) in enumerate(zip(run.ids, tokens)):
         r = by_id[rid]
         r.add(tok, t)
         if not r.done:
             keep.append(i)
-    return engine.select(run, keep)
+    return decode.select(engine, run, keep)

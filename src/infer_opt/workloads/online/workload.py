@@ -9,16 +9,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from infer_opt.core import registry
 from infer_opt.core.errors import UserError
+from infer_opt.workloads.base import Sampled
 from infer_opt.workloads.online.arrivals import ARRIVALS, LENGTHS
 
-POLICIES = ("sequential", "dynamic", "continuous")
 PROMPTS = ("text", "shared-prefix")
 
 
 @dataclass(frozen=True)
-class OnlineWorkload:
-    """Requests with seeded lengths and arrival times, served by `policy`.
+class OnlineWorkload(Sampled):
+    """Requests with seeded lengths and arrival times, served by `policy`; each timed run serves
+    all of them again (the sampling rule of `Sampled` decides how many runs).
 
     prompt_tokens / new_tokens are the mean lengths (`lengths` = fixed or uniform within
     ±length_spread). With prompts = "shared-prefix" every prompt is `prefix_tokens` of a common
@@ -47,11 +49,16 @@ class OnlineWorkload:
     slo_target_pct: float = 90.0
     warmup_requests: int = 2
     kind: str = "online"
+    # Batching policies drive the decode loop: rows join and leave between steps.
+    needs_step_api: ClassVar[bool] = True
+    # Rows join and leave step by step (decode.prefill / decode): a decoder replacing whole
+    # generation (speculative decoding) would not apply, so such stacks are refused here.
+    uses_generate: ClassVar[bool] = False
     group_keys: ClassVar[tuple[str, ...]] = (
         "policies", "num_requests", "arrival", "arrival_rates", "burstiness", "prompt_tokens",
         "new_tokens", "lengths", "length_spread", "max_batch_size", "max_wait_ms", "prompts",
         "prefix_tokens", "prefix_reuse", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms",
-        "slo_target_pct", "warmup_requests")
+        "slo_target_pct", "warmup_requests", *Sampled.sampling_keys)
 
     # --- checks --------------------------------------------------------------------------
     def validate(self, max_context: int | None = None) -> None:
@@ -72,7 +79,8 @@ class OnlineWorkload:
             if v not in allowed:
                 raise UserError(f"workload.{name}", f"{v!r} is not one of {', '.join(allowed)}")
 
-        choice("policy", POLICIES)
+        self.validate_sampling()
+        choice("policy", tuple(registry.names("policy")))
         choice("arrival", ARRIVALS)
         choice("lengths", LENGTHS)
         choice("prompts", PROMPTS)
@@ -137,13 +145,14 @@ class OnlineWorkload:
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
         """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
+        known = registry.names("policy")
         policies = group.get("policies", ["sequential", "dynamic", "continuous"])
         if not isinstance(policies, list) or not policies or not all(
                 isinstance(p, str) for p in policies):
-            raise UserError("policies", f"must be a non-empty list of: {', '.join(POLICIES)}")
+            raise UserError("policies", f"must be a non-empty list of: {', '.join(known)}")
         for p in policies:
-            if p not in POLICIES:
-                raise UserError("policies", f"{p!r} is not one of {', '.join(POLICIES)}")
+            if p not in known:
+                raise UserError("policies", f"{p!r} is not one of {', '.join(known)}")
         arrival = group.get("arrival", "poisson")
         rates = group.get("arrival_rates", [1.0])
         if not isinstance(rates, list) or not rates or not all(
@@ -161,7 +170,18 @@ class OnlineWorkload:
         return [cls(policy=p, arrival_rate_per_s=float(r), prefix_reuse=x, **scalar)
                 for p in policies for r in rates for x in reuses]
 
-    def measure(self, ctx: Any, row: dict[str, Any], samples: dict[str, Any]) -> None:
-        from infer_opt.workloads.online.measure import measure_online
+    def session(self, ctx: Any) -> Any:
+        from infer_opt.workloads.online.measure import OnlineSession
 
-        measure_online(self, ctx, row, samples)
+        return OnlineSession(self, ctx)
+
+    def skip_reason(self, settings: Any) -> str | None:
+        if self.prefix_reuse and settings.kv_cache == "none":
+            return ("prefix reuse copies the prefix's KV cache into each request; this variant "
+                    "has none (add kv-cache)")
+        return None
+
+    def row_columns(self) -> dict[str, Any]:
+        from infer_opt.workloads.online.measure import online_row_columns
+
+        return online_row_columns(self)

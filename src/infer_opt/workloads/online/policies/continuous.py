@@ -2,7 +2,7 @@
 
 Between two decode steps the scheduler admits queued requests while fewer than
 `max_batch_size` sequences are running: it prefills the newcomers as one padded batch, and
-their KV rows join the running cache (`Engine.merge`); rows leave as soon as their last token
+their KV rows join the running cache (`decode.merge`); rows leave as soon as their last token
 is out. Prefill of newcomers is not chunked: it delays the running rows' next token by one
 prefill (as vLLM's default scheduler did before chunked prefill).
 """
@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from infer_opt.workloads.online.server import Arrivals, Request, ServerClock, Stats, decode_stamped, prefill_stamped
+from infer_opt.engines import decode
+from infer_opt.workloads.online.server import (
+    Arrivals,
+    Request,
+    ServerClock,
+    Stats,
+    decode_stamped,
+    prefill_stamped,
+)
 
 
 def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
@@ -35,7 +43,7 @@ def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
             batch = [queue.popleft() for _ in range(min(free, len(queue)))]
             joined = prefill_stamped(engine, batch, clock, prefix, stats)
             if joined is not None:
-                run = engine.merge(run, joined)
+                run = decode.merge(engine, run, joined)
         elif run is not None:
             run = decode_stamped(engine, run, by_id, clock, stats)
         finished = sum(r.done for r in requests)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from infer_opt.workloads.online.server import Arrivals, Request, ServerClock, Stats, decode_stamped, prefill_stamped
+from infer_opt.workloads.online.server import (
+    Arrivals,
+    Request,
+    ServerClock,
+    Stats,
+    decode_stamped,
+    prefill_stamped,
+)
 
 
 def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,

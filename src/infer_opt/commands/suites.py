@@ -1,0 +1,26 @@
+"""`infer-opt suites`: the suites shipped with the package, with their cell counts."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--show", metavar="NAME", default=None, help="print one suite's TOML")
+
+
+def main(args: argparse.Namespace) -> int:
+    from infer_opt.run.suite import load_suite, named_suites
+
+    suites = named_suites()
+    if args.show is not None:
+        load_suite(args.show)  # a one-line error for an unknown name
+        print(suites[args.show].read_text(encoding="utf-8"), end="")
+        return 0
+    width = max(len(n) for n in suites)
+    print(f"{'suite'.ljust(width)}  cells  description")
+    for name in sorted(suites):
+        suite = load_suite(name)
+        print(f"{name.ljust(width)}  {suite.cell_count:5d}  {suite.description}")
+    print("(run one: infer-opt run --suite NAME; or pass a path to your own .toml)")
+    return 0

@@ -1,0 +1,98 @@
+"""Everything an engine needs to know about a variant, as plugins leave it.
+
+A variant is an engine plus a stack of optimizations (`ort+int8-dynamic`, `kv-cache+sdpa+bf16`
+on the default torch engine). Each plugin edits one `Settings` in order; the engine reads only
+`Settings`, never a plugin's name. Which engine honours which field is declared by the engine
+(`Engine.honours`), and a stack whose settings use a field the engine would ignore is refused
+before anything runs (core/stack.py): a row is never named for an optimization that did not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from infer_opt.core.errors import UserError
+
+# The pinned baseline: fp32, eager attention, no KV cache (every step recomputes the whole
+# sequence), batch 1 (a workload parameter). Nothing is left to a library default.
+BASELINE_DTYPE = "float32"
+BASELINE_ATTENTION = "eager"
+BASELINE_KV_CACHE = "none"
+
+KV_CACHE_KINDS = ("none", "dynamic", "static")
+DTYPES = ("float32", "float16", "bfloat16")
+
+# Settings fields an engine may or may not honour (Engine.honours); a non-empty one on an engine
+# that does not honour it refuses the stack.
+HOOKS = ("load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder")
+
+# A post-load model edit (quantize, prune, ...): (model, settings) -> model.
+ModelTransform = Callable[[Any, "Settings"], Any]
+# Wraps the engine's forward step. A step takes one `StepInput` (engines/base.py) and returns
+# logits [B, K, V]; a wrapper gets (step, settings) and returns a new step.
+StepWrapper = Callable[[Callable[[Any], Any], "Settings"], Callable[[Any], Any]]
+# Replaces plain greedy generation of a static batch (speculative decoding):
+# (engine, prompts [B, P], new_tokens, clock) -> BatchRun, driving engine.step.
+Decoder = Callable[[Any, Any, int, Any], Any]
+
+
+@dataclass
+class Settings:
+    """What a variant runs with. Plugins edit it, in order, through `set` and `set_option` for
+    scalars (so two plugins that disagree are refused) and by appending to the lists."""
+
+    device: str = "cpu"
+    engine: str = "torch"
+    dtype: str = BASELINE_DTYPE
+    attn_implementation: str = BASELINE_ATTENTION
+    kv_cache: str = BASELINE_KV_CACHE
+    # Extra keyword arguments for `from_pretrained` (e.g. quantization_config).
+    load_kwargs: dict[str, Any] = field(default_factory=dict)
+    model_transforms: list[ModelTransform] = field(default_factory=list)
+    step_wrappers: list[StepWrapper] = field(default_factory=list)
+    # Context managers entered around every timed request (e.g. a forced SDPA backend).
+    contexts: list[Callable[[], AbstractContextManager[Any]]] = field(default_factory=list)
+    # Engine options, typed by the engine (Engine.options): checked before any cell runs.
+    options: dict[str, Any] = field(default_factory=dict)
+    # A decoding strategy that replaces plain greedy steps in `decode.generate` (None: plain).
+    decoder: Decoder | None = None
+    # Human-readable remarks that end up in the row's `notes` column.
+    notes: list[str] = field(default_factory=list)
+    # Numbers a plugin measures itself (e.g. compile_s); each must be declared in the plugin's
+    # `metrics`, and lands in the row's column of the same name.
+    metrics: dict[str, float] = field(default_factory=dict)
+    # Running counts a plugin keeps while requests run (tokens drafted, accepted, ...); workloads
+    # clear them after the warm-up, so metrics derived from them cover the timed runs only.
+    counters: dict[str, float] = field(default_factory=dict)
+    # A plugin whose cost depends on shapes (compile) asks for warm-up runs of full length.
+    warmup_full_length: bool = False
+    # Which plugin set which field, to refuse contradictory stacks.
+    owners: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def set(self, name: str, value: Any, by: str) -> None:
+        """Set a scalar field, refusing a second plugin that wants another value."""
+        self._claim(name, getattr(self, name), value, by)
+        setattr(self, name, value)
+
+    def set_option(self, name: str, value: Any, by: str) -> None:
+        """Set an engine option (typed by the engine), refusing a second plugin that wants
+        another value."""
+        self._claim(f"option {name}", self.options.get(name), value, by)
+        self.options[name] = value
+
+    def exclusive(self, what: str, by: str) -> None:
+        """Claim something only one plugin of a stack may do (e.g. compile the decode step)."""
+        self._claim(what, self.owners.get(what), by, by)
+
+    def _claim(self, name: str, current: Any, value: Any, by: str) -> None:
+        owner = self.owners.get(name)
+        if owner is not None and owner != by and current != value:
+            raise UserError("variant", f"'{owner}' and '{by}' both set {name} ({current!r} vs "
+                                       f"{value!r}); keep one of them")
+        self.owners[name] = by
+
+    def hooks_used(self) -> list[str]:
+        return [h for h in HOOKS if getattr(self, h) not in (None, [], {})]

@@ -1,0 +1,163 @@
+"""A variant string, parsed and validated as a whole before any cell runs.
+
+Grammar: parts joined with '+'; each part is a registered engine or plugin name, optionally
+with typed parameters in brackets:
+
+    kv-cache+sdpa+bf16                  torch engine (the default), three optimizations
+    ort+int8-dynamic                    ONNX Runtime engine, its dynamic int8 quantization
+    vllm[enable_prefix_caching=true]    an engine with one of its typed options
+    kv-cache+prune-magnitude[sparsity=0.5]
+
+At most one engine per variant. The stack is refused (one line, exit 2, nothing written) when
+a name or parameter is unknown, when two plugins disagree on a field, when a plugin does not
+work on the engine, when the final settings contradict what a plugin needs, or when they use a
+setting the engine would ignore: a row must never be named for an optimization that did not run.
+A stack that is valid but cannot run on this machine (no CUDA, a missing package) is kept: its
+rows are `skipped` with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from infer_opt.core import registry
+from infer_opt.core.errors import UserError
+from infer_opt.core.params import check_all, parse_value
+from infer_opt.core.plugin import Metric, Plugin
+from infer_opt.core.settings import Settings
+
+DEFAULT_ENGINE = "torch"
+PART = re.compile(r"^([A-Za-z0-9][\w.:-]*)(?:\[([^\[\]]*)\])?$")
+
+
+@dataclass
+class Stack:
+    variant: str
+    engine: Any  # the engine class (engines/base.Engine subclass)
+    plugins: list[Plugin]
+    settings: Settings
+    unavailable: str | None  # why it cannot run here; its rows are skipped
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        out: list[Metric] = list(getattr(self.engine, "metrics", ()))
+        for p in self.plugins:
+            out += p.metrics
+        return tuple(out)
+
+
+def split_variant(variant: str) -> list[tuple[str, dict[str, Any]]]:
+    """'kv-cache+prune[sparsity=0.5]' -> [('kv-cache', {}), ('prune', {'sparsity': 0.5})]."""
+    if not isinstance(variant, str) or not variant.strip():
+        raise UserError("variant", "empty variant; use plugin names joined with '+'")
+    parts: list[tuple[str, dict[str, Any]]] = []
+    for raw in variant.split("+"):
+        m = PART.match(raw.strip())
+        if m is None:
+            raise UserError("variant", f"malformed part {raw!r} in {variant!r}; expected NAME or "
+                                       "NAME[key=value,...] joined with '+'")
+        params: dict[str, Any] = {}
+        for item in filter(None, (x.strip() for x in (m.group(2) or "").split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise UserError("variant", f"parameter {item!r} in {variant!r} is not key=value")
+            params[key.strip()] = parse_value(value)
+        parts.append((m.group(1), params))
+    names = [n for n, _ in parts]
+    for n in names:
+        if names.count(n) > 1:
+            raise UserError("variant", f"{n!r} appears twice in {variant!r}")
+    return parts
+
+
+def _unknown(name: str, variant: str) -> UserError:
+    return UserError("variant", f"unknown plugin {name!r} in {variant!r}; plugins: "
+                                f"{', '.join(registry.names('plugin'))}; engines: "
+                                f"{', '.join(registry.names('engine'))}")
+
+
+def build_stack(variant: str, device: str) -> Stack:
+    """Parse, apply every plugin in order and validate the result (see module docstring)."""
+    parts = split_variant(variant)
+    engines = set(registry.names("engine"))
+    plugins_known = set(registry.names("plugin"))
+    engine_parts = [(n, p) for n, p in parts if n in engines]
+    if len(engine_parts) > 1:
+        raise UserError("variant", f"{variant!r} names {len(engine_parts)} engines "
+                                   f"({', '.join(n for n, _ in engine_parts)}); use one")
+    engine_name, engine_values = engine_parts[0] if engine_parts else (DEFAULT_ENGINE, {})
+    engine = registry.load("engine", engine_name)
+    settings = Settings(device=device, engine=engine_name)
+    engine.defaults(settings)
+    for key, value in check_all(engine.options, engine_values,
+                                f"variant {variant}: engine {engine_name}").items():
+        if key in engine_values:
+            settings.set_option(key, value, by=engine_name)
+    plugins: list[Plugin] = []
+    for name, values in parts:
+        if name in engines:
+            continue
+        if name not in plugins_known:
+            raise _unknown(name, variant)
+        plugin = registry.load("plugin", name)(**values)
+        if engine_name not in plugin.engines:
+            hint = "" if engine_parts else f" (add one of them, e.g. {plugin.engines[0]}+{name})"
+            raise UserError("variant", f"{name!r} works on engines {', '.join(plugin.engines)}; "
+                                       f"{variant!r} runs on {engine_name}{hint}")
+        plugin.apply(settings)
+        plugins.append(plugin)
+    _check(variant, engine, plugins, settings)
+    return Stack(variant, engine, plugins, settings, _unavailable(engine, plugins, settings))
+
+
+def _who(settings: Settings, field: str) -> str:
+    owner = settings.owners.get(field)
+    return f" (set by {owner!r})" if owner else ""
+
+
+def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings) -> None:
+    """What the finished settings must satisfy; each failure is one line naming the conflict."""
+    for p in plugins:
+        if p.needs_kv_cache and settings.kv_cache not in p.needs_kv_cache:
+            raise UserError("variant", f"{p.name!r} needs kv_cache {' or '.join(p.needs_kv_cache)};"
+                                       f" {variant!r} has {settings.kv_cache}"
+                                       f"{_who(settings, 'kv_cache')}")
+        if p.needs_dtype and settings.dtype not in p.needs_dtype:
+            raise UserError("variant", f"{p.name!r} needs dtype {' or '.join(p.needs_dtype)}; "
+                                       f"{variant!r} has {settings.dtype}{_who(settings, 'dtype')}")
+    for field, allowed in (("dtype", engine.dtypes), ("kv_cache", engine.kv_caches),
+                           ("attn_implementation", engine.attn_implementations)):
+        value = getattr(settings, field)
+        if allowed and value not in allowed:
+            raise UserError("variant", f"engine {engine.name} runs {field} "
+                                       f"{', '.join(allowed)}; {variant!r} sets {value}"
+                                       f"{_who(settings, field)}")
+        if not allowed and field in settings.owners and settings.owners[field] != engine.name:
+            raise UserError("variant", f"engine {engine.name} chooses its own {field}; "
+                                       f"{variant!r} sets it{_who(settings, field)}")
+    ignored = [h for h in settings.hooks_used() if h not in engine.honours]
+    if ignored:
+        raise UserError("variant", f"engine {engine.name} does not apply {ignored[0]}, which "
+                                   f"{variant!r} uses; it applies: "
+                                   f"{', '.join(sorted(engine.honours)) or 'none'}")
+    declared = {p.name: p for p in engine.options}
+    for key, value in settings.options.items():
+        if key not in declared:
+            raise UserError("variant", f"engine option {key!r} set by "
+                                       f"{settings.owners.get('option ' + key, '?')!r} is not an "
+                                       f"option of engine {engine.name}; options: "
+                                       f"{', '.join(sorted(declared)) or 'none'}")
+        declared[key].check(value, f"variant {variant}: engine {engine.name}")
+
+
+def _unavailable(engine: Any, plugins: list[Plugin], settings: Settings) -> str | None:
+    reason = engine.unavailable_reason(settings)
+    if reason is not None:
+        return f"{engine.name}: {reason}"
+    for p in plugins:
+        reason = p.unavailable_reason(settings)
+        if reason is not None:
+            return f"{p.name}: {reason}"
+    return None
