@@ -118,7 +118,9 @@ def test_cache_key_changes_with_every_recipe_field() -> None:
 def test_distill_builds_once_into_the_cache(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("INFER_OPT_CACHE", str(tmp_path))
     recipe = Recipe(teacher="tiny-random", layers=1, steps=4, batch=2, seq_len=64)
+    assert distill.cached_student(recipe) is None
     out = distill.distill(recipe, threads=1)
+    assert distill.cached_student(recipe) == out
     assert out.parent == tmp_path / "students" and out.name.startswith("tiny-random-llama-v1-1L-")
     for name in ("config.json", "model.safetensors", "distill.json", "loss.png"):
         assert (out / name).is_file(), name

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from infer_opt.core.models import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"teacher (default: {DEFAULT_MODEL})")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a teacher given as a Hugging Face id be downloaded (default: offline)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--layers", type=int, default=None,
                        help="layers the student keeps (default: half of the teacher's)")
@@ -84,10 +86,9 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def _check_against_teacher(recipe: Recipe, ref: ModelRef) -> None:
     """Layer counts and sequence length that only the teacher's config can judge."""
-    import json
-    from pathlib import Path
+    from infer_opt.compression.distill import teacher_layers
 
-    n = int(json.loads((Path(ref.path) / "config.json").read_text())["num_hidden_layers"])
+    n = teacher_layers(ref)
     if recipe.keep_layers is not None and recipe.keep_layers[-1] >= n:
         raise UserError("keep-layers",
                         f"{ref.name} has layers 0..{n - 1}, got index {recipe.keep_layers[-1]}")

@@ -21,17 +21,18 @@ model.safetensors, tokenizer files) plus distill.json (recipe, losses, wall time
 The key hashes the recipe, the teacher weights, the corpus and the library versions. Built in a
 temp dir and renamed, under a file lock, so two processes never train the same recipe twice.
 
-Plugin notes (`distilled[layers=15]`, torch engine): the student is a different checkpoint, so
-the plugin points the engine at `distill(recipe)`'s directory (not a model transform); the
-un-trained control is a transform: `layer_dropped_student(model, keep)` (keep from
-`choose_layers`). Fidelity must still be measured against the *teacher's* baseline reference.
+Plugin notes (`distilled`, torch engine): the student is a different checkpoint, so the plugin
+points the engine at `cached_student()` (None: skip the row with "run `infer-opt distill`";
+never train inside a benchmark row). The un-trained control is a model transform on the
+teacher: `keep_layers(model, student_layers(Recipe(), model))` (in place, no copy needed).
+Fidelity must be measured against the *teacher's* baseline reference, not the student's own.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -40,8 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from infer_opt.compression import corpus
 from infer_opt.compression.layers import block_influence, keep_layers, least_important
-from infer_opt.core.models import DEFAULT_MODEL, ModelRef, cache_root
+from infer_opt.core.models import DEFAULT_MODEL, ModelRef, cache_root, locked, publish
 
 # Bump when the training code changes what a recipe produces, so stale students are not reused.
 RECIPE_VERSION = 1
@@ -285,18 +285,27 @@ def _record_val(hist: History, student: Any, val: ValSet, recipe: Recipe,
 
 
 def weights_digest(ref: ModelRef) -> str:
-    """Identity of the teacher's weights: sha256 of config.json and *.safetensors (~1 s for
-    SmolLM2's 540 MB), so a re-converted teacher never reuses an old student."""
+    """Identity of the teacher's weights: sha256 of config.json and *.safetensors, so a
+    re-converted teacher never reuses an old student."""
     if not ref.local:
         return ref.path  # a hub id: its name is all we know without downloading
     h = hashlib.sha256()
     root = Path(ref.path)
     for f in [root / "config.json", *sorted(root.glob("*.safetensors"))]:
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
+        st = f.stat()
+        h.update(f"{f.name}:{_file_digest(str(f), st.st_size, st.st_mtime_ns)}".encode())
     return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    # Hashing SmolLM2's 540 MB takes a second or two: once per process per file version, so a
+    # plugin asking for cached_student() on every row does not pay it again.
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def recipe_key(recipe: Recipe, teacher_id: str) -> dict[str, Any]:
@@ -313,18 +322,6 @@ def recipe_key(recipe: Recipe, teacher_id: str) -> dict[str, Any]:
 
 def key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # The same pattern as core/models.py's private helper (not imported: it is private there).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def plot_losses(hist: History, path: Path, title: str = "") -> bool:
@@ -371,16 +368,32 @@ def student_layers(recipe: Recipe, teacher: Any) -> list[int]:
     return choose_layers(teacher, n, recipe.select, ids)
 
 
+def teacher_layers(ref: ModelRef) -> int:
+    """The teacher's decoder layer count, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(ref.path).num_hidden_layers)
+
+
 def student_dir(recipe: Recipe, ref: ModelRef) -> Path:
     """Where the recipe's student lives. Cheap: no model load, only hashes.
 
     The key holds the recipe as given, not the chosen layer indices: they follow from the
     teacher weights, the corpus and the rule, which the key also holds.
     """
-    n_layers = int(json.loads((Path(ref.path) / "config.json").read_text())["num_hidden_layers"])
     key = recipe_key(recipe, weights_digest(ref))
     return cache_root() / "students" / (
-        f"{Path(ref.path).name}-{n_keep(recipe, n_layers)}L-{key_digest(key)}")
+        f"{Path(ref.path).name}-{n_keep(recipe, teacher_layers(ref))}L-{key_digest(key)}")
+
+
+def cached_student(recipe: Recipe | None = None) -> Path | None:
+    """The directory of the recipe's student (default: the default recipe's) if it is already
+    built, else None. Never trains; for plugins that use the student (spec-student, distilled)."""
+    from infer_opt.core.models import resolve
+
+    recipe = recipe if recipe is not None else Recipe()
+    target = student_dir(recipe, resolve(recipe.teacher))
+    return target if (target / "config.json").is_file() else None
 
 
 def distill(recipe: Recipe, threads: int = 2,
@@ -392,15 +405,13 @@ def distill(recipe: Recipe, threads: int = 2,
     target = student_dir(recipe, ref)
     if (target / "config.json").is_file():
         return target
-    with _locked(target):
+    with locked(target):
         if (target / "config.json").is_file():  # another process finished it meanwhile
             return target
         build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
         try:
             _build(recipe, ref, threads, build, log)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(build, target)  # readers never see a half-written student
+            publish(build, target)  # atomic rename: readers never see a half-written student
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             raise
