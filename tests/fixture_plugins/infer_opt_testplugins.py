@@ -109,7 +109,7 @@ class CountsSteps(Plugin):
     name = "test-count"
     summary = "counts forward steps into its own metric column"
     engines = ("torch", "ort")
-    metrics = (Metric("test_forward_steps", None, "forward steps, warm-up included"),)
+    metrics = (Metric("test_forward_steps", "lower", "forward steps, warm-up included"),)
 
     def apply(self, settings: Settings) -> None:
         def wrap(step: Any, s: Settings) -> Any:
