@@ -200,3 +200,44 @@ def test_round_order_is_a_seeded_shuffle() -> None:
     assert orders == [round_order(variants, 0, 0, r) for r in range(8)]  # reproducible
     assert round_order(variants, 1, 0, 0) != round_order(variants, 0, 0, 0) or \
         round_order(variants, 1, 0, 1) != round_order(variants, 0, 0, 1)
+
+
+def test_an_engine_with_its_own_environment_runs_under_its_python(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker of such an engine is a process of that environment's Python, in the same
+    interleaved rounds and the same CSV as the others; without the environment its rows are
+    skipped with the reason."""
+    import sys
+
+    from infer_opt.engines.base import environment_reason
+
+    # The "environment": a launcher that marks the processes it starts, then runs this Python.
+    python = tmp_path / "env" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f"#!/bin/sh\nINFER_OPT_TEST_ENV_MARK=yes exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("INFER_OPT_PYTHON_TEST_ENV", str(python))
+    environment_reason.cache_clear()
+    body = SUITE.replace(
+        '''variants = ["baseline", "kv-cache", "static-cache", "kv-cache+sdpa", "sdpa-flash",
+            "test-raise", "test-missing"]''', 'variants = ["kv-cache", "test-env"]'
+    ).replace("batch_sizes = [1, 3]", "batch_sizes = [2]")
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    assert rows["test-env"]["status"] == "ok", rows["test-env"]["reason"]
+    assert "worker started by the test environment: yes" in rows["test-env"]["notes"]
+    samples = {json.loads(x)["variant"]: json.loads(x) for x in
+               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()}
+    assert samples["test-env"]["tokens"] == samples["kv-cache"]["tokens"]
+    assert samples["test-env"]["runs"]["round"] == samples["kv-cache"]["runs"]["round"]
+
+    monkeypatch.setenv("INFER_OPT_PYTHON_TEST_ENV", str(tmp_path / "missing" / "python"))
+    environment_reason.cache_clear()
+    csv_path = run_suite(suite, tmp_path / "results2", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    assert rows["test-env"]["status"] == "skipped"
+    assert rows["test-env"]["reason"].startswith(
+        "test-env: needs its own environment .venv-test-env (make setup-test-env)")

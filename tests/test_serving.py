@@ -371,3 +371,11 @@ warmup_runs = 1
         assert int(float(r["test_forward_steps"])) == len(s["step_batch_sizes"]) > 0
     # Static batch: (1 warm-up + 2 timed runs) x (prefill + 2 decode steps).
     assert int(float(rows[6]["test_forward_steps"])) == 3 * 3
+    # The declared column reaches the table and compare too.
+    from infer_opt.results.compare import compare
+    from infer_opt.results.io import read_run
+    from infer_opt.results.table import render
+
+    assert "| test_forward_steps |" in render(csv_path).split("## Plugin metrics", 1)[1]
+    cmp = compare(read_run(csv_path), read_run(csv_path), absolute=True)
+    assert any(m.metric == "test_forward_steps" for r in cmp.rows for m in r.metrics)

@@ -109,7 +109,7 @@ class CountsSteps(Plugin):
     name = "test-count"
     summary = "counts forward steps into its own metric column"
     engines = ("torch", "ort")
-    metrics = (Metric("test_forward_steps", None, "forward steps, warm-up included"),)
+    metrics = (Metric("test_forward_steps", "lower", "forward steps, warm-up included"),)
 
     def apply(self, settings: Settings) -> None:
         def wrap(step: Any, s: Settings) -> Any:
@@ -142,3 +142,25 @@ class CrashesInTimedRuns(Plugin):
             return maybe_die
 
         settings.step_wrappers.append(wrap)
+
+
+class EnvEngine:
+    """An engine that lives in an environment of its own (here: whatever Python
+    $INFER_OPT_PYTHON_TEST_ENV names); otherwise the torch engine with a KV cache."""
+
+    from infer_opt.engines.torch_engine import TorchEngine as _Base
+
+    class Engine(_Base):
+        name = "test-env"
+        summary = "the torch engine, run under another environment's Python"
+        environment = ".venv-test-env"
+        kv_caches = ("dynamic",)
+
+        @classmethod
+        def defaults(cls, settings: Settings) -> None:
+            settings.set("kv_cache", "dynamic", by=cls.name)
+
+        def __init__(self, ref: Any, settings: Settings) -> None:
+            super().__init__(ref, settings)
+            mark = os.environ.get("INFER_OPT_TEST_ENV_MARK", "no")
+            settings.notes.append(f"worker started by the test environment: {mark}")

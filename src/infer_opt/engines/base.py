@@ -15,8 +15,12 @@ Engines register under the entry-point group `infer_opt.engines`, like plugins.
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,6 +31,39 @@ from infer_opt.core.plugin import Metric, missing_package
 from infer_opt.core.roofline import WeightBytes
 from infer_opt.core.settings import DTYPES, KV_CACHE_KINDS, Settings
 from infer_opt.core.timing import Clock
+
+
+def environment_python(engine: str, environment: str) -> Path | None:
+    """The Python of an engine's own environment: $INFER_OPT_PYTHON_<ENGINE> if set, else
+    <environment>/bin/python in the current directory or the checkout this package runs from."""
+    override = os.environ.get(f"INFER_OPT_PYTHON_{engine.upper().replace('-', '_')}")
+    if override:
+        return Path(override) if Path(override).is_file() else None
+    checkout = Path(__file__).resolve().parents[3]  # src/infer_opt/engines/base.py -> root
+    for root in (Path.cwd(), checkout):
+        python = root / environment / "bin" / "python"
+        if python.is_file():
+            return python
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def environment_reason(engine: str, environment: str, packages: tuple[str, ...]) -> str | None:
+    """Why the engine's own environment cannot run it: missing, or lacking a package (probed
+    once per process, in that environment's interpreter)."""
+    python = environment_python(engine, environment)
+    if python is None:
+        return (f"needs its own environment {environment} (make setup-{engine}), not found "
+                f"here or in $INFER_OPT_PYTHON_{engine.upper().replace('-', '_')}")
+    probe = "import importlib.util, sys; sys.exit(next((i for i, p in enumerate(sys.argv[1:], " \
+            "1) if importlib.util.find_spec(p) is None), 0))"
+    proc = subprocess.run([str(python), "-c", probe, "infer_opt", *packages],
+                          capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        missing = (["infer_opt", *packages][proc.returncode - 1]
+                   if 0 < proc.returncode <= len(packages) + 1 else "?")
+        return f"package '{missing}' is not installed in {environment} (make setup-{engine})"
+    return None
 
 
 @dataclass
@@ -114,6 +151,11 @@ class Engine:
     metrics: ClassVar[tuple[Metric, ...]] = ()
     # True: new_cache / step / kv / cache_from_kv drive the decode loop.
     step_api: ClassVar[bool] = True
+    # An engine that pins its own dependencies lives in a virtual environment of its own (a
+    # folder beside the checkout's .venv, e.g. ".venv-llamacpp", made by its make target): its
+    # workers run under that environment's Python (run/rounds.py), in the same interleaved
+    # rounds as every other variant. None: this interpreter.
+    environment: ClassVar[str | None] = None
 
     facts: ModelFacts
     settings: Settings
@@ -126,6 +168,8 @@ class Engine:
     def unavailable_reason(cls, settings: Settings) -> str | None:
         if cls.requires_cuda and not settings.device.startswith("cuda"):
             return f"needs CUDA (device is {settings.device})"
+        if cls.environment is not None:
+            return environment_reason(cls.name, cls.environment, cls.requires_packages)
         return missing_package(cls.requires_packages)
 
     # --- helpers for subclasses ---------------------------------------------------------

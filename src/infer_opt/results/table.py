@@ -128,12 +128,30 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
     if online and all(r.get("workload") == "online" for r in rows):
         lines = []  # nothing static to show: only the online section
     spec = render_speculative(rows, tokens)
+    plugin = plugin_metrics_section(rows, run.extra_columns)
     notes = [f"note: {n}" for n in run.notes]
     if any(_busy(r) for r in rows):
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
-            + "\n" + (online and "\n" + online) + (spec and "\n" + spec) + footer
-            + pareto_section(rows, reference, also))
+            + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
+            + (plugin and "\n" + plugin) + footer + pareto_section(rows, reference, also))
+
+
+def plugin_metrics_section(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
+    """The metric columns plugins declared (core/plugin.Metric), for the rows that filled
+    them: a third-party metric is in the table as soon as its plugin declares it."""
+    filled = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
+    mine = [r for r in rows if any(r.get(c) not in (None, "") for c in filled)]
+    if not mine:
+        return ""
+    head = ["variant", "workload", *filled]
+    lines = ["## Plugin metrics\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in mine:
+        where = (f"bs {r.get('batch_size')}, {r.get('prompt_tokens')}/{r.get('new_tokens')}"
+                 if r.get("workload") != "online" else f"online {r.get('policy', '')}")
+        lines.append("| " + " | ".join([r["variant"], where] + [_f(r.get(c), 3) for c in filled])
+                     + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _kl(value: Any) -> str:

@@ -20,15 +20,19 @@ from __future__ import annotations
 import math
 import os
 import random
+import socket
+import subprocess
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from infer_opt.core.sampling import SamplingRule
 from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
+from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
 
 Row = tuple[Cell, dict[str, Any], dict[str, Any]]
@@ -73,19 +77,36 @@ class WorkerGone(Exception):
 
 
 class WorkerHandle:
-    """The coordinator's side of one variant's worker process."""
+    """The coordinator's side of one variant's worker process.
 
-    def __init__(self, first: Cell, timeout_s: float, env: dict[str, str | None]) -> None:
+    Usually a child of the forkserver (torch already imported); for an engine with an
+    environment of its own (Engine.environment), a process of that environment's Python,
+    connected over a socket pair: the same worker code and messages either way.
+    """
+
+    def __init__(self, first: Cell, timeout_s: float, env: dict[str, str | None],
+                 python: Path | None = None) -> None:
+        from multiprocessing.connection import Connection
+
         from infer_opt.run.runner import process_context
         from infer_opt.run.worker import worker_main
 
-        ctx = process_context()
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=worker_main, args=(child, first.to_dict(), env),
-                                daemon=True)
-        self.proc.start()
-        child.close()
         self.timeout_s = timeout_s
+        if python is None:
+            ctx = process_context()
+            self.conn, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, first.to_dict(), env),
+                               daemon=True)
+            proc.start()
+            child.close()
+            self.proc: Any = proc
+        else:
+            ours, theirs = socket.socketpair()
+            self.proc = _Popen([str(python), "-m", "infer_opt.run.worker",
+                                str(theirs.fileno())], pass_fds=(theirs.fileno(),))
+            theirs.close()
+            self.conn = Connection(ours.detach())
+            self.conn.send((first.to_dict(), env))
         self.reply("load")
 
     def call(self, *msg: Any) -> Any:
@@ -123,6 +144,23 @@ class WorkerHandle:
                 pass
             self.proc.join(10)
         self.kill()
+
+
+class _Popen(subprocess.Popen):  # type: ignore[type-arg]
+    """subprocess.Popen with the multiprocessing.Process calls WorkerHandle uses."""
+
+    def is_alive(self) -> bool:
+        return self.poll() is None
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.returncode
 
 
 def _exit_reason(code: int | None) -> str:
@@ -181,8 +219,11 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[
             if stacks[v].unavailable is not None:
                 continue
             cell = next(c for c in job.cells if c.variant == v)
+            engine = stacks[v].engine
+            python = (environment_python(engine.name, engine.environment)
+                      if engine.environment else None)
             try:
-                workers[v] = WorkerHandle(cell, job.timeout_s, env)
+                workers[v] = WorkerHandle(cell, job.timeout_s, env, python)
             except WorkerGone as exc:
                 gone[v] = str(exc)
                 log(f"  {v}: worker did not start: {exc}")

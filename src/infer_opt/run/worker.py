@@ -182,3 +182,18 @@ def worker_main(conn: Any, first_cell: dict[str, Any], env: dict[str, str | None
             conn.send(("error", one_line(exc)))
         else:
             conn.send(("ok", result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m infer_opt.run.worker FD`: a worker in another environment's interpreter,
+    talking to the coordinator over the inherited socket FD (run/rounds.WorkerHandle)."""
+    from multiprocessing.connection import Connection
+
+    args = sys.argv[1:] if argv is None else argv
+    conn = Connection(int(args[0]))
+    first_cell, env = conn.recv()
+    worker_main(conn, first_cell, env)
+
+
+if __name__ == "__main__":
+    main()
