@@ -347,7 +347,7 @@ def test_tiny_suite_rows_carry_the_speculative_columns(tmp_path: Path) -> None:
     assert samples[1]["tokens"] == samples[2]["tokens"] == samples[0]["tokens"]
     text = render(csv_path, reference="kv-cache")
     assert "12/12" in text  # greedy = ref
-    section = text.split("## Speculative decoding")[1].split("\nmodel ")[0]
+    section = text.split("## Speculative decoding")[1].split("## Plugin metrics")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("| kv-cache+spec-")]
     assert len(lines) == 2 and all(ln.endswith("x | 12/12 |") for ln in lines)  # vs kv-cache
 
