@@ -180,3 +180,53 @@ def test_keep_layers_refuses_bad_indices(tiny) -> None:
     for bad in ([], [1, 0], [0, 0], [2]):
         with pytest.raises(ValueError):
             keep_layers(tiny, bad)
+
+
+# --- the plugins, on the tiny model through the suite -----------------------------------------
+
+PLUGIN_SUITE = """
+model = "tiny-random"
+device = "cpu"
+threads = 1
+[[group]]
+variants = ["kv-cache", "kv-cache+prune-magnitude[sparsity=0.5]", "kv-cache+prune-2-4",
+            "kv-cache+sparse-2-4+bf16", "kv-cache+prune-mlp[fraction=0.25]",
+            "kv-cache+prune-layers[n=1]", "kv-cache+distilled", "kv-cache+distilled[trained=false]"]
+batch_sizes = [1]
+prompt_tokens = 8
+new_tokens = 4
+min_repeats = 2
+max_repeats = 2
+"""
+
+
+def test_pruning_plugins_rows(tmp_path) -> None:
+    import csv
+
+    from infer_opt.run.runner import run_suite
+    from infer_opt.run.suite import load_suite
+
+    from .conftest import write_suite
+
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", PLUGIN_SUITE)))
+    csv_path = run_suite(suite, tmp_path / "r", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    for v in ("kv-cache+prune-magnitude[sparsity=0.5]", "kv-cache+prune-2-4"):
+        assert rows[v]["status"] == "ok", rows[v]["reason"]
+        assert float(rows[v]["weights_zero_pct"]) == pytest.approx(50.0, abs=0.01)
+    assert rows["kv-cache+sparse-2-4+bf16"]["reason"] == (
+        "sparse-2-4: 2:4 sparse kernels need CUDA (device is cpu)")
+    mlp, layers = rows["kv-cache+prune-mlp[fraction=0.25]"], rows["kv-cache+prune-layers[n=1]"]
+    assert "MLP 128 -> 96 channels" in mlp["notes"]
+    assert "dropped layers" in layers["notes"]
+    # Structured pruning really shrinks what is stored.
+    for r in (mlp, layers):
+        assert float(r["weight_mb"]) < float(rows["kv-cache"]["weight_mb"])
+    assert rows["kv-cache+distilled"]["status"] == "skipped"
+    assert rows["kv-cache+distilled"]["reason"] == (
+        "distilled: no distilled student cached for tiny-random; build it with "
+        "`infer-opt distill`")
+    untrained = rows["kv-cache+distilled[trained=false]"]
+    assert untrained["status"] == "ok" and "untrained, teacher layers" in untrained["notes"]
+    assert untrained["kl_mean"] not in ("", "0")  # half the layers change the answers

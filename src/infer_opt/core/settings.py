@@ -27,7 +27,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 # Settings fields an engine may or may not honour (Engine.honours); a non-empty one on an engine
 # that does not honour it refuses the stack.
-HOOKS = ("load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder")
+HOOKS = ("model_path", "load_kwargs", "model_transforms", "step_wrappers", "contexts",
+         "decoder")
 
 # A post-load model edit (quantize, prune, ...): (model, settings) -> model.
 ModelTransform = Callable[[Any, "Settings"], Any]
@@ -46,6 +47,11 @@ class Settings:
 
     device: str = "cpu"
     engine: str = "torch"
+    # The suite's model (its name, as in the row); plugins that bring weights of their own
+    # (a distilled student) look them up for it. "" when a stack is built without a model.
+    model: str = ""
+    # Weights to load instead of the model's own (a directory); None: the model's.
+    model_path: str | None = None
     dtype: str = BASELINE_DTYPE
     attn_implementation: str = BASELINE_ATTENTION
     kv_cache: str = BASELINE_KV_CACHE

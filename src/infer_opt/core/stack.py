@@ -78,8 +78,9 @@ def _unknown(name: str, variant: str) -> UserError:
                                 f"{', '.join(registry.names('engine'))}")
 
 
-def build_stack(variant: str, device: str) -> Stack:
-    """Parse, apply every plugin in order and validate the result (see module docstring)."""
+def build_stack(variant: str, device: str, model: str = "") -> Stack:
+    """Parse, apply every plugin in order and validate the result (see module docstring).
+    `model`: the suite's model name, for plugins that look up weights of their own for it."""
     parts = split_variant(variant)
     engines = set(registry.names("engine"))
     plugins_known = set(registry.names("plugin"))
@@ -89,7 +90,7 @@ def build_stack(variant: str, device: str) -> Stack:
                                    f"({', '.join(n for n, _ in engine_parts)}); use one")
     engine_name, engine_values = engine_parts[0] if engine_parts else (DEFAULT_ENGINE, {})
     engine = registry.load("engine", engine_name)
-    settings = Settings(device=device, engine=engine_name)
+    settings = Settings(device=device, engine=engine_name, model=model)
     engine.defaults(settings)
     for key, value in check_all(engine.options, engine_values,
                                 f"variant {variant}: engine {engine_name}").items():

@@ -29,7 +29,8 @@ def load_model(ref: ModelRef, settings: Settings) -> Any:
         use_safetensors=True,  # never unpickle weights by default
     )
     kwargs.update(settings.load_kwargs)
-    model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+    # A plugin may bring weights of its own for this model (a distilled student).
+    model = AutoModelForCausalLM.from_pretrained(settings.model_path or ref.path, **kwargs)
     if "device_map" not in settings.load_kwargs:
         model = model.to(settings.device)
     model.eval()  # dropout off, always
@@ -138,7 +139,8 @@ class TorchEngine(Engine):
     name = "torch"
     summary = "PyTorch + transformers, eager (the default engine; plugins edit the model)"
     attn_implementations = ("eager", "sdpa", "flash_attention_2", "flex_attention")
-    honours = frozenset({"load_kwargs", "model_transforms", "step_wrappers", "contexts", "decoder"})
+    honours = frozenset({"model_path", "load_kwargs", "model_transforms", "step_wrappers",
+                         "contexts", "decoder"})
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         t0 = time.perf_counter()

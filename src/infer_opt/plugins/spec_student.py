@@ -20,13 +20,12 @@ from infer_opt.plugins._speculative import K, Speculative
 NO_STUDENT = "no distilled student cached; run `infer-opt distill`"
 
 
-def default_student() -> str | None:
-    """The directory of the student `infer-opt distill` cached, or None.
+def default_student(model: str) -> str | None:
+    """The directory of the student `infer-opt distill` cached for `model`, or None."""
+    from infer_opt.plugins.distilled import cached_student_of
 
-    The distillation command lives on the `compression` branch; until it is merged there is no
-    cached student to find, and rows without `path` are skipped with NO_STUDENT.
-    """
-    return None
+    path = cached_student_of(model)
+    return None if path is None else str(path)
 
 
 class SpecStudent(Speculative):
@@ -36,11 +35,11 @@ class SpecStudent(Speculative):
         K, Param("path", str, "", "draft model: a directory or model name (default: the "
                                   "student cached by `infer-opt distill`)"))
 
-    def _path(self) -> str | None:
-        return self.values["path"] or default_student()
+    def _path(self, model: str) -> str | None:
+        return self.values["path"] or default_student(model)
 
     def unavailable_reason(self, settings: Settings) -> str | None:
-        path = self._path()
+        path = self._path(settings.model)
         if path is None:
             return NO_STUDENT
         from infer_opt.core.models import resolve
@@ -55,7 +54,7 @@ class SpecStudent(Speculative):
         from infer_opt.core.models import resolve
         from infer_opt.engines.torch_engine import TorchEngine
 
-        path = self._path()
+        path = self._path(target.settings.model)
         assert path is not None  # unavailable_reason said so before anything ran
         s = target.settings
         draft = TorchEngine(resolve(path), Settings(

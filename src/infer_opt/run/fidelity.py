@@ -158,7 +158,7 @@ def _compute_reference(ref: ModelRef, device: str, prompts: torch.Tensor,
                        ppl_ids: torch.Tensor) -> Reference:
     from infer_opt.core.stack import build_stack
 
-    stack = build_stack("baseline", device)
+    stack = build_stack("baseline", device, ref.name)
     baseline = stack.engine(ref, stack.settings)
     greedy = _greedy(baseline, prompts, device)
     seq = torch.cat([prompts, greedy], dim=1)  # [B, P+N]

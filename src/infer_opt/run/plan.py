@@ -74,14 +74,15 @@ def thread_warning(threads: int) -> str | None:
     return None
 
 
-def validate_stacks(suite: Suite, device: str, variants_filter: list[str] | None = None
-                    ) -> dict[str, Stack]:
-    """Every variant of the suite as a validated stack, each workload checked against it."""
+def validate_stacks(suite: Suite, device: str, variants_filter: list[str] | None = None,
+                    model: str | None = None) -> dict[str, Stack]:
+    """Every variant of the suite as a validated stack, each workload checked against it;
+    `model`: the model the run uses (default: the suite's)."""
     stacks: dict[str, Stack] = {}
     for group in suite.groups:
         for variant in group.variants:
             if variant not in stacks:
-                stacks[variant] = build_stack(variant, device)
+                stacks[variant] = build_stack(variant, device, model or suite.model)
             for w in group.workloads:
                 check_fit(stacks[variant], w, f"group {group.name}")
     if variants_filter is not None:
@@ -119,7 +120,7 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
 def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
                variants_filter: list[str] | None = None) -> list[Cell]:
     """Every cell of the run; a stack or workload that cannot run raises UserError first."""
-    stacks = validate_stacks(suite, device, variants_filter)
+    stacks = validate_stacks(suite, device, variants_filter, ref.name)
     for group in suite.groups:
         for w in group.workloads:
             w.validate(ref.max_context)

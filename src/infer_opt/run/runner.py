@@ -80,7 +80,7 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     # Cheap checks first (run/plan.py), then the model, then every cell against it.
     check_out_dir(out_dir)
     device = resolve_device(suite.device)
-    stacks = validate_stacks(suite, device, variants_filter)
+    stacks = validate_stacks(suite, device, variants_filter, model)
     warning = thread_warning(suite.threads)
     if warning:
         log(f"infer-opt: {warning}")

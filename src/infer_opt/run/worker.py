@@ -59,7 +59,8 @@ class VariantWorker:
 
         torch.set_num_threads(first.threads)
         self.ref = ModelRef(**first.model)
-        self.stack = build_stack(first.variant, first.device)  # validated by the plan already
+        # Validated by the plan already.
+        self.stack = build_stack(first.variant, first.device, first.model["name"])
         self.settings = self.stack.settings
         self.env = environment(first.device, first.threads)
         self.rss_before_load_mb = round(rss_mb(), 1)
@@ -67,6 +68,7 @@ class VariantWorker:
         self.engine = self.stack.engine(self.ref, self.settings)
         self.tokenizer = load_tokenizer(self.ref)
         self.base_notes = list(self.settings.notes)  # the engine's and plugins' own remarks
+        self.load_metrics = dict(self.settings.metrics)  # measured while loading (pruning)
         self.cell: Cell | None = None
         self.session: Any = None
         self.started = 0.0
@@ -77,7 +79,9 @@ class VariantWorker:
 
         self.cell, self.session, self.started = cell, None, time.perf_counter()
         self.settings.notes[:] = self.base_notes  # a workload's remarks stay in its own row
-        self.settings.metrics.clear()  # plugin metrics count this workload (warm-up included)
+        # Plugin metrics count this workload (warm-up included), on top of what loading found.
+        self.settings.metrics.clear()
+        self.settings.metrics.update(self.load_metrics)
         workload = workload_from_dict(cell.workload)
         workload.validate(self.ref.max_context)
         reset_peak_rss()
