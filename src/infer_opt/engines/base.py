@@ -149,8 +149,13 @@ class Engine:
     options: ClassVar[tuple[Param, ...]] = ()
     # Row columns the engine fills through settings.metrics.
     metrics: ClassVar[tuple[Metric, ...]] = ()
-    # True: new_cache / step / kv / cache_from_kv drive the decode loop.
+    # True: new_cache / step drive the decode loop (static batches, speculative decoding).
     step_api: ClassVar[bool] = True
+    # True: kv / cache_from_kv let rows of different lengths share a batch, join and leave it
+    # (online serving, a shared prefix); an engine without them serves static batches only.
+    row_ops: ClassVar[bool] = True
+    # Largest static batch the engine serves (None: any); larger ones are refused up front.
+    max_batch_size: ClassVar[int | None] = None
     # An engine that pins its own dependencies lives in a virtual environment of its own (a
     # folder beside the checkout's .venv, e.g. ".venv-llamacpp", made by its make target): its
     # workers run under that environment's Python (run/rounds.py), in the same interleaved

@@ -105,13 +105,20 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
         raise UserError(where, f"the {w.kind} workload drives the suite's decode loop; engine "
                                f"{engine.name} ({variant!r}) schedules requests itself: run it "
                                "in a static-batch group")
+    if getattr(w, "needs_row_ops", False) and not engine.row_ops:
+        raise UserError(where, f"the {w.kind} workload joins rows of different lengths in one "
+                               f"batch; engine {engine.name} ({variant!r}) cannot: run it in a "
+                               "static-batch group")
+    bs = getattr(w, "batch_size", 1)
+    if engine.max_batch_size is not None and bs > engine.max_batch_size:
+        raise UserError(where, f"engine {engine.name} serves batches of at most "
+                               f"{engine.max_batch_size}; {variant!r} has batch_size {bs}")
     if stack.settings.decoder is not None and not w.uses_generate:
         by = stack.settings.owners.get("decoder", "a plugin")
         raise UserError(where, f"{by!r} in {variant!r} replaces whole-sequence generation; the "
                                f"{w.kind} workload decodes rows step by step: use a "
                                "static-batch group")
     for p in stack.plugins:
-        bs = getattr(w, "batch_size", 1)
         if p.max_batch_size is not None and bs > p.max_batch_size:
             raise UserError(where, f"{p.name!r} serves batches of at most {p.max_batch_size}; "
                                    f"{variant!r} has batch_size {bs}")

@@ -45,6 +45,7 @@ class StaticBatch(Sampled):
     kind: str = "static-batch"
     # Runs on any engine: through the decode loop, or the engine's own generate (vLLM).
     needs_step_api: ClassVar[bool] = False
+    needs_row_ops: ClassVar[bool] = False
     # Generates through decode.generate, so a plugin's decoder (speculative decoding) applies.
     uses_generate: ClassVar[bool] = True
     # Keys a suite [[group]] may set for this workload (batch_sizes expands to one per size).

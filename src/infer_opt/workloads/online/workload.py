@@ -51,6 +51,8 @@ class OnlineWorkload(Sampled):
     kind: str = "online"
     # Batching policies drive the decode loop: rows join and leave between steps.
     needs_step_api: ClassVar[bool] = True
+    # Padded rows that join and leave a running batch: kv / cache_from_kv (Engine.row_ops).
+    needs_row_ops: ClassVar[bool] = True
     # Rows join and leave step by step (decode.prefill / decode): a decoder replacing whole
     # generation (speculative decoding) would not apply, so such stacks are refused here.
     uses_generate: ClassVar[bool] = False
