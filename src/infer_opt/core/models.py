@@ -89,6 +89,19 @@ def smollm2_gguf_dir() -> Path:
     return d
 
 
+def source_gguf(name: str) -> Path | None:
+    """The GGUF a model's safetensors were converted from, when there is one: the packaged
+    file for `smollm2-135m`, or the one *.gguf file of a local model directory."""
+    if name == DEFAULT_MODEL:
+        try:
+            return smollm2_gguf_dir() / SMOLLM2_GGUF
+        except UserError:
+            return None
+    p = Path(name).expanduser()
+    found = sorted(p.glob("*.gguf")) if p.is_dir() else []
+    return found[0] if len(found) == 1 else None
+
+
 def prepare_smollm2() -> Path:
     """GGUF (Q4_1) -> fp32 safetensors + tokenizer, once. ~10-40 s the first time."""
     target = cache_root() / "models" / f"smollm2-135m-instruct-v{RECIPE_VERSION}"

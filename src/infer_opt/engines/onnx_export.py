@@ -251,18 +251,35 @@ def initializer_weights(onnx_path: Path) -> WeightBytes:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     consumers: dict[str, set[str]] = {}
+    transposed: dict[str, str] = {}  # Transpose output -> its input
+    nbits: dict[str, int] = {}  # MatMulNBits packed weight -> parameters it stands for
+    scales: set[str] = set()  # MatMulNBits scales and zero points
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, set()).add(node.op_type)
+        if node.op_type == "Transpose":
+            transposed[node.output[0]] = node.input[0]
+        if node.op_type == "MatMulNBits":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            nbits[node.input[1]] = int(attrs["K"]) * int(attrs["N"])
+            scales.update(node.input[2:4])
+    # A table read through a Transpose (onnxruntime-genai's tied embedding) is read by its
+    # Transpose's consumers.
+    for out, src in transposed.items():
+        consumers.setdefault(src, set()).update(consumers.get(out, set()))
+        consumers[src].discard("Transpose")
     weights, tied = [], None
     for init in model.graph.initializer:
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
         elements = int(np.prod(init.dims, dtype=np.int64))
+        if init.name in scales:
+            weights.append(Weight(init.name, 0, 0, scale_bytes=elements * itemsize))
+            continue
         ops = consumers.get(init.name, set())
         lookup = ops == {"Gather"} and len(init.dims) == 2
         if "Gather" in ops and len(ops) > 1:
             tied = init.name
-        weights.append(Weight(init.name, elements, elements * itemsize,
+        weights.append(Weight(init.name, nbits.get(init.name, elements), elements * itemsize,
                               lookup_rows=int(init.dims[0]) if lookup else 0))
     return WeightBytes(tuple(weights), tied_lm_head=tied)
 

