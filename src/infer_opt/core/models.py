@@ -111,22 +111,27 @@ def prepare_smollm2() -> Path:
     with locked(target):
         if (target / "config.json").is_file():
             return target
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-        # The GGUF quantizer marks the model as "quantized" and save_pretrained refuses it; the
-        # weights are already dequantized to fp32, so the marker is all there is to clear.
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
         build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-        model.save_pretrained(build, safe_serialization=True)
-        tokenizer.save_pretrained(build)
+        gguf_to_safetensors(src, SMOLLM2_GGUF, build, tokenizer=True)
         publish(build, target)
     return target
+
+
+def gguf_to_safetensors(src: Path, gguf_file: str, out: Path, tokenizer: bool) -> None:
+    """A GGUF dequantized to fp32 by transformers, saved as a safetensors model in `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    # The GGUF quantizer marks the model as "quantized" and save_pretrained refuses it; the
+    # weights are already dequantized to fp32, so the marker is all there is to clear.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out, safe_serialization=True)
+    if tokenizer:
+        AutoTokenizer.from_pretrained(src, gguf_file=gguf_file).save_pretrained(out)
 
 
 def tiny_config_dict() -> dict[str, Any]:

@@ -8,8 +8,10 @@ so every ORT row has kv_cache = dynamic; the graph's attention_mask input lets p
 (online serving) run on it as well.
 
 Settings read here: device, dtype (float32 or float16), attn_implementation (used at export),
-and the engine options `quantize` (a quantized copy of the graph, set by a quantization plugin)
-and `providers` (explicit provider list; default: TensorRT then CUDA on a CUDA device when
+and the engine options `quantize` (a quantized copy of the graph, set by a quantization plugin),
+the weight-only options `weight_bits`, `weight_group`, `weight_symmetric`, `accuracy_level` and
+`lm_head` (a MatMulNBits copy cached beside the export, engines/nbits.py; set by int4-wo and
+int8-wo) and `providers` (explicit provider list; default: TensorRT then CUDA on a CUDA device when
 present, else CPU). The provider that ORT actually put first goes into the row's notes.
 
 Inputs and outputs go through IO binding: present key/values stay where ORT put them (host or
@@ -32,6 +34,7 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines import onnx_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
+from infer_opt.engines.nbits import WEIGHT_OPTIONS, ensure_variant, weight_conflict, weight_spec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -84,7 +87,12 @@ class OnnxRuntimeEngine(Engine):
               choices=("none", "int8-dynamic")),
         Param("providers", list, None, "execution providers, most preferred first "
               "(default: TensorRT, CUDA on a CUDA device, else CPU)"),
+        *WEIGHT_OPTIONS,
     )
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        return weight_conflict(settings.options)
 
     @classmethod
     def defaults(cls, settings: Settings) -> None:
@@ -108,9 +116,11 @@ class OnnxRuntimeEngine(Engine):
         self.device = settings.device
         self._ort = ort
         int8 = settings.options.get("quantize", "none") == "int8-dynamic"
+        spec = weight_spec(settings, ref.name)
         t0 = time.perf_counter()
         path, info = onnx_export.ensure_export(ref.path, settings.dtype,
                                                settings.attn_implementation, int8)
+        path, rewrite_s = ensure_variant(path, spec, torch.get_num_threads())
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(ref.path)
@@ -150,6 +160,10 @@ class OnnxRuntimeEngine(Engine):
         if info["int8_reduce_range"]:
             note += (", int8 weights in 7 bits (reduce_range: this CPU has no VNNI, and ORT's "
                      "AVX2/AVX-512 int8 kernels saturate on full-range weights)")
+        if spec.tag() is not None:
+            note += f"; {spec.describe()}"
+            if rewrite_s:
+                note += f", rewritten in {rewrite_s:.1f} s (in load_s)"
         settings.notes.append(note)
         self.step = self.wrap_step(self._forward)  # type: ignore[method-assign]
 

@@ -32,75 +32,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from infer_opt.core.errors import UserError
-from infer_opt.core.models import ModelRef, source_gguf
+from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.plugin import missing_package
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-
-# Options every engine with weight-only quantization declares (plugins int4-wo / int8-wo set
-# them; see README "Weight-only quantization across engines").
-WEIGHT_OPTIONS = (
-    Param("weight_bits", int, None, "weight-only quantization: bits per weight (unset: the "
-          "model's own weights)", choices=(4, 8)),
-    Param("weight_group", int, None, "weights per quantization block along K (MatMulNBits: a "
-          "power of two >= 16; default 32)", choices=(16, 32, 64, 128, 256)),
-    Param("weight_symmetric", bool, None, "symmetric blocks (no zero point); default: "
-          "asymmetric for 4 bits, symmetric for 8"),
-    Param("accuracy_level", int, None, "MatMulNBits compute: 0/1 fp32, 2 fp16, 3 bf16, 4 int8 "
-          "activations (the fast CPU path); default 4", minimum=0, maximum=4),
-    Param("lm_head", str, "fp32", "lm_head weights: fp32, or int8 (MatMulNBits 8-bit, block 32, "
-          "symmetric, accuracy_level 4)", choices=("fp32", "int8")),
-)
-
-
-def weight_spec(settings: Settings, model_name: str, allow_gguf: bool) -> Any:
-    """The engine options as an nbits.WeightSpec (UserError when they contradict)."""
-    from infer_opt.engines.nbits import WeightSpec
-
-    o = settings.options
-    source = o.get("weights", "fp32")
-    bits = o.get("weight_bits")
-    if source == "gguf-q4" and bits is not None:
-        raise UserError("engine options", "weights=gguf-q4 carries the GGUF's own blocks; "
-                                          "weight_bits asks for a re-quantization: keep one")
-    quantized = source == "gguf-q4" or bits is not None
-    for key in ("weight_group", "weight_symmetric"):
-        if o.get(key) is not None and bits is None:
-            raise UserError("engine options", f"{key} needs weight_bits")
-    if o.get("accuracy_level") is not None and not quantized:
-        raise UserError("engine options", "accuracy_level applies to quantized weights "
-                                          "(weight_bits or weights=gguf-q4)")
-    accuracy = o.get("accuracy_level")
-    accuracy = 4 if accuracy is None else accuracy
-    lm_head = o.get("lm_head") or "fp32"
-    if source == "gguf-q4":
-        if not allow_gguf:
-            raise UserError("engine options", "weights=gguf-q4 runs on engine ort-genai")
-        path = o.get("gguf") or source_gguf(model_name)
-        if path is None:
-            raise UserError("engine options", f"weights=gguf-q4: no GGUF known for model "
-                                              f"{model_name!r}; set gguf=<path>")
-        from infer_opt.run.fidelity import file_digest
-
-        return WeightSpec(source="gguf-q4", accuracy=accuracy, lm_head=lm_head,
-                          fuse_gate_up=bool(o.get("fuse_gate_up", True)), gguf=str(path),
-                          gguf_digest=file_digest(Path(path)))
-    if bits is not None:
-        group = o.get("weight_group") or 32
-        symmetric = o.get("weight_symmetric")
-        symmetric = (bits == 8) if symmetric is None else symmetric
-        return WeightSpec(source="rtn", bits=bits, block=group, symmetric=symmetric,
-                          accuracy=accuracy, lm_head=lm_head)
-    return WeightSpec(lm_head=lm_head)
-
+from infer_opt.engines.nbits import WEIGHT_OPTIONS, weight_conflict, weight_spec
 
 @dataclass
 class GenaiCache:
@@ -135,6 +77,10 @@ class OrtGenaiEngine(Engine):
     )
 
     @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        return weight_conflict(settings.options)
+
+    @classmethod
     def defaults(cls, settings: Settings) -> None:
         # Past and present key/values are graph inputs and outputs: a KV cache is built in.
         settings.set("kv_cache", "dynamic", by=cls.name)
@@ -157,7 +103,7 @@ class OrtGenaiEngine(Engine):
 
         self.settings = settings
         self._ort = ort
-        spec = weight_spec(settings, ref.name, allow_gguf=True)
+        spec = weight_spec(settings, ref.name)
         threads = torch.get_num_threads()  # the suite's `threads`
         t0 = time.perf_counter()
         base, info = ort_genai_build.ensure_graph(ref.path, threads)

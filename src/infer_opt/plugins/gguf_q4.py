@@ -39,7 +39,7 @@ class GGUFQ4(Plugin):
         return None
 
     def apply(self, settings: Settings) -> None:
-        settings.exclusive("weight-only quantization", by=self.name)
+        settings.exclusive("weight quantization", by=self.name)
         accuracy = self.values["accuracy"]
         lm_head = self.values["lm_head"]
         if lm_head == "auto":

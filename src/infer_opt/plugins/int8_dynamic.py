@@ -20,6 +20,7 @@ class Int8Dynamic(Plugin):
         return missing_package(("torchao",)) if settings.engine == "torch" else None
 
     def apply(self, settings: Settings) -> None:
+        settings.exclusive("weight quantization", by=self.name)  # its weights are int8 too
         if settings.engine == "ort":
             settings.set_option("quantize", "int8-dynamic", by=self.name)
             return

@@ -1,18 +1,62 @@
-from infer_opt.core.plugin import Plugin
+"""8-bit weight-only quantization.
+
+torch: torchao Int8WeightOnlyConfig, symmetric, per output channel by default (`group` sets
+blocks along K); it dequantizes in the matmul, so it pays off with bf16 + compile.
+ort, ort-genai: MatMulNBits bits 8 through onnxruntime's MatMulNBitsQuantizer (engine options,
+see plugins/_weight_only.py), blocks of 32 by default (MatMulNBits blocks are powers of two,
+so no per-channel form), symmetric; accuracy_level 4 is its fast CPU kernel.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from infer_opt.core.params import Param
+from infer_opt.core.plugin import Plugin, missing_package
 from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
+from infer_opt.plugins._weight_only import ENGINES, refuse_on_torch, set_weight_options
 
 
 class Int8WeightOnly(Plugin):
     name = "int8-wo"
-    summary = ("torchao int8 weight-only (per-channel scales); dequantizes in the matmul, so it "
-               "pays off with bf16 + compile")
-    requires_packages = ("torchao",)
+    summary = ("8-bit weight-only (torch: torchao per-channel, pays with bf16 + compile; ort, "
+               "ort-genai: MatMulNBits, blocks of 32)")
+    engines = ENGINES
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("group", int, None, "weights per block along K (default: per output channel on "
+              "torch, 32 on ORT engines)", choices=(16, 32, 64, 128, 256)),
+        Param("symmetric", bool, True, "symmetric blocks (no zero point); torchao's int8 "
+              "weight-only is symmetric only"),
+        Param("accuracy", int, None, "ONNX Runtime accuracy_level (0 fp32 .. 4 int8 "
+              "activations); engine default 4", minimum=0, maximum=4),
+        Param("lm_head", str, "int8", "the lm_head's weights: int8 (torch: torchao int8 "
+              "weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or fp32",
+              choices=("int8", "fp32")),
+    )
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        return missing_package(("torchao",)) if settings.engine == "torch" else None
 
     def apply(self, settings: Settings) -> None:
+        settings.exclusive("weight quantization", by=self.name)
+        group, symmetric = self.values["group"], self.values["symmetric"]
+        if settings.engine != "torch":
+            set_weight_options(settings, self.name, 8, group, symmetric, self.values["accuracy"],
+                               self.values["lm_head"])
+            return
+        if not symmetric:
+            raise refuse_on_torch(self.name, "torchao's int8 weight-only is symmetric only")
+        if self.values["accuracy"] is not None:
+            raise refuse_on_torch(self.name, "accuracy is ONNX Runtime's accuracy_level")
+
         def config() -> object:
             from torchao.quantization import Int8WeightOnlyConfig
 
-            return Int8WeightOnlyConfig()
+            return Int8WeightOnlyConfig(group_size=group)
 
-        add_torchao_transform(settings, self.name, config)
+        lm_head = self.values["lm_head"]
+        settings.notes.append("int8-wo: torchao, symmetric, "
+                              + ("per output channel" if group is None else f"group {group}")
+                              + f"; lm_head {lm_head}")
+        add_torchao_transform(settings, self.name, config, "same" if lm_head == "int8" else None)

@@ -51,7 +51,7 @@ class SpecLookup(Speculative):
     name = "spec-lookup"
     summary = "speculative decoding, drafts copied from the context by n-gram lookup (no model)"
     # Only the step API is used: any engine with one serves it.
-    engines = ("torch", "ort")
+    engines = ("torch", "ort", "ort-genai")
     params: ClassVar[tuple[Param, ...]] = (
         K, Param("ngram", int, 3, "longest suffix n-gram looked up", minimum=1, maximum=8),
         Param("min_ngram", int, 1, "shortest one (2: no drafts from a single-token match, "

@@ -1,0 +1,48 @@
+"""Weight-only quantization as one concept across engines (plugins int4-wo and int8-wo).
+
+On torch a torchao config quantizes every nn.Linear after loading. Every other engine that
+supports weight-only quantization declares these typed options, and the plugin sets them:
+
+    weight_bits       int   4 or 8
+    weight_group      int   weights per block along K (one scale, and zero point, per block)
+    weight_symmetric  bool  no zero point (scale only)
+    accuracy_level    int   ONNX Runtime's MatMulNBits compute precision (ORT engines only)
+    lm_head           str   "int8" or "fp32": the output projection (the largest matrix of a
+                            small model; the decoder's Linears get `weight_bits`)
+
+so a new engine (OpenVINO, ...) joins the same plugins by declaring the options and adding its
+name to the plugins' `engines`. The plugin sets accuracy_level only on engines that declare it,
+and refuses an explicit `accuracy` on one that does not. What each engine ran (block size,
+symmetry, kernel) is in the row's notes.
+"""
+
+from __future__ import annotations
+
+from infer_opt.core import registry
+from infer_opt.core.errors import UserError
+from infer_opt.core.settings import Settings
+
+ENGINES = ("torch", "ort", "ort-genai", "openvino")
+
+
+def set_weight_options(settings: Settings, by: str, bits: int, group: int | None,
+                       symmetric: bool, accuracy: int | None, lm_head: str) -> None:
+    """The weight-only options on a non-torch engine (declared by the engine; the stack check
+    refuses one it does not declare)."""
+    declared = {p.name for p in registry.load("engine", settings.engine).options}
+    settings.set_option("weight_bits", bits, by=by)
+    if group is not None:
+        settings.set_option("weight_group", group, by=by)
+    settings.set_option("weight_symmetric", symmetric, by=by)
+    if lm_head != "fp32" or "lm_head" in declared:
+        settings.set_option("lm_head", lm_head, by=by)
+    if "accuracy_level" in declared:
+        if accuracy is not None:
+            settings.set_option("accuracy_level", accuracy, by=by)
+    elif accuracy is not None:
+        raise UserError("variant", f"'{by}': accuracy is ONNX Runtime's accuracy_level; engine "
+                                   f"{settings.engine} has no such option")
+
+
+def refuse_on_torch(by: str, what: str) -> UserError:
+    return UserError("variant", f"'{by}' on torch: {what}")
