@@ -4,6 +4,7 @@
 <stem>.latency.png        TTFT and TPOT per row: bar at p50, whisker up to p99
 <stem>.throughput.png     decode tokens/s vs batch size, one line per variant
 <stem>.fidelity.png       speedup vs KL divergence from the reference (rows with kl_mean)
+<stem>.frontier.png       decode tokens/s vs KL (log), the frontier per workload (results/frontier.py)
 <stem>.serving.png        latency vs achieved throughput per serving policy (online rows)
 <stem>.load.png           latency vs offered load (rows of workloads other than static-batch)
 
@@ -264,6 +265,20 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
                   f"![fidelity]({fidelity.name})", ""]
     else:
         skipped.append(f"speedup vs fidelity: no ok row with kl_mean and a {reference} row")
+    from infer_opt.results.frontier import KL_FLOOR, plot_frontier
+
+    frontier = out_dir / f"{stem}.frontier.png"
+    if "kl_mean" in columns and plot_frontier(rows, frontier):
+        lines += ["## Decode frontier", "",
+                  "Decode tokens/s against KL(baseline || variant) on a log axis, one point per "
+                  "ok static-batch row with a KL, per workload; the step line is the frontier "
+                  "(the fastest row at each fidelity or better). KL 0 cannot sit on a log axis: "
+                  f"rows below {KL_FLOOR:g} (the baseline itself, exact engines) are drawn at "
+                  f"{KL_FLOOR:g}. The table's \"Decode frontier\" section names the fastest row "
+                  "per fidelity level.", "", f"![frontier]({frontier.name})", ""]
+    else:
+        skipped.append("decode frontier: fewer than two ok static-batch rows with kl_mean in "
+                       "any workload")
     from infer_opt.results.serving_plot import write_plot
 
     curve = write_plot(csv_path)  # <stem>.serving.png: latency vs achieved throughput per policy

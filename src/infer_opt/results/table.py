@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
+from infer_opt.results.frontier import render_frontier
 from infer_opt.results.io import Run, read_run
 from infer_opt.results.io import parse_number as _num
 from infer_opt.results.serving_table import busy_mark as _busy
@@ -129,12 +130,14 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
         lines = []  # nothing static to show: only the online section
     spec = render_speculative(rows, tokens)
     plugin = plugin_metrics_section(rows, run.extra_columns)
+    frontier = render_frontier(rows)
     notes = [f"note: {n}" for n in run.notes]
     if any(_busy(r) for r in rows):
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
             + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
-            + (plugin and "\n" + plugin) + footer + pareto_section(rows, reference, also))
+            + (plugin and "\n" + plugin) + footer + pareto_section(rows, reference, also)
+            + (frontier and "\n" + frontier))
 
 
 def plugin_metrics_section(rows: list[dict[str, str]], columns: Sequence[str]) -> str:
