@@ -77,6 +77,7 @@ class WeightSpec:
     accuracy: int = 4
     lm_head: str = "fp32"
     fuse_gate_up: bool = True
+    block_sums: str = "reduce"
     gguf: str = ""
     gguf_digest: str = ""
 
@@ -91,7 +92,8 @@ class WeightSpec:
                     f"-acc{self.accuracy}{lm}")
         if self.source == "gguf-q4":
             fused = "-gateup" if self.fuse_gate_up else ""
-            return (f"gguf-v{NBITS_RECIPE_VERSION}-acc{self.accuracy}{fused}{lm}"
+            sums = "" if self.block_sums == "reduce" else f"-sums{self.block_sums}"
+            return (f"gguf-v{NBITS_RECIPE_VERSION}-acc{self.accuracy}{fused}{sums}{lm}"
                     f"-{self.gguf_digest[:12]}")
         raise ValueError(f"unknown weight source {self.source!r}")
 
@@ -106,7 +108,8 @@ class WeightSpec:
                     f"{'symmetric' if self.symmetric else 'asymmetric'} round-to-nearest "
                     f"(MatMulNBitsQuantizer), accuracy_level {self.accuracy}, {lm}")
         return (f"GGUF blocks carried over ({Path(self.gguf).name}: MatMulNBits 4-bit, block 32, "
-                f"scale d, fp32 min term{', gate+up fused' if self.fuse_gate_up else ''}), "
+                f"scale d, fp32 min term{', gate+up fused' if self.fuse_gate_up else ''}"
+                f"{', block sums by the MatMulNBits' if self.block_sums == 'nbits' else ''}), "
                 f"accuracy_level {self.accuracy}, {lm}")
 
 
@@ -160,7 +163,8 @@ def weight_spec(settings: Settings, model_name: str) -> WeightSpec:
         from infer_opt.run.fidelity import file_digest
 
         return WeightSpec(source="gguf-q4", accuracy=accuracy, lm_head=lm_head,
-                          fuse_gate_up=bool(o.get("fuse_gate_up", True)), gguf=str(path),
+                          fuse_gate_up=bool(o.get("fuse_gate_up", True)),
+                          block_sums=o.get("block_sums") or "reduce", gguf=str(path),
                           gguf_digest=file_digest(Path(path)))
     if bits is not None:
         symmetric = o.get("weight_symmetric")
@@ -295,7 +299,18 @@ def quantize_rtn(model: Any, bits: int, block: int, symmetric: bool, accuracy: i
     return quantizer.model.model
 
 
-def inject_gguf(model: Any, gguf_path: str, accuracy: int, fuse_gate_up: bool = True) -> Any:
+def sum_columns(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """K/32 extra MatMulNBits columns whose outputs are the input's block sums: column b has
+    code 9 (weight (9 - 8) * 1 = 1) on block b's rows and 8 (weight 0) elsewhere, scale 1.
+    -> (packed uint8 [K/32, K/32, 16], scales float32 [K/32, K/32])."""
+    kb = k // 32
+    packed = np.full((kb, kb, 16), 0x88, np.uint8)
+    packed[np.arange(kb), np.arange(kb)] = 0x99
+    return packed, np.ones((kb, kb), np.float32)
+
+
+def inject_gguf(model: Any, gguf_path: str, accuracy: int, fuse_gate_up: bool = True,
+                block_sums: str = "reduce") -> Any:
     """Replace every projection MatMul of an onnxruntime-genai graph by MatMulNBits holding the
     GGUF's own blocks (module docstring); each one is checked to dequantize exactly to the
     MatMul's fp32 weight, so a GGUF that is not the model's source is refused."""
@@ -339,10 +354,27 @@ def inject_gguf(model: Any, gguf_path: str, accuracy: int, fuse_gate_up: bool = 
         offsets = blocks.offsets()
         fused_out = outputs[0] if len(outputs) == 1 else base + "/fused"
         q_out = fused_out if offsets is None else base + "/q"
-        out.append(matmul_nbits(x, graph.add(base + ".B", blocks.packed),
-                                graph.add(base + ".scales", blocks.scales), q_out, kb * 32, n,
-                                4, accuracy, name + "_Q4"))
-        if offsets is not None:
+        if offsets is not None and block_sums == "nbits":
+            # One MatMulNBits computes the projection and, in K/32 more columns, the block sums.
+            extra_b, extra_s = sum_columns(kb * 32)
+            out.append(matmul_nbits(
+                x, graph.add(base + ".B", np.concatenate([blocks.packed, extra_b])),
+                graph.add(base + ".scales", np.concatenate([blocks.scales, extra_s])),
+                base + "/q_and_sums", kb * 32, n + kb, 4, accuracy, name + "_Q4"))
+            out.append(helper.make_node(
+                "Split", [base + "/q_and_sums", graph.add(base + ".sums_split",
+                                                          np.array([n, kb], np.int64))],
+                [q_out, base + "/sums"], axis=-1, name=name + "_sums"))
+            mins = graph.add(base + ".min_term", np.ascontiguousarray(offsets.T))  # [K/32, N]
+            out += [helper.make_node("MatMul", [base + "/sums", mins], [base + "/m"],
+                                     name=name + "_min"),
+                    helper.make_node("Add", [q_out, base + "/m"], [fused_out],
+                                     name=name + "_addmin")]
+        else:
+            out.append(matmul_nbits(x, graph.add(base + ".B", blocks.packed),
+                                    graph.add(base + ".scales", blocks.scales), q_out, kb * 32,
+                                    n, 4, accuracy, name + "_Q4"))
+        if offsets is not None and block_sums != "nbits":
             if shape is None:
                 shape = graph.add("gguf.block_shape", np.array([0, 0, -1, 32], np.int64))
                 graph.add("gguf.last_axis", np.array([-1], np.int64))
@@ -410,7 +442,7 @@ def make_variant(base: Path, out: Path, spec: WeightSpec) -> None:
     if spec.source == "rtn":
         model = quantize_rtn(model, spec.bits, spec.block, spec.symmetric, spec.accuracy)
     elif spec.source == "gguf-q4":
-        model = inject_gguf(model, spec.gguf, spec.accuracy, spec.fuse_gate_up)
+        model = inject_gguf(model, spec.gguf, spec.accuracy, spec.fuse_gate_up, spec.block_sums)
         if spec.lm_head == "int8":
             from infer_opt.engines.gguf_blocks import GGUFWeights
 

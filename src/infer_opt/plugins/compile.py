@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from infer_opt.core.params import Param
 from infer_opt.core.plugin import Metric, Plugin
 from infer_opt.core.settings import Settings
 
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
     from infer_opt.engines.base import Step
 
 
-def compile_decode_step(mode: str | None, by: str) -> Callable[[Step, Settings], Step]:
+def compile_decode_step(mode: str | None, by: str, options: dict[str, Any] | None = None
+                        ) -> Callable[[Step, Settings], Step]:
+    """`options`: inductor settings (torch.compile takes either a mode or options)."""
+
     def wrap(step: Step, settings: Settings) -> Step:
         import torch
 
@@ -37,7 +41,11 @@ def compile_decode_step(mode: str | None, by: str) -> Callable[[Step, Settings],
         def decode_one(ids: torch.Tensor, pos: torch.Tensor, cache: Any) -> torch.Tensor:
             return step(StepInput(ids, pos, None, cache, 1))
 
-        compiled = torch.compile(decode_one, mode=mode, fullgraph=False, dynamic=False)
+        if options:
+            compiled = torch.compile(decode_one, options=options, fullgraph=False,
+                                     dynamic=False)
+        else:
+            compiled = torch.compile(decode_one, mode=mode, fullgraph=False, dynamic=False)
         seen: set[tuple[int, int]] = set()  # compiled shapes: (batch, cache length)
 
         def run(inp: StepInput) -> torch.Tensor:
@@ -68,6 +76,12 @@ class Compile(Plugin):
     summary = "torch.compile (inductor) of the decode step over a static KV cache"
     metrics = (Metric("compile_s", None, "wall time of the first call of the compiled decode "
                                          "shape (compilation + one step), paid in the warm-up"),)
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("freezing", bool, False, "inductor freezing: weights become constants, folded "
+              "and prepacked into the graph"),
+        Param("max_autotune", bool, False, "inductor max-autotune: benchmark kernel choices "
+              "while compiling (much longer compile)"),
+    )
     mode: ClassVar[str | None] = None
 
     def apply(self, settings: Settings) -> None:
@@ -75,11 +89,15 @@ class Compile(Plugin):
         settings.set("kv_cache", "static", by=self.name)
         # Warm-up must meet the timed runs' shapes, or the timed runs would compile.
         settings.warmup_full_length = True
-        settings.step_wrappers.append(compile_decode_step(self.mode, self.name))
+        options = {k: True for k in ("freezing", "max_autotune") if self.values.get(k)}
+        if options:
+            settings.notes.append("inductor " + ", ".join(sorted(options)))
+        settings.step_wrappers.append(compile_decode_step(self.mode, self.name, options))
 
 
 class CudaGraphs(Compile):
     name = "cuda-graphs"
     summary = "torch.compile mode='reduce-overhead': decode step replayed as a CUDA graph"
     requires_cuda = True
+    params: ClassVar[tuple[Param, ...]] = ()
     mode = "reduce-overhead"
