@@ -10,13 +10,14 @@ SMOLLM2_VERSION ?= 0.1.2
 EXTRAS ?= quant,onnx,report,dev,cluster
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: setup bench test model clean-venv help setup-vllm bench-vllm test-vllm
+.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm
 
 help:
 	@echo "make bench [SUITE=quick|default|gpu|path.toml]   run a suite, print the table"
 	@echo "make test                                       run the test suite"
 	@echo "make bench ... EXECUTOR=ray [RAY_ADDRESS=host:6379]  run the cells as Ray tasks"
 	@echo "make bench-vllm                                 vLLM suite in its own .venv-vllm"
+	@echo "make distill                                    build the distilled student (7-13 min, cached)"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,11 @@ bench: model
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The distilled student the `distilled` and `spec-student` rows use (cached; skipped rows say
+# to run this when it is missing).
+distill: model
+	$(BIN)/infer-opt distill
 
 clean-venv:
 	rm -rf $(VENV)
