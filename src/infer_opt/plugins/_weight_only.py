@@ -8,7 +8,8 @@ supports weight-only quantization declares these typed options, and the plugin s
     weight_symmetric  bool  no zero point (scale only)
     accuracy_level    int   ONNX Runtime's MatMulNBits compute precision (ORT engines only)
     lm_head           str   "int8" or "fp32": the output projection (the largest matrix of a
-                            small model; the decoder's Linears get `weight_bits`)
+                            small model; the decoder's Linears get `weight_bits`); optional:
+                            an engine without it treats the lm_head its own way
 
 so a new engine (OpenVINO, ...) joins the same plugins by declaring the options and adding its
 name to the plugins' `engines`. The plugin sets accuracy_level only on engines that declare it,
@@ -26,7 +27,7 @@ ENGINES = ("torch", "ort", "ort-genai", "openvino")
 
 
 def set_weight_options(settings: Settings, by: str, bits: int, group: int | None,
-                       symmetric: bool, accuracy: int | None, lm_head: str) -> None:
+                       symmetric: bool, accuracy: int | None, lm_head: str | None) -> None:
     """The weight-only options on a non-torch engine (declared by the engine; the stack check
     refuses one it does not declare)."""
     declared = {p.name for p in registry.load("engine", settings.engine).options}
@@ -34,8 +35,11 @@ def set_weight_options(settings: Settings, by: str, bits: int, group: int | None
     if group is not None:
         settings.set_option("weight_group", group, by=by)
     settings.set_option("weight_symmetric", symmetric, by=by)
-    if lm_head != "fp32" or "lm_head" in declared:
-        settings.set_option("lm_head", lm_head, by=by)
+    if "lm_head" in declared:
+        settings.set_option("lm_head", lm_head or "int8", by=by)
+    elif lm_head is not None:
+        raise UserError("variant", f"'{by}': engine {settings.engine} has no lm_head option "
+                                   "(it quantizes the lm_head its own way, see its notes)")
     if "accuracy_level" in declared:
         if accuracy is not None:
             settings.set_option("accuracy_level", accuracy, by=by)

@@ -48,8 +48,9 @@ class Int4WeightOnly(Plugin):
               "asymmetric only"),
         Param("accuracy", int, None, "ONNX Runtime accuracy_level (0 fp32 .. 4 int8 "
               "activations); engine default 4", minimum=0, maximum=4),
-        Param("lm_head", str, "int8", "the lm_head's weights: int8 (torch: torchao int8 "
-              "weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or fp32",
+        Param("lm_head", str, None, "the lm_head's weights: int8 (the default; torch: torchao "
+              "int8 weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or "
+              "fp32; engines without an lm_head option (OpenVINO) treat it their own way",
               choices=("int8", "fp32")),
     )
 
@@ -71,7 +72,7 @@ class Int4WeightOnly(Plugin):
             raise refuse_on_torch(self.name, "torchao's int4 kernels take groups of 32 to 256")
         kernel = ("tinygemm (CUDA)" if settings.device.startswith("cuda") else
                   "_weight_int4pack_mm_for_cpu")
-        lm_head = self.values["lm_head"]
+        lm_head = self.values["lm_head"] or "int8"
         settings.notes.append(f"int4-wo: torchao, group {group}, asymmetric (float zero point), "
                               f"{kernel}; lm_head {lm_head}")
         add_torchao_transform(settings, self.name,

@@ -30,8 +30,9 @@ class Int8WeightOnly(Plugin):
               "weight-only is symmetric only"),
         Param("accuracy", int, None, "ONNX Runtime accuracy_level (0 fp32 .. 4 int8 "
               "activations); engine default 4", minimum=0, maximum=4),
-        Param("lm_head", str, "int8", "the lm_head's weights: int8 (torch: torchao int8 "
-              "weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or fp32",
+        Param("lm_head", str, None, "the lm_head's weights: int8 (the default; torch: torchao "
+              "int8 weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or "
+              "fp32; engines without an lm_head option (OpenVINO) treat it their own way",
               choices=("int8", "fp32")),
     )
 
@@ -55,7 +56,7 @@ class Int8WeightOnly(Plugin):
 
             return Int8WeightOnlyConfig(group_size=group)
 
-        lm_head = self.values["lm_head"]
+        lm_head = self.values["lm_head"] or "int8"
         settings.notes.append("int8-wo: torchao, symmetric, "
                               + ("per output channel" if group is None else f"group {group}")
                               + f"; lm_head {lm_head}")
