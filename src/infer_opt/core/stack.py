@@ -151,6 +151,9 @@ def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings)
                                        f"option of engine {engine.name}; options: "
                                        f"{', '.join(sorted(declared)) or 'none'}")
         declared[key].check(value, f"variant {variant}: engine {engine.name}")
+    why = engine.check_settings(settings)
+    if why is not None:
+        raise UserError("variant", f"{variant!r} on engine {engine.name}: {why}")
 
 
 def _unavailable(engine: Any, plugins: list[Plugin], settings: Settings) -> str | None:

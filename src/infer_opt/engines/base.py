@@ -170,6 +170,13 @@ class Engine:
         """Fields the engine fixes before plugins apply (e.g. a KV cache built into a graph)."""
 
     @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        """Why the finished settings (every plugin applied) contradict themselves on this
+        engine, e.g. two options that exclude each other, or None; the stack is then refused
+        before anything runs."""
+        return None
+
+    @classmethod
     def unavailable_reason(cls, settings: Settings) -> str | None:
         if cls.requires_cuda and not settings.device.startswith("cuda"):
             return f"needs CUDA (device is {settings.device})"
