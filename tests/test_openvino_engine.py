@@ -100,6 +100,12 @@ def test_fp32_ir_matches_torch(torch_kv: Any) -> None:
     got, want = ov.score(ids), torch_kv.score(ids)
     assert got.shape == want.shape == (2, 24, 512)
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    # The Slice added before the lm_head: a prefill returns the kept positions only.
+    from infer_opt.engines.base import StepInput
+
+    pos = torch.arange(24).expand(2, 24)
+    last = ov.step(StepInput(ids, pos, None, ov.new_cache(2, 24), 1))
+    assert last.shape == (2, 1, 512) and torch.allclose(last[:, 0], got[:, -1], atol=1e-4)
     # What the row records: the IR's weights as stored, tied table read in full, f32 KV.
     f = ov.facts
     assert f.weights.tied_lm_head is not None and f.kv_element_bytes == 4

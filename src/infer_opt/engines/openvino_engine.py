@@ -12,10 +12,13 @@ for compressed weights by default) are read back from the compiled model into th
 
 Each step is one `infer` of the raw infer request, the way optimum-intel's own generate loop
 drives it: input_ids, attention_mask (all ones: static batches have no padding), position_ids
-and beam_idx = [0 .. B-1] (keep every row in place); logits [B, T, V] come back for every fed
-position (the IR has no logits-to-keep input, so prefill pays the lm_head on the whole prompt,
-as optimum-intel's generate does). The KV cache is the request's state: `new_cache` resets it.
-Rows cannot join or leave a running batch (row_ops = False): the state is opaque to the loop.
+and beam_idx = [0 .. B-1] (keep every row in place). The exported IR computes logits for every
+fed position, so a prefill would pay the lm_head on the whole prompt; at load we insert a Slice
+before the lm_head MatMul with a `logits_to_keep` input (what openvino-genai's pipeline does
+with its SliceBeforeMatmul pass, and what the torch and ORT engines do), so the step returns
+logits [B, K, V] for the last K positions only. The KV cache is the request's state:
+`new_cache` resets it. Rows cannot join or leave a running batch (row_ops = False): the state
+is opaque to the loop.
 
 Weight-only quantization comes from the shared options weight_bits, weight_group,
 weight_symmetric (set by the int4-wo / int8-wo plugins, or `openvino[weight_bits=4,...]`),
@@ -98,6 +101,33 @@ def ir_weights(model: Any) -> WeightBytes:
     return WeightBytes(tuple(weights), tied_lm_head=table)
 
 
+def keep_logits_input(model: Any) -> None:
+    """Give the IR an input `logits_to_keep` (i64 scalar K): the hidden states are sliced to
+    their last K positions before the lm_head MatMul, so logits are [B, K, V] (in place)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    node = model.output("logits").get_node().input(0).get_source_output().get_node()
+    for _ in range(8):  # from the Result back to the lm_head MatMul (through a Convert, say)
+        if node.get_type_name() == "MatMul":
+            break
+        node = node.input(0).get_source_output().get_node()
+    else:
+        raise RuntimeError("no lm_head MatMul found before the logits output")
+    keep = ops.parameter([], ov.Type.i64, name="logits_to_keep")
+    keep.output(0).get_tensor().set_names({"logits_to_keep"})
+
+    def i64(value: int) -> Any:
+        return ops.constant(np.array([value], np.int64))
+
+    start = ops.unsqueeze(ops.negative(keep), ops.constant(np.array([0], np.int64)))
+    hidden = ops.slice(node.input(0).get_source_output(), start,
+                       i64(np.iinfo(np.int64).max), i64(1), i64(1))  # [B, K, H]
+    node.input(0).replace_source_output(hidden.output(0))
+    model.add_parameters([keep])
+    model.validate_nodes_and_infer_types()
+
+
 @dataclass
 class State:
     """The request's KV state for `batch` rows holding `length` positions."""
@@ -163,6 +193,8 @@ class OpenVINOEngine(Engine):
         xml, export_s = openvino_export.ensure_ir(ref.path, config)
         core = ov.Core()
         model = core.read_model(str(xml))
+        weights = ir_weights(model)  # before the edit below (it adds only index constants)
+        keep_logits_input(model)
         properties: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": kv}
@@ -181,7 +213,6 @@ class OpenVINOEngine(Engine):
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         actual_kv = precision(self.compiled.get_property("KV_CACHE_PRECISION"))
         elem = KV_PRECISIONS.get(actual_kv, 2)
-        weights = ir_weights(model)
         self.facts = ModelFacts(
             weight_bytes=sum(w.stored_bytes for w in weights.weights),
             kv_bytes_per_token=2 * int(cfg.num_hidden_layers) * kv_heads * head_dim * elem,
@@ -195,14 +226,15 @@ class OpenVINOEngine(Engine):
         if config is not None:
             note += (f", activations quantized dynamically in groups of {dq}" if dq else
                      ", no dynamic activation quantization")
-        note += "; prefill computes logits of every prompt token (the IR keeps them all)"
+        note += "; logits of the last position only (a Slice before the lm_head, added at load)"
         if export_s:
             note += f"; exported in {export_s:.1f} s (in load_s)"
         settings.notes.append(note)
         self.step = self.wrap_step(self._forward)  # type: ignore[method-assign]
 
-    def _infer(self, ids: np.ndarray, start: int) -> np.ndarray:
-        """Feed ids [B, T] at positions start..; the request's logits [B, T, V] (a view)."""
+    def _infer(self, ids: np.ndarray, start: int, keep: int) -> np.ndarray:
+        """Feed ids [B, T] at positions start..; the request's logits of the last `keep`
+        positions, [B, keep, V] (a view of the request's output tensor)."""
         batch, length = ids.shape
         self.request.infer({
             "input_ids": ids.astype(np.int64),
@@ -210,6 +242,7 @@ class OpenVINOEngine(Engine):
             "position_ids": np.broadcast_to(np.arange(start, start + length, dtype=np.int64),
                                             (batch, length)).copy(),
             "beam_idx": np.arange(batch, dtype=np.int32),
+            "logits_to_keep": np.array(keep, np.int64),
         })
         return self.request.get_tensor("logits").data
 
@@ -226,9 +259,9 @@ class OpenVINOEngine(Engine):
         if start != state.length or ids.shape[0] != state.batch:
             raise ValueError(f"step at position {start} for {ids.shape[0]} rows does not "
                              f"continue the state ({state.batch} rows, {state.length} cached)")
-        logits = self._infer(ids, start)
+        logits = self._infer(ids, start, inp.logits_to_keep)
         state.length += ids.shape[1]
-        return torch.from_numpy(np.array(logits[:, -inp.logits_to_keep:, :]))  # a copy
+        return torch.from_numpy(np.array(logits))  # a copy: the request reuses its buffer
 
     # --- step API --------------------------------------------------------------------------
     def new_cache(self, batch_size: int, max_len: int) -> State:
@@ -247,5 +280,5 @@ class OpenVINOEngine(Engine):
         """One teacher-forced infer of the whole sequences from an empty state: [B, T, V]."""
         with self.context():
             self.new_cache(ids.shape[0], ids.shape[1])
-            logits = self._infer(ids.cpu().numpy(), 0)
+            logits = self._infer(ids.cpu().numpy(), 0, ids.shape[1])
         return torch.from_numpy(np.array(logits, dtype=np.float32))
