@@ -10,7 +10,7 @@ SMOLLM2_VERSION ?= 0.1.2
 EXTRAS ?= quant,onnx,report,dev,cluster
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: setup bench test model clean-venv help setup-vllm bench-vllm test-vllm \
+.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
 	setup-llamacpp bench-llamacpp test-llamacpp setup-openvino bench-openvino test-openvino \
 	setup-ct2 bench-ct2 test-ct2
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test                                       run the test suite"
 	@echo "make bench ... EXECUTOR=ray [RAY_ADDRESS=host:6379]  run the cells as Ray tasks"
 	@echo "make bench-vllm                                 vLLM suite in its own .venv-vllm"
+	@echo "make distill                                    build the distilled student (7-13 min, cached)"
 	@echo "make bench-llamacpp | bench-openvino | bench-ct2  a CPU engine (own .venv-<engine>) beside kv-cache+sdpa"
 	@echo "make setup-<engine> / test-<engine>             build that environment / run its tests there"
 
@@ -41,6 +42,11 @@ bench: model
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The distilled student the `distilled` and `spec-student` rows use (cached; skipped rows say
+# to run this when it is missing).
+distill: model
+	$(BIN)/infer-opt distill
 
 clean-venv:
 	rm -rf $(VENV)

@@ -459,3 +459,11 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["compare", str(good), str(good), "--fail-above", "x=abc"]) == 2
     assert main(["compare", str(good), str(good), "--bootstrap", "10"]) == 2
     assert main(["compare", str(good), str(good), str(good)]) == 2
+
+
+def test_map_splits_outside_brackets() -> None:
+    from infer_opt.results.compare import parse_maps
+
+    assert parse_maps(["kv-cache+test-slow[pct=10]=kv-cache"]) == {
+        "kv-cache+test-slow[pct=10]": "kv-cache"}
+    assert parse_maps(["a+p[x=1]=a+q[y=2]"]) == {"a+p[x=1]": "a+q[y=2]"}

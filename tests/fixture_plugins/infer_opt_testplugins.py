@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from infer_opt.core.params import Param
 from infer_opt.core.plugin import Metric, Plugin
 from infer_opt.core.settings import Settings
 
@@ -55,15 +56,15 @@ class NeedsMissingPackage(Plugin):
 
 
 class Slows(Plugin):
-    """Adds 15% to every forward step (prefill and each decode step): a known regression."""
+    """Adds `pct` % to every forward step (prefill and each decode step): a known regression."""
 
     name = "test-slow"
-    summary = "busy-waits 15% of each measured step: a deliberate regression for compare tests"
+    summary = "busy-waits pct % of each measured step: a deliberate regression for compare"
     engines = ("torch", "ort")  # a step wrapper: every engine with a step API applies it
-    extra = 0.15
+    params = (Param("pct", float, 15.0, "% added to each step's own time", minimum=0.0),)
 
     def apply(self, settings: Settings) -> None:
-        extra = self.extra
+        extra = self.values["pct"] / 100.0
 
         def wrap(step: Any, s: Settings) -> Any:
             def slowed(*args: Any, **kwargs: Any) -> Any:

@@ -122,11 +122,21 @@ def parse_thresholds(specs: Sequence[str]) -> tuple[float, dict[str, float]]:
     return default, per
 
 
+def _split_map(spec: str) -> tuple[str, str, str]:
+    """Split 'NEW=OLD' at the '=' outside brackets (variants carry 'name[key=value]')."""
+    depth = 0
+    for i, ch in enumerate(spec):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "=" and depth == 0:
+            return spec[:i].strip(), "=", spec[i + 1:].strip()
+    return spec.strip(), "", ""
+
+
 def parse_maps(specs: Sequence[str]) -> dict[str, str]:
     """['X+p=X'] -> {'X+p': 'X'}: NEW's rows of variant X+p are joined to OLD's rows of X."""
     out: dict[str, str] = {}
     for spec in specs:
-        new, sep, old = (part.strip() for part in spec.partition("="))
+        new, sep, old = _split_map(spec)
         if not sep or not new or not old or new in out:
             raise UserError("--map", f"expected NEW_VARIANT=OLD_VARIANT once per variant (e.g. "
                                      f"'kv-cache+myplugin=kv-cache'), got {spec!r}")

@@ -76,7 +76,7 @@ def _describe(need: dict[str, float]) -> str:
 @functools.lru_cache(maxsize=4)
 def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.run.runner import process_context
+    from infer_opt.run.worker import process_context
 
     # In a child of its own: the 512 MiB probe (and, on a GPU, a CUDA context) must not stay
     # in this long-lived Ray worker while the node's jobs run.

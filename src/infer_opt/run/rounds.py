@@ -88,8 +88,7 @@ class WorkerHandle:
                  python: Path | None = None) -> None:
         from multiprocessing.connection import Connection
 
-        from infer_opt.run.runner import process_context
-        from infer_opt.run.worker import worker_main
+        from infer_opt.run.worker import process_context, worker_main
 
         self.timeout_s = timeout_s
         if python is None:

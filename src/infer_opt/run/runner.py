@@ -9,7 +9,6 @@ that variant only, and the run goes on.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import shutil
 import sys
 import time
@@ -35,21 +34,6 @@ from infer_opt.run.suite import Suite
 
 # An executor runs jobs and yields their rows, in any order (each carries its cell_index).
 Executor = Callable[[list[Job]], Iterable[Row]]
-
-_CTX: Any = None
-
-
-def process_context() -> Any:
-    """Where worker processes come from: a forkserver that preloaded torch and transformers."""
-    global _CTX
-    if _CTX is None:
-        if "forkserver" in mp.get_all_start_methods():
-            _CTX = mp.get_context("forkserver")
-            _CTX.set_forkserver_preload(["infer_opt.run.preload"])
-        else:
-            _CTX = mp.get_context("spawn")
-    return _CTX
-
 
 def local_executor(jobs: list[Job]) -> Iterable[Row]:
     """Every job on this machine, one after the other."""
