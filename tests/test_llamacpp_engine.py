@@ -46,15 +46,13 @@ def test_declarations_and_refusals() -> None:
             build_stack(f"llamacpp+{plugin}", "cpu")
 
 
-def test_batch_and_serving_workloads_are_refused_up_front() -> None:
+def test_serving_workloads_are_refused_up_front() -> None:
     from infer_opt.run.plan import check_fit
     from infer_opt.workloads.online.workload import OnlineWorkload
     from infer_opt.workloads.static_batch import StaticBatch
 
     stack = build_stack("llamacpp", "cpu")
-    check_fit(stack, StaticBatch(batch_size=1), "g")
-    with pytest.raises(UserError, match="engine llamacpp serves batches of at most 1"):
-        check_fit(stack, StaticBatch(batch_size=2), "g")
+    check_fit(stack, StaticBatch(batch_size=4), "g")  # static batches: one sequence per row
     with pytest.raises(UserError, match="joins rows of different lengths"):
         check_fit(stack, OnlineWorkload(), "g")
 
@@ -156,6 +154,19 @@ def test_greedy_tokens_and_logits_equal_torch(engines: tuple[Any, Any]) -> None:
 
 
 @needs_llama_cpp
+def test_static_batch_rows_are_sequences(engines: tuple[Any, Any]) -> None:
+    """Three rows decoded together equal each row decoded alone (and torch's batch)."""
+    llama, torch_kv = engines
+    prompts = torch.randint(3, 512, (3, 7), generator=torch.Generator().manual_seed(4))
+    together = generate(llama, prompts, 8, HostClock())
+    with torch_kv.context():
+        ref = generate(torch_kv, prompts, 8, HostClock())
+    assert together.tokens.shape == (3, 8) and torch.equal(together.tokens, ref.tokens)
+    alone = generate(llama, prompts[1:2], 8, HostClock())
+    assert torch.equal(alone.tokens[0], together.tokens[1])
+
+
+@needs_llama_cpp
 def test_new_request_and_crop_rewind_the_sequence(engines: tuple[Any, Any]) -> None:
     """A new request never sees the previous one's KV; a crop recomputes from the cut."""
     from infer_opt.engines.base import StepInput
@@ -175,9 +186,9 @@ def test_new_request_and_crop_rewind_the_sequence(engines: tuple[Any, Any]) -> N
     seq = llama.crop(seq, 6)
     tail = run(seq, ids[:, 6:], 6)
     assert torch.allclose(tail, again[:, 6:], atol=1e-5)
-    with pytest.raises(ValueError, match="does not continue the sequence"):
+    with pytest.raises(ValueError, match="does not continue the sequences"):
         run(seq, ids[:, :1], 3)
-    with pytest.raises(RuntimeError, match="one sequence"):
+    with pytest.raises(RuntimeError, match="sequences of one request"):
         stale = seq
         llama.new_cache(1, 64)
         run(stale, ids[:, :1], 10)
