@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from infer_opt.cli import main
-from infer_opt.results.compare import compare_runs, read_run
 from infer_opt.core.schema import COLUMNS
+from infer_opt.results.compare import compare_runs, read_run
 
 from .test_compare import fake_cell
 

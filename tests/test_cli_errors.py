@@ -61,7 +61,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     (GOOD.replace('device = "cpu"', 'device = "cuda"'), ("device", "sees no CUDA device")),
     (GOOD.replace('"kv-cache"', '"kv-cache+static-cache"'),
      ("variant", "'kv-cache' and 'static-cache' both set kv_cache")),
-    (GOOD.replace('"kv-cache"', '"ort+int8-wo"'), ("'int8-wo' works on engines torch",)),
+    (GOOD.replace('"kv-cache"', '"ort+int8-bnb"'), ("'int8-bnb' works on engines torch",)),
     (GOOD.replace('"kv-cache"', '"compile+kv-cache"'), ("both set kv_cache",)),
     ('name = "a/b"\n' + GOOD, ("name", "'a/b' must be 1-64 letters")),
     ('name = "a\\tb"\n' + GOOD, ("name", "must be 1-64 letters")),

@@ -14,8 +14,16 @@ from infer_opt.cli import main
 from infer_opt.core.errors import UserError
 from infer_opt.core.schema import COLUMNS, direction, empty_row, floor
 from infer_opt.core.stats import Stats
-from infer_opt.results.compare import (INSUFFICIENT, REGRESSION, compare, compare_runs, judge,
-                                       parse_maps, parse_thresholds, MetricResult)
+from infer_opt.results.compare import (
+    INSUFFICIENT,
+    REGRESSION,
+    MetricResult,
+    compare,
+    compare_runs,
+    judge,
+    parse_maps,
+    parse_thresholds,
+)
 from infer_opt.results.io import read_run
 
 

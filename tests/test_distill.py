@@ -14,8 +14,14 @@ from transformers import AutoModelForCausalLM
 
 from infer_opt.cli import main as cli_main
 from infer_opt.compression import corpus, distill
-from infer_opt.compression.distill import (Recipe, kd_loss, key_digest, layer_dropped_student,
-                                           recipe_key, train)
+from infer_opt.compression.distill import (
+    Recipe,
+    kd_loss,
+    key_digest,
+    layer_dropped_student,
+    recipe_key,
+    train,
+)
 from infer_opt.core.models import resolve
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64]])  # [1, 8]

@@ -6,8 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_opt.engines.gguf_blocks import (q4_0_blocks, q4_1_blocks, q8_0_blocks,
-                                           rope_row_permutation)
+from infer_opt.engines.gguf_blocks import (
+    q4_0_blocks,
+    q4_1_blocks,
+    q8_0_blocks,
+    rope_row_permutation,
+)
 
 gguf = pytest.importorskip("gguf")
 

@@ -11,9 +11,12 @@ from infer_opt.compression import corpus
 from infer_opt.compression.layers import block_influence, keep_layers, prune_layers
 from infer_opt.compression.magnitude import decoder_linears, prune_magnitude
 from infer_opt.compression.mlp_channels import channel_importance, prune_mlp_channels
-from infer_opt.compression.semi_structured import (mask_2_4, prune_2_4,
-                                                   semi_structured_unavailable,
-                                                   to_semi_structured)
+from infer_opt.compression.semi_structured import (
+    mask_2_4,
+    prune_2_4,
+    semi_structured_unavailable,
+    to_semi_structured,
+)
 from infer_opt.core.models import resolve
 
 PROMPT = torch.tensor([[5, 17, 42, 99, 7, 300, 12, 64]])  # [1, 8]

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 
 from infer_opt import cli
-from infer_opt.run.cell import Cell
 from infer_opt.core.errors import UserError
-from infer_opt.run.executors import make_executor
-from infer_opt.run import ray_executor as rx
 from infer_opt.core.models import resolve
+from infer_opt.core.schema import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
+from infer_opt.run import ray_executor as rx
+from infer_opt.run.cell import Cell
+from infer_opt.run.executors import make_executor
 from infer_opt.run.plan import plan_cells
 from infer_opt.run.rounds import Job
 from infer_opt.run.runner import local_executor, run_suite
-from infer_opt.core.schema import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite

@@ -4,8 +4,9 @@ import csv
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from .conftest import REPO, write_suite
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from infer_opt.core.roofline import (DecodeStep, Weight, WeightBytes, arithmetic_intensity,
-                                     decode_step_bytes, decode_step_flops, mean_cached_len,
-                                     roofline_pct)
+from infer_opt.core.roofline import (
+    DecodeStep,
+    Weight,
+    WeightBytes,
+    arithmetic_intensity,
+    decode_step_bytes,
+    decode_step_flops,
+    mean_cached_len,
+    roofline_pct,
+)
 
 HIDDEN, INTER, LAYERS, VOCAB, KV_DIM = 64, 128, 2, 512, 2 * 16  # KV_DIM: 2 kv heads x 16
 # (name, rows, cols) of every matmul weight of one layer.

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from infer_opt import SCHEMA_VERSION
-from infer_opt.run.runner import run_suite
 from infer_opt.core.schema import COLUMNS
-from infer_opt.run.suite import load_suite
 from infer_opt.results.table import greedy_match, render
+from infer_opt.run.runner import run_suite
+from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 

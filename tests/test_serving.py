@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from infer_opt.core.errors import UserError
+from infer_opt.run.suite import load_suite
 from infer_opt.workloads.online.arrivals import arrival_times, lengths
 from infer_opt.workloads.online.metrics import RequestTimes, meets_slo, run_columns
 from infer_opt.workloads.online.sweep import search_max_rate
-from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
 
@@ -263,9 +263,9 @@ def test_bad_online_keys_are_one_line_errors(tmp_path: Path, old: str, new: str,
 
 
 def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
-    from infer_opt.run.runner import run_suite
     from infer_opt.results.serving_plot import write_plot
     from infer_opt.results.table import render
+    from infer_opt.run.runner import run_suite
 
     body = ONLINE.replace("arrival_rates = [100.0, 400.0]", "arrival_rates = [400.0]")
     suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))

@@ -8,9 +8,16 @@ import pytest
 
 from infer_opt.core import telemetry
 from infer_opt.core.schema import TELEMETRY
-from infer_opt.core.telemetry import (CpuTimes, Telemetry, interval_columns, is_busy,
-                                      machine_busy_now, parse_cpu_mhz, parse_loadavg,
-                                      parse_proc_stat)
+from infer_opt.core.telemetry import (
+    CpuTimes,
+    Telemetry,
+    interval_columns,
+    is_busy,
+    machine_busy_now,
+    parse_cpu_mhz,
+    parse_loadavg,
+    parse_proc_stat,
+)
 
 STAT = """cpu  {user} 0 {system} {idle} 10 0 5 {steal} 0 0
 cpu0 1 0 1 1 0 0 0 0 0 0

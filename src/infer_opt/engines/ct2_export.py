@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from infer_opt.core.roofline import Weight, WeightBytes
-from infer_opt.engines._build import build_dir, cached_build, child_threads, run_child, version
+from infer_opt.engines._build import (
+    build_dir,
+    cached_build,
+    child_threads,
+    run_child,
+    version,
+)
 
 # Bump when the conversion recipe changes, so cached models are not reused.
 RECIPE_VERSION = 1

@@ -42,7 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from infer_opt.core.models import DEFAULT_MODEL, SMOLLM2_GGUF, ModelRef, smollm2_gguf_dir
+from infer_opt.core.models import (
+    DEFAULT_MODEL,
+    SMOLLM2_GGUF,
+    ModelRef,
+    smollm2_gguf_dir,
+)
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines import gguf_file

@@ -286,7 +286,9 @@ def quantize_rtn(model: Any, bits: int, block: int, symmetric: bool, accuracy: i
     """Every MatMul with a constant weight, except the lm_head, through onnxruntime's
     MatMulNBitsQuantizer."""
     from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
 
     config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric,
                                           accuracy_level=accuracy, bits=bits,

@@ -34,7 +34,12 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines import onnx_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-from infer_opt.engines.nbits import WEIGHT_OPTIONS, ensure_variant, weight_conflict, weight_spec
+from infer_opt.engines.nbits import (
+    WEIGHT_OPTIONS,
+    ensure_variant,
+    weight_conflict,
+    weight_spec,
+)
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 

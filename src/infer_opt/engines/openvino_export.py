@@ -26,7 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infer_opt.engines._build import build_dir, cached_build, child_threads, run_child, version
+from infer_opt.engines._build import (
+    build_dir,
+    cached_build,
+    child_threads,
+    run_child,
+    version,
+)
 
 # Bump when the export recipe changes, so cached IRs are not reused.
 RECIPE_VERSION = 1

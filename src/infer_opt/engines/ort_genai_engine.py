@@ -44,6 +44,7 @@ from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 from infer_opt.engines.nbits import WEIGHT_OPTIONS, weight_conflict, weight_spec
 
+
 @dataclass
 class GenaiCache:
     """Shared past/present buffers of B rows: 2 * layers OrtValues [B, kv_heads, capacity,

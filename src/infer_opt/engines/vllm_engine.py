@@ -33,10 +33,10 @@ import torch
 
 from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
+from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
-from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.engines.torch_engine import DTYPES, kv_bytes_per_token, query_groups
 
 
