@@ -8,7 +8,8 @@ import pytest
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.schema import COLUMNS
-from infer_opt.results.table import greedy_match, render
+from infer_opt.results.reference import greedy_match
+from infer_opt.results.table import render
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 

@@ -15,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of the suite's variants to run")
     p.add_argument("--out", default="results", help="directory for result files")
     p.add_argument("--executor", default="local",
-                   help="local: one process per cell here; ray: one Ray task per cell "
+                   help="local: every job (a group's variants in interleaved rounds, one worker "
+                        "process per variant) here; ray: one Ray task per job "
                         "(needs the 'cluster' extra)")
     p.add_argument("--address", default=None,
                    help="with --executor ray: an existing cluster (HOST:6379, or ray://HOST:10001);"

@@ -40,7 +40,7 @@ def int8_weight_only() -> Any:
 class Int4WeightOnly(Plugin):
     name = "int4-wo"
     summary = ("4-bit weight-only, blocks of 32 along K (torch: torchao int4, CPU and CUDA; "
-               "ort, ort-genai: MatMulNBits)")
+               "ort, ort-genai: MatMulNBits; openvino: NNCF)")
     engines = ENGINES
     params: ClassVar[tuple[Param, ...]] = (
         Param("group", int, 32, "weights per block along K", choices=(16, 32, 64, 128, 256)),

@@ -21,7 +21,7 @@ from infer_opt.plugins._weight_only import ENGINES, refuse_on_torch, set_weight_
 class Int8WeightOnly(Plugin):
     name = "int8-wo"
     summary = ("8-bit weight-only (torch: torchao per-channel, pays with bf16 + compile; ort, "
-               "ort-genai: MatMulNBits, blocks of 32)")
+               "ort-genai: MatMulNBits, blocks of 32; openvino: NNCF per channel)")
     engines = ENGINES
     params: ClassVar[tuple[Param, ...]] = (
         Param("group", int, None, "weights per block along K (default: per output channel on "

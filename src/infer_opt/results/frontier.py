@@ -24,7 +24,7 @@ from infer_opt.results.io import parse_number as _num
 
 LEVELS = ((1e-3, "KL <= 1e-3"), (1e-2, "KL <= 1e-2"), (math.inf, "any KL"))
 HF_VARIANT = "kv-cache+sdpa"  # transformers' generate: dynamic cache, SDPA attention
-LLAMACPP = "llamacpp"  # engine and variant name of the llama.cpp row
+LLAMACPP = "llamacpp"  # the llama.cpp engine: its plain variant, else its fastest ok row
 OWN_ENGINES = ("torch", "ort", "ort-genai")  # the suite's own stacks
 KL_FLOOR = 1e-12
 
@@ -72,6 +72,15 @@ def _reference(rows: list[dict[str, str]], key: tuple[str, ...], variant: str
                  and _workload(r) == key), None)
 
 
+def _fastest_of_engine(rows: list[dict[str, str]], key: tuple[str, ...], engine: str
+                       ) -> dict[str, str] | None:
+    """The fastest ok static-batch row of `engine` on this workload (a variant with options)."""
+    mine = [r for r in rows if r.get("engine") == engine and r.get("status") == "ok"
+            and r.get("workload", "static-batch") == "static-batch" and _workload(r) == key
+            and _num(r.get("decode_tokens_per_s"))]
+    return max(mine, key=lambda r: _num(r.get("decode_tokens_per_s")) or 0.0, default=None)
+
+
 def _ratio(a: Any, b: Any) -> str:
     x, y = _num(a), _num(b)
     return "" if x is None or not y else f"{x / y:.2f}x"
@@ -102,7 +111,7 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
     for key, items in groups.items():
         model, prompt, new, bs = key
         hf = _reference(rows, key, HF_VARIANT)
-        llama = _reference(rows, key, LLAMACPP)
+        llama = _reference(rows, key, LLAMACPP) or _fastest_of_engine(rows, key, LLAMACPP)
         out.append(f"{model}, bs {bs}, prompt {prompt}, new {new}"
                    + (f"; llamacpp: {_tps(llama)} tok/s, TTFT {_num(llama.get('ttft_ms_p50')) or 0:.0f} ms"
                       if llama else "; no llamacpp row"))
@@ -153,7 +162,7 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
         for tps, kl, r in items:
             x = max(kl, KL_FLOOR)
             own = r.get("engine") in OWN_ENGINES
-            color = ("tab:red" if r["variant"] == LLAMACPP else
+            color = ("tab:red" if r.get("engine") == LLAMACPP else
                      "tab:green" if r["variant"] == HF_VARIANT else
                      "tab:blue" if own else "tab:orange")
             ax.scatter([x], [tps], color=color, zorder=3, s=28)

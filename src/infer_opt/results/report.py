@@ -20,7 +20,8 @@ from typing import Any
 from infer_opt.core.errors import UserError
 from infer_opt.results.io import parse_number as _num
 from infer_opt.results.io import read_run, samples_path_for
-from infer_opt.results.table import render_run, speedup
+from infer_opt.results.reference import speedup
+from infer_opt.results.table import render_run
 
 # Columns that may carry the offered load of a serving workload, in order of preference.
 LOAD_COLUMNS = ("request_rate_per_s", "arrival_rate_per_s", "rate_per_s", "offered_rate_per_s",

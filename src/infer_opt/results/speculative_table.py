@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from infer_opt.results.io import parse_number as _num
+from infer_opt.results.reference import greedy_match, speedup
 
 SPEC_PART = re.compile(r"\+?spec-[\w-]+(\[[^\]]*\])?")
 
@@ -28,7 +29,6 @@ def _f(v: Any, digits: int = 1) -> str:
 
 def render_speculative(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
     """Markdown for rows with speculative columns ('' when there are none)."""
-    from infer_opt.results.table import greedy_match, speedup
 
     spec = [r for r in rows if r.get("status") == "ok" and _num(r.get("tokens_per_target_forward"))]
     if not spec:

@@ -16,6 +16,12 @@ from infer_opt.core.errors import UserError
 from infer_opt.results.frontier import render_frontier
 from infer_opt.results.io import Run, read_run
 from infer_opt.results.io import parse_number as _num
+from infer_opt.results.reference import (
+    find_reference,
+    greedy_match,
+    speedup,
+    workload_key,
+)
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
 from infer_opt.results.speculative_table import render_speculative
@@ -23,50 +29,6 @@ from infer_opt.results.speculative_table import render_speculative
 BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
              "core on average or the hypervisor stole more than 5% of the CPU (columns "
              "other_cpu_pct, cpu_steal_pct); its timings include their work")
-
-
-def _key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    return (row.get("model", ""), row.get("workload", ""), row.get("prompt_tokens", ""),
-            row.get("new_tokens", ""))
-
-
-def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: str
-                   ) -> tuple[dict[str, str] | None, bool]:
-    """The reference row for `row`: same batch if present, else batch 1. (row, same_batch)."""
-    refs = [r for r in rows if r["variant"] == reference and r["status"] == "ok" and _key(r) == _key(row)]
-    for r in refs:
-        if r["batch_size"] == row["batch_size"]:
-            return r, True
-    for r in refs:
-        if r["batch_size"] == "1":
-            return r, False
-    return None, False
-
-
-def speedup(row: dict[str, str], rows: list[dict[str, str]], reference: str,
-            same_batch_only: bool = True) -> float | None:
-    """Decode tokens/s of `row` over its `reference` row (find_reference); None when there is
-    none, when either value is missing, or (same_batch_only) when only a bs-1 reference exists."""
-    ref, same_batch = find_reference(row, rows, reference)
-    if ref is None or (same_batch_only and not same_batch):
-        return None
-    mine, theirs = _num(row.get("decode_tokens_per_s")), _num(ref.get("decode_tokens_per_s"))
-    return mine / theirs if mine and theirs else None
-
-
-def greedy_match(tokens: list[list[int]], ref_tokens: list[list[int]]) -> tuple[int, int]:
-    """(shortest identical greedy prefix over the shared prompts, tokens per request)."""
-    shared = min(len(tokens), len(ref_tokens))
-    n = len(tokens[0]) if tokens else 0
-    best = n
-    for a, b in zip(tokens[:shared], ref_tokens[:shared]):
-        same = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            same += 1
-        best = min(best, same)
-    return best, n
 
 
 def _f(value: Any, digits: int = 1) -> str:
@@ -190,7 +152,7 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
         ratio, kl = speedup(r, rows, reference), _num(r.get("kl_mean"))
         if ratio is None or kl is None:
             continue
-        groups.setdefault(_key(r) + (r["batch_size"],), []).append((ratio, kl, r))
+        groups.setdefault(workload_key(r) + (r["batch_size"],), []).append((ratio, kl, r))
     if not groups:
         return ""
     out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "

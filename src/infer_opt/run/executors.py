@@ -1,15 +1,16 @@
-"""Executors: how a run's cells reach a process.
+"""Executors: how a run's jobs reach a machine.
 
-An executor is a callable `(cells, timeout_s) -> iterable of (cell, row, samples)`; rows may come
-back in any order (each carries its `cell_index`). Every executor ends in `cell.run_cell`, so a
-cell is the same plain data whichever one runs it.
+A job (run/rounds.py) is one group's variants x workloads: one worker process per variant, all
+loaded, timed in interleaved rounds. An executor is a callable `(jobs) -> iterable of rows`;
+rows may come back in any order (each carries its `cell_index`). Every executor ends in
+`rounds.run_job`, so a job is the same plain data whichever one runs it.
 
 Executors register under the entry-point group `infer_opt.executors` as factories
 `make(address=None, max_retries=1) -> Executor`; bad options fail in the factory, before any
 file is written:
 
-    local  one forked child per cell on this machine (runner.local_executor, the default)
-    ray    one Ray task per cell, on a local Ray or an existing cluster (ray_executor.py)
+    local  every job on this machine, one after the other (runner.local_executor, the default)
+    ray    one Ray task per job, on a local Ray or an existing cluster (ray_executor.py)
 """
 
 from __future__ import annotations
