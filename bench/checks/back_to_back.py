@@ -47,17 +47,22 @@ def main() -> int:
     ap.add_argument("--suite", default="default")
     ap.add_argument("--load", type=int, default=0, help="busy processes during the second run")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--runs", nargs=2, type=Path, metavar=("FIRST.csv", "SECOND.csv"),
+                    help="compare two runs already made back to back instead of making them")
     args = ap.parse_args()
-    out = Path(args.out or tempfile.mkdtemp(prefix="infer-opt-b2b-"))
-    first = run(args.suite, out / "first")
-    spinners = [mp.Process(target=spin, daemon=True) for _ in range(args.load)]
-    for s in spinners:
-        s.start()
-    try:
-        second = run(args.suite, out / "second")
-    finally:
+    if args.runs:
+        first, second = args.runs
+    else:
+        out = Path(args.out or tempfile.mkdtemp(prefix="infer-opt-b2b-"))
+        first = run(args.suite, out / "first")
+        spinners = [mp.Process(target=spin, daemon=True) for _ in range(args.load)]
         for s in spinners:
-            s.kill()
+            s.start()
+        try:
+            second = run(args.suite, out / "second")
+        finally:
+            for s in spinners:
+                s.kill()
     code = compare(first, second)
     compare(first, second, "--absolute")
     from infer_opt.core.stats import percentile
