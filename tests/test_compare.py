@@ -365,15 +365,17 @@ def test_one_file_needs_a_baseline_or_map(tmp_path: Path,
 
 # --- online rows: resampled per request --------------------------------------------------------
 
-def online_cell(index: int, ttft_ms: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
+def online_cell(index: int, ttft_ms: list[float], runs: int = 3
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Requests served over `runs` timed runs (request i in run i % runs)."""
     row = empty_row()
     row.update(run_id="r", cell_index=index, suite="s", model="m", variant="kv-cache",
                engine="torch", device="cpu", workload="online", prompt_tokens=8,
                new_tokens=4, status="ok", policy="continuous", arrival="poisson",
-               arrival_rate_per_s=2.0, num_requests=len(ttft_ms), timed_runs=1)
+               arrival_rate_per_s=2.0, num_requests=len(ttft_ms), timed_runs=runs)
     row.update(Stats.of(ttft_ms).columns("ttft_ms"))
-    reqs = [{"round": 0, "queue_ms": 0.0, "ttft_ms": t, "tpot_ms": None, "e2e_ms": t,
-             "itl_ms": []} for t in ttft_ms]
+    reqs = [{"round": i % runs, "queue_ms": 0.0, "ttft_ms": t, "tpot_ms": None, "e2e_ms": t,
+             "itl_ms": []} for i, t in enumerate(ttft_ms)]
     return row, {"run_id": "r", "cell_index": index, "variant": "kv-cache",
                  "workload": {"kind": "online", "policy": "continuous"}, "requests": reqs}
 
@@ -383,13 +385,33 @@ def test_online_rows_are_resampled_per_request(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0, 24.0, 21.0, 23.0, 21.6])])
     cmp = compare_runs(read_run(a), read_run(b), absolute=True)
     ttft = metric(cmp, "kv-cache online", "ttft_ms_p50")
-    assert ttft.method == "unpaired, 6/6 requests"
+    assert ttft.method == "unpaired, 6/6 requests in 3/3 runs"
     assert ttft.ratio == pytest.approx(2.0) and ttft.verdict == REGRESSION
-    a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0])])
-    b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0])])
+    # Many requests but two runs: requests of one run share its batches and machine state,
+    # so two runs are too few for a verdict however many requests they served.
+    a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0] * 8, runs=2)])
+    b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0] * 8, runs=2)])
     ttft = metric(compare_runs(read_run(a), read_run(b), absolute=True), "kv-cache online",
                   "ttft_ms_p50")
-    assert ttft.verdict == INSUFFICIENT
+    assert ttft.verdict == INSUFFICIENT and ttft.method.startswith("n=2 < 3")
+
+
+def test_online_bootstrap_draws_runs_then_requests() -> None:
+    """Runs whose requests all took 10, 20 and 30 ms: a two-stage resample's mean is the mean
+    of three drawn runs (a multiple of 10/3); per-request draws would give multiples of 2.5."""
+    import numpy as np
+
+    from infer_opt.results.estimate import level_replicates
+    from infer_opt.results.samples import REQUEST, MetricSamples
+
+    values = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
+    ms = MetricSamples(tuple((v,) for v in values), tuple([0] * 4 + [1] * 4 + [2] * 4),
+                       "mean", REQUEST)
+    assert ms.n == 12 and ms.independent_n == 3
+    reps = level_replicates(ms, 500, np.random.default_rng(0))
+    thirds = reps * 3 / 10
+    assert np.allclose(thirds, np.round(thirds)) and reps.min() >= 10 and reps.max() <= 30
+    assert len(set(np.round(reps, 6))) > 3  # not a degenerate draw
 
 
 # --- multiple testing --------------------------------------------------------------------------

@@ -70,13 +70,14 @@ def main() -> int:
 
     a, b = read_run(first), read_run(second)
     old = {(r["variant"], r["cell_index"]): r for r in a.rows if r["status"] == "ok"}
-    changes = []
+    by_workload: dict[str, list[float]] = {}
     for r in b.rows:
         o = old.get((r["variant"], r["cell_index"]))
         if o and r["status"] == "ok" and o.get("tpot_ms_p50") and r.get("tpot_ms_p50"):
-            changes.append(100 * (float(r["tpot_ms_p50"]) / float(o["tpot_ms_p50"]) - 1))
-    if changes:
-        print(f"TPOT p50 change over {len(changes)} rows: median |change| "
+            change = 100 * (float(r["tpot_ms_p50"]) / float(o["tpot_ms_p50"]) - 1)
+            by_workload.setdefault(r.get("workload") or "static-batch", []).append(change)
+    for workload, changes in sorted(by_workload.items()):
+        print(f"TPOT p50 change, {workload} rows ({len(changes)}): median |change| "
               f"{statistics.median(abs(c) for c in changes):.1f}%, worst "
               f"{max(changes, key=abs):+.1f}%, median {percentile(sorted(changes), 50):+.1f}%")
     return code

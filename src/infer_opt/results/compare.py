@@ -82,7 +82,9 @@ DRIFT_METRIC = "tpot_ms_p50"
 # Metrics printed by default (all compared metrics with --all).
 SHOWN = ["ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "itl_ms_p99", "decode_tokens_per_s",
          "output_tokens_per_s", "peak_rss_mb"]
-_TIMED = re.compile(r"_ms(_[a-z0-9]+)?$|_per_s$")
+# Latency, throughput and the per-run SLO share of online rows: they vary run to run, so they
+# need enough timed runs for a verdict (memory and fidelity are single measurements).
+_TIMED = re.compile(r"_ms(_[a-z0-9]+)?$|_per_s$|^slo_met_pct$")
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -210,7 +212,9 @@ class Comparison:
 
 def _label(row: dict[str, str]) -> str:
     parts = [row.get("variant", ""), f"{row.get('workload', '')}"]
-    for col, short in (("batch_size", "bs"), ("prompt_tokens", "prompt"), ("new_tokens", "new")):
+    for col, short in (("batch_size", "bs"), ("policy", "policy"), ("arrival", "arrival"),
+                       ("arrival_rate_per_s", "rate"), ("prefix_reuse", "reuse"),
+                       ("prompt_tokens", "prompt"), ("new_tokens", "new")):
         if row.get(col):
             parts.append(f"{short}={row[col]}")
     return " ".join(parts)
@@ -519,7 +523,8 @@ def _metric(metric: str, p: _Pair, runs: tuple[Run, Run],
         return res
     sides = [_samples(run, row, metric, _num(row.get(metric)) or 0.0, notes)
              for run, row in zip(sources, rows)]
-    counts = [s.n if s is not None else _declared_n(row) for s, row in zip(sides, rows)]
+    counts = [s.independent_n if s is not None else _declared_n(row)
+              for s, row in zip(sides, rows)]
     known = [c for c in counts if c is not None]
     if known and min(known) < estimate.MIN_UNITS:
         res.method = f"n={min(known)} < {estimate.MIN_UNITS}" + res.method

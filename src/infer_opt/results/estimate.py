@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from infer_opt.core.stats import median_replicates
-from infer_opt.results.samples import MetricSamples
+from infer_opt.results.samples import REQUEST, RUN, MetricSamples
 
-MIN_UNITS = 3  # timed runs (or requests) per side below which no verdict is given
+MIN_UNITS = 3  # independent units (timed runs) per side below which no verdict is given
 _QUANTILE = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
 _CHUNK_VALUES = 2_000_000  # floats per resampling chunk (16 MB), whatever the group sizes
 
@@ -53,7 +53,10 @@ def _stat_rows(y: Any, stat: str) -> Any:
 
 
 def level_replicates(ms: MetricSamples, resamples: int, rng: Any) -> Any:
-    """stat of the pooled values of `ms` over `resamples` resamples of its units -> [R]."""
+    """stat of the pooled values of `ms` over `resamples` resamples of its units -> [R].
+    Requests grouped in several runs are resampled in two stages (runs, then requests)."""
+    if ms.unit == REQUEST and ms.rounds is not None and ms.independent_n > 1:
+        return _clustered_replicates(ms, resamples, rng)
     n = ms.n
     width = max(len(g) for g in ms.groups)
     x = np.full((n, width), np.nan)  # [units, values per unit], NaN-padded
@@ -65,6 +68,34 @@ def level_replicates(ms: MetricSamples, resamples: int, rng: Any) -> Any:
         b = min(chunk, resamples - start)
         idx = rng.integers(0, n, size=(b, n))  # [b, n] units drawn with replacement
         out[start : start + b] = _stat_rows(x[idx].reshape(b, n * width), ms.stat)
+    return out
+
+
+def _clustered_replicates(ms: MetricSamples, resamples: int, rng: Any) -> Any:
+    """Two-stage bootstrap: draw the runs with replacement, then within each drawn run its
+    own requests with replacement; stat of the pooled values -> [R]. Requests that shared a
+    run's batches and machine state move together, so the interval reflects run-to-run
+    spread, not only request-to-request spread."""
+    assert ms.rounds is not None
+    runs = sorted(set(ms.rounds))
+    members = [[i for i, r in enumerate(ms.rounds) if r == run] for run in runs]
+    k, m = len(runs), max(len(g) for g in members)
+    width = max(len(g) for g in ms.groups)
+    x = np.full((k, m, width), np.nan)  # [runs, requests of the run, values per request]
+    for a, idx in enumerate(members):
+        for j, i in enumerate(idx):
+            x[a, j, : len(ms.groups[i])] = ms.groups[i]
+    sizes = np.array([len(g) for g in members])  # [k]
+    out = np.empty(resamples)
+    chunk = max(1, _CHUNK_VALUES // (k * m * width))
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        pick = rng.integers(0, k, size=(b, k))  # [b, k] runs drawn
+        n_in = sizes[pick]  # [b, k] requests in each drawn run
+        req = np.floor(rng.random((b, k, m)) * n_in[:, :, None]).astype(int)  # [b, k, m]
+        y = x[pick[:, :, None], req]  # [b, k, m, width]
+        y[np.arange(m)[None, None, :] >= n_in[:, :, None]] = np.nan  # a run's own count
+        out[start : start + b] = _stat_rows(y.reshape(b, k * m * width), ms.stat)
     return out
 
 
@@ -81,7 +112,8 @@ def common_rounds(old: MetricSamples, new: MetricSamples) -> list[int]:
 def can_pair(old: MetricSamples, new: MetricSamples) -> bool:
     """Paired only for medians: the median of per-round ratios estimates a change in the
     median, not in a p90 or a mean."""
-    return old.stat == new.stat == "p50" and len(common_rounds(old, new)) >= MIN_UNITS
+    return (old.unit == new.unit == RUN and old.stat == new.stat == "p50"
+            and len(common_rounds(old, new)) >= MIN_UNITS)
 
 
 def paired(old: MetricSamples, new: MetricSamples, resamples: int, seed: Sequence[int]
@@ -102,8 +134,10 @@ def unpaired(old: MetricSamples, new: MetricSamples, resamples: int, seed: Seque
     b = level_replicates(new, resamples, np.random.default_rng([*seed, 1]))
     with np.errstate(divide="ignore", invalid="ignore"):
         reps = b / a
-    return Estimate(new.pooled() / old.pooled(), _finite(reps),
-                    f"unpaired, {old.n}/{new.n} {old.unit}s")
+    how = f"unpaired, {old.n}/{new.n} {old.unit}s"
+    if old.unit == REQUEST and (old.independent_n > 1 or new.independent_n > 1):
+        how += f" in {old.independent_n}/{new.independent_n} runs"
+    return Estimate(new.pooled() / old.pooled(), _finite(reps), how)
 
 
 def change(old: MetricSamples, new: MetricSamples, resamples: int, seed: Sequence[int],
@@ -128,4 +162,4 @@ def normalized(ref_old: MetricSamples, old: MetricSamples, ref_new: MetricSample
 
 
 def enough(*sides: MetricSamples) -> bool:
-    return all(s.n >= MIN_UNITS for s in sides)
+    return all(s.independent_n >= MIN_UNITS for s in sides)

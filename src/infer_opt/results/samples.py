@@ -5,7 +5,10 @@ over timed runs), is rebuilt as groups of values, one group per resampling unit:
 - static rows: the unit is a timed run; `runs[metric]` holds one value per run (a group of
   one), `itl_ms` one group of token gaps per run; each run carries its interleaved `round`;
 - online rows: the unit is a request (`requests`, every request of every timed run); a
-  request's `itl_ms` is its group of gaps.
+  request's `itl_ms` is its group of gaps; each request carries the round (timed run) that
+  served it. Requests of one run share its batches and its machine state, so they are not
+  independent: the bootstrap draws runs first, then requests within each drawn run
+  (results/estimate.py), and a verdict needs enough runs, not only enough requests.
 Resampling whole units keeps the values of one run (or request) together, so correlated gaps
 are not mistaken for independent evidence.
 """
@@ -27,13 +30,20 @@ REQUEST = "request"
 @dataclass(frozen=True)
 class MetricSamples:
     groups: tuple[tuple[float, ...], ...]  # one tuple of values per unit
-    rounds: tuple[int, ...] | None  # the round of each unit (timed runs), for pairing
+    rounds: tuple[int, ...] | None  # the round (timed run) of each unit: pairing, clusters
     stat: str  # what the row's column takes of the pooled values: mean, p50, p90 or p99
     unit: str  # RUN or REQUEST
 
     @property
     def n(self) -> int:
         return len(self.groups)
+
+    @property
+    def independent_n(self) -> int:
+        """Independent units: timed runs (requests of one run are one cluster)."""
+        if self.unit == REQUEST and self.rounds is not None:
+            return len(set(self.rounds))
+        return self.n
 
     def pooled(self) -> float:
         """The column's statistic over every value of every unit, as the row computed it."""
@@ -64,15 +74,19 @@ def metric_samples(column: str, s: dict[str, Any] | None) -> MetricSamples | Non
     base, stat = split_column(column)
     requests = s.get("requests") or []
     if requests and any(base in r for r in requests):
-        groups = []
+        groups, req_rounds = [], []
         for r in requests:
             v = r.get(base)
             if isinstance(v, list):
                 if v:
                     groups.append(tuple(float(x) for x in v))
+                    req_rounds.append(r.get("round"))
             elif v is not None:  # tpot_ms is null for a 1-token answer
                 groups.append((float(v),))
-        return MetricSamples(tuple(groups), None, stat, REQUEST) if groups else None
+                req_rounds.append(r.get("round"))
+        clusters = (tuple(int(x) for x in req_rounds)
+                    if all(isinstance(x, int) for x in req_rounds) else None)
+        return MetricSamples(tuple(groups), clusters, stat, REQUEST) if groups else None
     runs = s.get("runs") or {}
     rounds = runs.get("round")
     if base in runs and base != "round" and runs[base]:
