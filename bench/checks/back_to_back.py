@@ -2,7 +2,8 @@
 told apart from a regression?
 
     .venv/bin/python bench/checks/back_to_back.py --suite default            # ~2 x 10 min
-    .venv/bin/python bench/checks/back_to_back.py --suite quick --load 1     # 2nd run under load
+    .venv/bin/python bench/checks/back_to_back.py --suite quick --load 1 \
+        --reference-variant kv-cache                                          # 2nd run under load
 
 `--load N` starts N busy-looping processes (one core each) for the second run only: a machine
 that is uniformly slower. Prints `infer-opt compare` normalized by the reference variant
@@ -47,6 +48,9 @@ def main() -> int:
     ap.add_argument("--suite", default="default")
     ap.add_argument("--load", type=int, default=0, help="busy processes during the second run")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reference-variant", default=None,
+                    help="passed to compare: the variant every workload is normalized by (it "
+                         "must have a row on each workload; quick: kv-cache)")
     ap.add_argument("--runs", nargs=2, type=Path, metavar=("FIRST.csv", "SECOND.csv"),
                     help="compare two runs already made back to back instead of making them")
     args = ap.parse_args()
@@ -63,8 +67,9 @@ def main() -> int:
         finally:
             for s in spinners:
                 s.kill()
-    code = compare(first, second)
-    compare(first, second, "--absolute")
+    ref = ["--reference-variant", args.reference_variant] if args.reference_variant else []
+    code = compare(first, second, *ref)
+    compare(first, second, "--absolute", *ref)
     from infer_opt.core.stats import percentile
     from infer_opt.results.io import read_run
 
