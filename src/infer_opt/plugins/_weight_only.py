@@ -21,9 +21,24 @@ from __future__ import annotations
 
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError
+from infer_opt.core.params import Param
+from infer_opt.core.plugin import missing_package
 from infer_opt.core.settings import Settings
 
 ENGINES = ("torch", "ort", "ort-genai", "openvino")
+
+# The parameters int4-wo and int8-wo share (their group and symmetry defaults differ).
+ACCURACY = Param("accuracy", int, None, "ONNX Runtime accuracy_level (0 fp32 .. 4 int8 "
+                 "activations); engine default 4", minimum=0, maximum=4)
+LM_HEAD = Param("lm_head", str, None, "the lm_head's weights: int8 (the default; torch: torchao "
+                "int8 weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or "
+                "fp32; engines without an lm_head option (OpenVINO) treat it their own way",
+                choices=("int8", "fp32"))
+
+
+def torchao_reason(settings: Settings) -> str | None:
+    """On torch the plugins need torchao; other engines quantize with their own tools."""
+    return missing_package(("torchao",)) if settings.engine == "torch" else None
 
 
 def set_weight_options(settings: Settings, by: str, bits: int, group: int | None,

@@ -12,10 +12,17 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infer_opt.core.params import Param
-from infer_opt.core.plugin import Plugin, missing_package
+from infer_opt.core.plugin import Plugin
 from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
-from infer_opt.plugins._weight_only import ENGINES, refuse_on_torch, set_weight_options
+from infer_opt.plugins._weight_only import (
+    ACCURACY,
+    ENGINES,
+    LM_HEAD,
+    refuse_on_torch,
+    set_weight_options,
+    torchao_reason,
+)
 
 
 class Int8WeightOnly(Plugin):
@@ -28,16 +35,12 @@ class Int8WeightOnly(Plugin):
               "torch, 32 on ORT engines)", choices=(16, 32, 64, 128, 256)),
         Param("symmetric", bool, True, "symmetric blocks (no zero point); torchao's int8 "
               "weight-only is symmetric only"),
-        Param("accuracy", int, None, "ONNX Runtime accuracy_level (0 fp32 .. 4 int8 "
-              "activations); engine default 4", minimum=0, maximum=4),
-        Param("lm_head", str, None, "the lm_head's weights: int8 (the default; torch: torchao "
-              "int8 weight-only per channel; ORT: MatMulNBits 8-bit, block 32, symmetric) or "
-              "fp32; engines without an lm_head option (OpenVINO) treat it their own way",
-              choices=("int8", "fp32")),
+        ACCURACY,
+        LM_HEAD,
     )
 
     def unavailable_reason(self, settings: Settings) -> str | None:
-        return missing_package(("torchao",)) if settings.engine == "torch" else None
+        return torchao_reason(settings)
 
     def apply(self, settings: Settings) -> None:
         settings.exclusive("weight quantization", by=self.name)
