@@ -38,3 +38,40 @@ def load_engine(variant: str, model: str = "tiny-random", device: str = "cpu") -
     stack = build_stack(variant, device)
     assert stack.unavailable is None, stack.unavailable
     return stack.engine(resolve(model), stack.settings)
+
+
+ENVIRONMENT_SUITE = """
+model = "tiny-random"
+device = "cpu"
+threads = 1
+timeout_s = {timeout_s}
+[[group]]
+variants = ["kv-cache", "{variant}"]
+batch_sizes = [{batch_size}]
+prompt_tokens = 12
+new_tokens = 8
+min_repeats = 2
+max_repeats = 2
+warmup_runs = 1
+"""
+
+
+def run_beside_kv_cache(tmp_path: Path, variant: str, batch_size: int = 2,
+                        timeout_s: int = 300) -> tuple[dict[str, dict[str, str]],
+                                                       dict[str, dict[str, Any]]]:
+    """A tiny suite of `variant` beside torch kv-cache (an engine in its own environment runs
+    in its worker there): (rows by variant, samples lines by variant)."""
+    import csv
+    import json
+
+    from infer_opt.run.runner import run_suite
+    from infer_opt.run.suite import load_suite
+
+    body = ENVIRONMENT_SUITE.format(variant=variant, batch_size=batch_size, timeout_s=timeout_s)
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", body)))
+    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
+    with open(csv_path, newline="") as fh:
+        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    lines = csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()
+    samples = {json.loads(x)["variant"]: json.loads(x) for x in lines}
+    return rows, samples

@@ -5,9 +5,7 @@ environment from the main .venv where .venv-ct2 exists.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from infer_opt.engines.base import environment_reason
 from infer_opt.engines.ct2_export import model_bin_weights, read_model_bin
 from infer_opt.engines.decode import generate
 
-from .conftest import load_engine, write_suite
+from .conftest import load_engine, run_beside_kv_cache
 
 HAS_CT2 = importlib.util.find_spec("ctranslate2") is not None
 needs_ct2 = pytest.mark.skipif(
@@ -148,37 +146,13 @@ def test_int8_compute_type(torch_kv: Any) -> None:
 
 
 # --- from the main .venv, through the engine's own environment ------------------------------
-SUITE = """
-model = "tiny-random"
-device = "cpu"
-threads = 1
-timeout_s = 300
-[[group]]
-variants = ["kv-cache", "ct2"]
-batch_sizes = [2]
-prompt_tokens = 12
-new_tokens = 8
-min_repeats = 2
-max_repeats = 2
-warmup_runs = 1
-"""
-
-
 @pytest.mark.slow  # a worker of the other environment starts (and converts, the first time)
 def test_suite_runs_ct2_in_its_environment(tmp_path: Path) -> None:
     reason = environment_reason("ct2", ".venv-ct2", ("ctranslate2",))
     if reason is not None:
         pytest.skip(reason)
-    from infer_opt.run.runner import run_suite
-    from infer_opt.run.suite import load_suite
-
-    suite = load_suite(str(write_suite(tmp_path / "s.toml", SUITE)))
-    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
-    with open(csv_path, newline="") as fh:
-        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    rows, samples = run_beside_kv_cache(tmp_path, "ct2")
     assert rows["ct2"]["status"] == "ok", rows["ct2"]["reason"]
     assert float(rows["ct2"]["kl_mean"]) < 1e-6
     assert "stamps from its iterator" in rows["ct2"]["notes"]
-    samples = {json.loads(x)["variant"]: json.loads(x) for x in
-               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()}
     assert samples["ct2"]["tokens"] == samples["kv-cache"]["tokens"]

@@ -8,9 +8,7 @@ with an f32 KV cache llama.cpp computes what torch computes, up to float roundin
 
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from infer_opt.engines.base import environment_reason
 from infer_opt.engines.decode import generate
 from infer_opt.engines.gguf_file import permute_rope, read_facts, write_llama_gguf
 
-from .conftest import load_engine, write_suite
+from .conftest import load_engine, run_beside_kv_cache
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 needs_llama_cpp = pytest.mark.skipif(
@@ -206,39 +204,16 @@ def test_facts_and_notes(engines: tuple[Any, Any]) -> None:
 
 
 # --- from the main .venv, through the engine's own environment ------------------------------
-SUITE = """
-model = "tiny-random"
-device = "cpu"
-threads = 1
-timeout_s = 180
-[[group]]
-variants = ["kv-cache", "llamacpp[kv_cache_type=f32]"]
-batch_sizes = [1]
-prompt_tokens = 12
-new_tokens = 8
-min_repeats = 2
-max_repeats = 2
-warmup_runs = 1
-"""
-
-
 @pytest.mark.slow  # ~30 s: a worker of the other environment starts, the tiny GGUF, fidelity
 def test_suite_runs_llamacpp_in_its_environment(tmp_path: Path) -> None:
     reason = environment_reason("llamacpp", ".venv-llamacpp", ("llama_cpp",))
     if reason is not None:
         pytest.skip(reason)
-    from infer_opt.run.runner import run_suite
-    from infer_opt.run.suite import load_suite
-
-    suite = load_suite(str(write_suite(tmp_path / "s.toml", SUITE)))
-    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
-    with open(csv_path, newline="") as fh:
-        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    rows, samples = run_beside_kv_cache(tmp_path, "llamacpp[kv_cache_type=f32]", batch_size=1,
+                                        timeout_s=180)
     row = rows["llamacpp[kv_cache_type=f32]"]
     assert row["status"] == "ok", row["reason"]
     assert row["engine"] == "llamacpp" and row["dtype"] == "all_f32"
     assert float(row["kl_mean"]) < 1e-6 and float(row["top1_agreement_pct"]) == 100.0
     assert float(row["weight_mb"]) > 0 and float(row["decode_tokens_per_s"]) > 0
-    samples = {json.loads(x)["variant"]: json.loads(x) for x in
-               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()}
     assert samples["llamacpp[kv_cache_type=f32]"]["tokens"] == samples["kv-cache"]["tokens"]

@@ -8,7 +8,6 @@ on this 2-core CPU); later sessions reuse the cached IRs.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -24,7 +23,7 @@ from infer_opt.engines.base import environment_reason
 from infer_opt.engines.decode import generate
 from infer_opt.engines.openvino_export import ir_dir, label, weight_config
 
-from .conftest import load_engine, write_suite
+from .conftest import load_engine, run_beside_kv_cache
 
 HAS_OPENVINO = all(importlib.util.find_spec(p) is not None for p in ("openvino", "optimum"))
 needs_openvino = pytest.mark.skipif(
@@ -124,39 +123,15 @@ def test_int8_weights_are_stored_in_8_bits(torch_kv: Any) -> None:
 
 
 # --- from the main .venv, through the engine's own environment ------------------------------
-SUITE = """
-model = "tiny-random"
-device = "cpu"
-threads = 1
-timeout_s = 300
-[[group]]
-variants = ["kv-cache", "openvino[kv_cache_precision=f32]"]
-batch_sizes = [2]
-prompt_tokens = 12
-new_tokens = 8
-min_repeats = 2
-max_repeats = 2
-warmup_runs = 1
-"""
-
-
 @pytest.mark.slow  # a worker of the other environment starts (and exports, the first time)
 def test_suite_runs_openvino_in_its_environment(tmp_path: Path) -> None:
     reason = environment_reason("openvino", ".venv-openvino", ("openvino", "optimum.intel",
                                                                  "nncf"))
     if reason is not None:
         pytest.skip(reason)
-    from infer_opt.run.runner import run_suite
-    from infer_opt.run.suite import load_suite
-
-    suite = load_suite(str(write_suite(tmp_path / "s.toml", SUITE)))
-    csv_path = run_suite(suite, tmp_path / "results", log=lambda _m: None)
-    with open(csv_path, newline="") as fh:
-        rows = {r["variant"]: r for r in csv.DictReader(fh)}
+    rows, samples = run_beside_kv_cache(tmp_path, "openvino[kv_cache_precision=f32]")
     row = rows["openvino[kv_cache_precision=f32]"]
     assert row["status"] == "ok", row["reason"]
     assert float(row["kl_mean"]) < 1e-6 and float(row["top1_agreement_pct"]) == 100.0
     assert "openvino" in json.loads(row["package_versions"])
-    samples = {json.loads(x)["variant"]: json.loads(x) for x in
-               csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines()}
     assert samples["openvino[kv_cache_precision=f32]"]["tokens"] == samples["kv-cache"]["tokens"]

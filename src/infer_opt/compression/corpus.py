@@ -101,3 +101,15 @@ def calibration_ids(model: Any, n_seqs: int = CALIBRATION_SEQS,
     train, _ = chunks(stream, seq_len)
     n = min(n_seqs, train.shape[0])
     return train[torch.linspace(0, train.shape[0] - 1, n).round().long()]
+
+
+def run_calibration(model: Any, ids: torch.Tensor, batch: int, hooks: list[Any]) -> None:
+    """Run the decoder (no lm_head, no cache) over calibration ids [N, S] in batches, so that
+    `hooks` (already registered) record what they measure; then remove them."""
+    try:
+        with torch.inference_mode():
+            for start in range(0, ids.shape[0], batch):
+                model.model(input_ids=ids[start:start + batch], use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()

@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from infer_opt.compression.corpus import run_calibration
+
 
 def block_influence(model: Any, ids: torch.Tensor, batch: int = 4) -> list[float]:
     """BI of every decoder layer, in layer order. ids: [N, S] token ids."""
@@ -41,13 +43,7 @@ def block_influence(model: Any, ids: torch.Tensor, batch: int = 4) -> list[float
             cos = torch.nn.functional.cosine_similarity(inputs.pop(i).double(), y.double(), dim=-1)
             cos_sum[i] += cos.sum()  # over B*S tokens
         hooks += [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
-    try:
-        with torch.inference_mode():
-            for start in range(0, ids.shape[0], batch):
-                model.model(input_ids=ids[start:start + batch], use_cache=False)  # no lm_head
-    finally:
-        for h in hooks:
-            h.remove()
+    run_calibration(model, ids, batch, hooks)
     return (1.0 - cos_sum / ids.numel()).tolist()
 
 

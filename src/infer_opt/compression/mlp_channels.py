@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from infer_opt.compression.corpus import run_calibration
+
 
 def channel_importance(model: Any, ids: torch.Tensor, batch: int = 4) -> torch.Tensor:
     """[L, I] importance of every intermediate channel of every layer. ids: [N, S] token ids."""
@@ -36,13 +38,7 @@ def channel_importance(model: Any, ids: torch.Tensor, batch: int = 4) -> torch.T
             a = args[0]  # [B, S, I], the input of down_proj
             sums[i] += a.abs().double().sum(dim=(0, 1))
         hooks.append(layer.mlp.down_proj.register_forward_pre_hook(record))
-    try:
-        with torch.inference_mode():
-            for start in range(0, ids.shape[0], batch):
-                model.model(input_ids=ids[start:start + batch], use_cache=False)  # no lm_head
-    finally:
-        for h in hooks:
-            h.remove()
+    run_calibration(model, ids, batch, hooks)
     mean_abs = sums / ids.numel()  # [L, I]
     col_norm = torch.stack([layer.mlp.down_proj.weight.detach().double().norm(dim=0)
                             for layer in layers])  # [L, I]

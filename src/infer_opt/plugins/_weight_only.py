@@ -19,10 +19,12 @@ symmetry, kernel) is in the row's notes.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError
 from infer_opt.core.params import Param
-from infer_opt.core.plugin import missing_package
+from infer_opt.core.plugin import Plugin, missing_package
 from infer_opt.core.settings import Settings
 
 ENGINES = ("torch", "ort", "ort-genai", "openvino")
@@ -65,3 +67,28 @@ def set_weight_options(settings: Settings, by: str, bits: int, group: int | None
 
 def refuse_on_torch(by: str, what: str) -> UserError:
     return UserError("variant", f"'{by}' on torch: {what}")
+
+
+class WeightOnly(Plugin):
+    """What int4-wo and int8-wo share: one weight quantization per stack; on other engines the
+    engine options; on torch the subclass's torchao recipe (`apply_torch`)."""
+
+    bits: ClassVar[int]
+    engines = ENGINES
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        return torchao_reason(settings)
+
+    def apply(self, settings: Settings) -> None:
+        settings.exclusive("weight quantization", by=self.name)
+        if settings.engine != "torch":
+            set_weight_options(settings, self.name, self.bits, self.values["group"],
+                               self.values["symmetric"], self.values["accuracy"],
+                               self.values["lm_head"])
+            return
+        if self.values["accuracy"] is not None:
+            raise refuse_on_torch(self.name, "accuracy is ONNX Runtime's accuracy_level")
+        self.apply_torch(settings, self.values["group"], self.values["lm_head"] or "int8")
+
+    def apply_torch(self, settings: Settings, group: int | None, lm_head: str) -> None:
+        raise NotImplementedError

@@ -15,16 +15,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from infer_opt.core.params import Param
-from infer_opt.core.plugin import Plugin
 from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
 from infer_opt.plugins._weight_only import (
     ACCURACY,
-    ENGINES,
     LM_HEAD,
+    WeightOnly,
     refuse_on_torch,
-    set_weight_options,
-    torchao_reason,
 )
 
 
@@ -44,11 +41,11 @@ def int8_weight_only() -> Any:
     return Int8WeightOnlyConfig()
 
 
-class Int4WeightOnly(Plugin):
+class Int4WeightOnly(WeightOnly):
     name = "int4-wo"
     summary = ("4-bit weight-only, blocks of 32 along K (torch: torchao int4, CPU and CUDA; "
                "ort, ort-genai: MatMulNBits; openvino: NNCF)")
-    engines = ENGINES
+    bits = 4
     params: ClassVar[tuple[Param, ...]] = (
         Param("group", int, 32, "weights per block along K", choices=(16, 32, 64, 128, 256)),
         Param("symmetric", bool, False, "symmetric blocks (no zero point); torchao's int4 is "
@@ -57,25 +54,13 @@ class Int4WeightOnly(Plugin):
         LM_HEAD,
     )
 
-    def unavailable_reason(self, settings: Settings) -> str | None:
-        return torchao_reason(settings)
-
-    def apply(self, settings: Settings) -> None:
-        settings.exclusive("weight quantization", by=self.name)
-        group, symmetric = self.values["group"], self.values["symmetric"]
-        if settings.engine != "torch":
-            set_weight_options(settings, self.name, 4, group, symmetric, self.values["accuracy"],
-                               self.values["lm_head"])
-            return
-        if symmetric:
+    def apply_torch(self, settings: Settings, group: int | None, lm_head: str) -> None:
+        if self.values["symmetric"]:
             raise refuse_on_torch(self.name, "torchao's int4 weight-only is asymmetric only")
-        if self.values["accuracy"] is not None:
-            raise refuse_on_torch(self.name, "accuracy is ONNX Runtime's accuracy_level")
         if group == 16:
             raise refuse_on_torch(self.name, "torchao's int4 kernels take groups of 32 to 256")
         kernel = ("tinygemm (CUDA)" if settings.device.startswith("cuda") else
                   "_weight_int4pack_mm_for_cpu")
-        lm_head = self.values["lm_head"] or "int8"
         settings.notes.append(f"int4-wo: torchao, group {group}, asymmetric (float zero point), "
                               f"{kernel}; lm_head {lm_head}")
         add_torchao_transform(settings, self.name,

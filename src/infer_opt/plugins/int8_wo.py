@@ -12,24 +12,21 @@ from __future__ import annotations
 from typing import ClassVar
 
 from infer_opt.core.params import Param
-from infer_opt.core.plugin import Plugin
 from infer_opt.core.settings import Settings
 from infer_opt.plugins._torchao import add_torchao_transform
 from infer_opt.plugins._weight_only import (
     ACCURACY,
-    ENGINES,
     LM_HEAD,
+    WeightOnly,
     refuse_on_torch,
-    set_weight_options,
-    torchao_reason,
 )
 
 
-class Int8WeightOnly(Plugin):
+class Int8WeightOnly(WeightOnly):
     name = "int8-wo"
     summary = ("8-bit weight-only (torch: torchao per-channel, pays with bf16 + compile; ort, "
                "ort-genai: MatMulNBits, blocks of 32; openvino: NNCF per channel)")
-    engines = ENGINES
+    bits = 8
     params: ClassVar[tuple[Param, ...]] = (
         Param("group", int, None, "weights per block along K (default: per output channel on "
               "torch, 32 on ORT engines)", choices=(16, 32, 64, 128, 256)),
@@ -39,27 +36,15 @@ class Int8WeightOnly(Plugin):
         LM_HEAD,
     )
 
-    def unavailable_reason(self, settings: Settings) -> str | None:
-        return torchao_reason(settings)
-
-    def apply(self, settings: Settings) -> None:
-        settings.exclusive("weight quantization", by=self.name)
-        group, symmetric = self.values["group"], self.values["symmetric"]
-        if settings.engine != "torch":
-            set_weight_options(settings, self.name, 8, group, symmetric, self.values["accuracy"],
-                               self.values["lm_head"])
-            return
-        if not symmetric:
+    def apply_torch(self, settings: Settings, group: int | None, lm_head: str) -> None:
+        if not self.values["symmetric"]:
             raise refuse_on_torch(self.name, "torchao's int8 weight-only is symmetric only")
-        if self.values["accuracy"] is not None:
-            raise refuse_on_torch(self.name, "accuracy is ONNX Runtime's accuracy_level")
 
         def config() -> object:
             from torchao.quantization import Int8WeightOnlyConfig
 
             return Int8WeightOnlyConfig(group_size=group)
 
-        lm_head = self.values["lm_head"] or "int8"
         settings.notes.append("int8-wo: torchao, symmetric, "
                               + ("per output channel" if group is None else f"group {group}")
                               + f"; lm_head {lm_head}")
