@@ -17,7 +17,7 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
 from infer_opt.engines.base import environment_reason
-from infer_opt.engines.ct2_export import model_bin_weights, read_model_bin
+from infer_opt.engines.ct2.export import model_bin_weights, read_model_bin
 from infer_opt.engines.decode import generate
 
 from .conftest import load_engine, run_beside_kv_cache

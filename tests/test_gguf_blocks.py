@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infer_opt.engines.gguf_blocks import (
+from infer_opt.engines.onnx.gguf_blocks import (
     q4_0_blocks,
     q4_1_blocks,
     q8_0_blocks,
@@ -67,7 +67,7 @@ def test_rtn_int8_is_q8_0() -> None:
     """The int8 lm_head's rounding is GGUF's Q8_0 (symmetric, blocks of 32, absmax / 127)."""
     from gguf.quants import dequantize, quantize
 
-    from infer_opt.engines.nbits import rtn_int8
+    from infer_opt.engines.onnx.nbits import rtn_int8
 
     w = _random(8, 64, 2)
     b, s = rtn_int8(w)

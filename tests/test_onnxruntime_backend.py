@@ -133,7 +133,7 @@ def test_static_cache_and_bf16_are_refused_up_front() -> None:
 
 
 def test_int8_uses_7bit_weights_where_int8_kernels_saturate() -> None:
-    from infer_opt.engines.onnx_export import INT8_FILES, int8_saturates
+    from infer_opt.engines.onnx.export import INT8_FILES, int8_saturates
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n"
     vnni = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n"

@@ -10,7 +10,7 @@ import torch
 
 from infer_opt.core.models import resolve
 from infer_opt.core.stack import build_stack
-from infer_opt.engines.torch_engine import TorchEngine, tensor_bytes
+from infer_opt.engines.torch.engine import TorchEngine, tensor_bytes
 from infer_opt.results.table import pareto_front, render
 from infer_opt.run.fidelity import compare_logits, greedy_match, stable_log_softmax
 from infer_opt.run.runner import run_suite

@@ -16,9 +16,9 @@ from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
 from infer_opt.engines.base import StepInput
 from infer_opt.engines.decode import generate
-from infer_opt.engines.speculative import speculative_generate, verify
-from infer_opt.plugins.spec_lookup import PromptLookup
-from infer_opt.plugins.spec_self import first_layers
+from infer_opt.plugins.speculative.decoding import speculative_generate, verify
+from infer_opt.plugins.speculative.lookup import PromptLookup
+from infer_opt.plugins.speculative.self_draft import first_layers
 from infer_opt.run.suite import load_suite
 
 from .conftest import load_engine, write_suite

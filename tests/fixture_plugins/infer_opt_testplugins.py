@@ -149,7 +149,7 @@ class EnvEngine:
     """An engine that lives in an environment of its own (here: whatever Python
     $INFER_OPT_PYTHON_TEST_ENV names); otherwise the torch engine with a KV cache."""
 
-    from infer_opt.engines.torch_engine import TorchEngine as _Base
+    from infer_opt.engines.torch.engine import TorchEngine as _Base
 
     class Engine(_Base):
         name = "test-env"

@@ -1,7 +1,7 @@
 """The GGUF's own 4-bit blocks, carried over exactly into onnxruntime-genai's fused graph.
 
 SmolLM2-135M ships as a Q4_1 GGUF; infer-opt's fp32 weights are its blocks dequantized. This
-plugin puts those very blocks into MatMulNBits nodes (engines/gguf_blocks.py, engines/nbits.py):
+plugin puts those very blocks into MatMulNBits nodes (engines/onnx/gguf_blocks.py, engines/onnx/nbits.py):
 no re-quantization, so the only difference from the fp32 graph is how the kernel computes.
 `accuracy` is MatMulNBits' accuracy_level: 0 computes in fp32 (the rows match the fp32
 baseline: KL ~1e-11, greedy 128/128), 4 quantizes the activations to int8 per block (the fast

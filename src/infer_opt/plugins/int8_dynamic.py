@@ -2,9 +2,9 @@
 
 torch: torchao's Int8DynamicActivationInt8WeightConfig (per-token activation scales).
 ort: onnxruntime.quantization.quantize_dynamic of the exported graph's MatMul weights (per
-channel; per-tensor activation scales), see engines/onnx_export.py.
+channel; per-tensor activation scales), see engines/onnx/export.py.
 ct2: CTranslate2's compute_type int8 (int8 weights per row, activations quantized at run time),
-see engines/ct2_engine.py.
+see engines/ct2/engine.py.
 """
 
 from infer_opt.core.plugin import Plugin, missing_package

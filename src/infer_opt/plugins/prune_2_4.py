@@ -46,7 +46,7 @@ class Sparse24(Plugin):
 
     def unavailable_reason(self, settings: Settings) -> str | None:
         from infer_opt.compression.semi_structured import semi_structured_unavailable
-        from infer_opt.engines.torch_engine import DTYPES
+        from infer_opt.engines.torch.engine import DTYPES
 
         return semi_structured_unavailable(settings.device, DTYPES[settings.dtype])
 

@@ -118,7 +118,7 @@ def _file_digest(path: Path) -> str:
     return digest
 
 
-file_digest = _file_digest  # public: other caches key files by content too (engines/nbits.py)
+file_digest = _file_digest  # public: other caches key files by content too (engines/onnx/nbits.py)
 
 
 def weights_digest(model_dir: Path) -> str:

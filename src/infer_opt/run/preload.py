@@ -18,7 +18,7 @@ from transformers import (  # noqa: E402,F401
 )
 from transformers.models.llama import modeling_llama  # noqa: E402,F401
 
-from infer_opt.engines import torch_engine  # noqa: E402,F401
+from infer_opt.engines.torch import engine as torch_engine  # noqa: E402,F401
 from infer_opt.run import cell  # noqa: E402,F401
 
 quiet_libraries()  # transformers resets its own verbosity on import

@@ -18,8 +18,8 @@ from torch import nn
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine
-from infer_opt.engines.speculative import Drafter, ModelDrafter
-from infer_opt.plugins._speculative import K, Speculative
+from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
+from infer_opt.plugins.speculative.base import K, Speculative
 
 
 def first_layers(model: Any, layers: int) -> Any:
@@ -53,7 +53,7 @@ class SpecSelf(Speculative):
                  minimum=1))
 
     def make_drafter(self, target: Engine) -> Drafter:
-        from infer_opt.engines.torch_engine import TorchEngine
+        from infer_opt.engines.torch.engine import TorchEngine
 
         s = target.settings
         # The draft's own dynamic cache; the stack's step wrappers (compile, ...) stay the

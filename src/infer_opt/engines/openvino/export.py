@@ -13,9 +13,9 @@ config, NNCF compresses the weights while exporting (OVWeightQuantizationConfig)
 
 Without one, `load_in_8bit=False` says so explicitly: optimum-intel compresses models above 1B
 parameters to int8 by default. The export runs in a child process (`python -m
-infer_opt.engines.openvino_export ...`) offline, and is cached under
+infer_opt.engines.openvino.export ...`) offline, and is cached under
 <cache>/openvino/<model>-<config>-<hash>, keyed by the model's content, the weight config and
-the versions of optimum-intel, openvino, nncf, transformers and torch (engines/_build.py).
+the versions of optimum-intel, openvino, nncf, transformers and torch (core/artifacts.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from infer_opt.engines._build import (
+from infer_opt.core.artifacts import (
     build_dir,
     cached_build,
     child_threads,
@@ -88,7 +88,7 @@ def ensure_ir(model_path: str, config: dict[str, Any] | None) -> tuple[Path, flo
         args += ["--sym"] if config["sym"] else []
 
     def build(out: Path) -> None:
-        run_child("infer_opt.engines.openvino_export", [*args, "--out", str(out)],
+        run_child("infer_opt.engines.openvino.export", [*args, "--out", str(out)],
                   f"OpenVINO export ({label(config)})")
 
     seconds = cached_build(target, XML, build)
@@ -113,7 +113,7 @@ def export(model_path: str, out: Path, config: dict[str, Any] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.openvino_export")
+    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.openvino.export")
     parser.add_argument("model_path")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bits", type=int)

@@ -1,6 +1,6 @@
 """The ONNX Runtime engine: the exported decoder graph, driven by the suite's decode loop.
 
-The model is exported once (see onnx_export.py) and cached; each cell opens an
+The model is exported once (see engines/onnx/export.py) and cached; each cell opens an
 InferenceSession on it and the one decode loop (engines/decode.py) drives its step, so
 TTFT/TPOT/ITL are stamped exactly where the torch engine stamps them, and plugins' step
 wrappers and contexts apply here too. The KV cache is part of the graph (past in, present out),
@@ -10,7 +10,7 @@ so every ORT row has kv_cache = dynamic; the graph's attention_mask input lets p
 Settings read here: device, dtype (float32 or float16), attn_implementation (used at export),
 and the engine options `quantize` (a quantized copy of the graph, set by a quantization plugin),
 the weight-only options `weight_bits`, `weight_group`, `weight_symmetric`, `accuracy_level` and
-`lm_head` (a MatMulNBits copy cached beside the export, engines/nbits.py; set by int4-wo and
+`lm_head` (a MatMulNBits copy cached beside the export, engines/onnx/nbits.py; set by int4-wo and
 int8-wo) and `providers` (explicit provider list; default: TensorRT then CUDA on a CUDA device when
 present, else CPU). The provider that ORT actually put first goes into the row's notes.
 
@@ -32,9 +32,9 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
-from infer_opt.engines import onnx_export
+from infer_opt.engines.onnx import export as onnx_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-from infer_opt.engines.nbits import (
+from infer_opt.engines.onnx.nbits import (
     WEIGHT_OPTIONS,
     ensure_variant,
     weight_conflict,

@@ -14,8 +14,8 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine
-from infer_opt.engines.speculative import Drafter, ModelDrafter
-from infer_opt.plugins._speculative import K, Speculative
+from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
+from infer_opt.plugins.speculative.base import K, Speculative
 
 NO_STUDENT = "no distilled student cached; run `infer-opt distill`"
 
@@ -52,7 +52,7 @@ class SpecStudent(Speculative):
 
     def make_drafter(self, target: Engine) -> Drafter:
         from infer_opt.core.models import resolve
-        from infer_opt.engines.torch_engine import TorchEngine
+        from infer_opt.engines.torch.engine import TorchEngine
 
         path = self._path(target.settings.model)
         assert path is not None  # unavailable_reason said so before anything ran

@@ -2,7 +2,7 @@
 
 The graph is built once by onnxruntime-genai's model builder from the model's safetensors (fp32,
 GroupQueryAttention, SkipSimplifiedLayerNormalization, fused QKV, lm_head on the kept positions
-only; see ort_genai_build.py) and run here through a plain `onnxruntime.InferenceSession`, not
+only; see engines/onnx/genai_build.py) and run here through a plain `onnxruntime.InferenceSession`, not
 onnxruntime-genai's generator: the one decode loop (engines/decode.py) stamps TTFT/TPOT exactly
 where it stamps them for torch and `ort`, and plugins' step wrappers, contexts and decoders
 (speculative decoding) apply.
@@ -25,7 +25,7 @@ Weights (engine options, set by plugins): fp32 as built; `weights = "gguf-q4"`: 
 4-bit blocks carried over exactly (plugin gguf-q4); `weight_bits` = 4 or 8: MatMulNBitsQuantizer
 round-to-nearest (plugins int4-wo, int8-wo), with `weight_group`, `weight_symmetric` and
 `accuracy_level`; `lm_head = "int8"`: 8-bit lm_head. Each quantized graph is cached beside the
-fp32 build (engines/nbits.py).
+fp32 build (engines/onnx/nbits.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from infer_opt.core.params import Param
 from infer_opt.core.plugin import missing_package
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-from infer_opt.engines.nbits import WEIGHT_OPTIONS, weight_conflict, weight_spec
+from infer_opt.engines.onnx.nbits import WEIGHT_OPTIONS, weight_conflict, weight_spec
 
 
 @dataclass
@@ -103,7 +103,9 @@ class OrtGenaiEngine(Engine):
         import onnxruntime as ort
         from transformers import AutoConfig
 
-        from infer_opt.engines import nbits, onnx_export, ort_genai_build
+        from infer_opt.engines.onnx import nbits
+        from infer_opt.engines.onnx import export as onnx_export
+        from infer_opt.engines.onnx import genai_build as ort_genai_build
 
         self.settings = settings
         self._ort = ort

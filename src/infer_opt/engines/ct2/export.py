@@ -2,9 +2,9 @@
 (engine `ct2`).
 
 Conversion: ctranslate2's `TransformersConverter(model_dir).convert(out, quantization=...)`,
-offline, in a child process (`python -m infer_opt.engines.ct2_export ...`), cached under
+offline, in a child process (`python -m infer_opt.engines.ct2.export ...`), cached under
 <cache>/ct2/<model>-<quantization>-<hash> keyed by the model's content and the ctranslate2,
-transformers and torch versions (engines/_build.py). One conversion per compute type
+transformers and torch versions (core/artifacts.py). One conversion per compute type
 (`float32`, `int8`): the engine loads each with the compute type it was stored in, so the file
 holds exactly the weights in memory and `model_bin_weights` can count them. int8 is
 CTranslate2's own: each weight row scaled to [-127, 127] (one float32 scale per output row).
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from infer_opt.core.roofline import Weight, WeightBytes
-from infer_opt.engines._build import (
+from infer_opt.core.artifacts import (
     build_dir,
     cached_build,
     child_threads,
@@ -53,7 +53,7 @@ def ensure_model(model_path: str, quantization: str) -> tuple[Path, float]:
     target = model_dir(model_path, quantization)
 
     def build(out: Path) -> None:
-        run_child("infer_opt.engines.ct2_export",
+        run_child("infer_opt.engines.ct2.export",
                   [model_path, "--out", str(out), "--quantization", quantization],
                   f"CTranslate2 conversion ({quantization})")
 
@@ -165,7 +165,7 @@ def convert(model_path: str, out: Path, quantization: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.ct2_export")
+    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.ct2.export")
     parser.add_argument("model_path")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quantization", choices=QUANTIZATIONS, required=True)

@@ -21,7 +21,7 @@ GroupQueryAttention takes the positions from the mask (rows are assumed right-al
 no left padding) and, when past and present are the same buffer, writes the new keys/values in
 place (what onnxruntime-genai calls past_present_share_buffer).
 
-The build runs in a child process (`python -m infer_opt.engines.ort_genai_build build ...`,
+The build runs in a child process (`python -m infer_opt.engines.onnx.genai_build build ...`,
 about a minute for SmolLM2) and is published with an atomic rename under a lock, keyed by the
 weights' content, the config, the onnxruntime-genai version, the builder options and this
 recipe's version. The builder wants tokenizer files beside the weights; a model without them
@@ -84,7 +84,7 @@ def ensure_graph(model_path: str, threads: int = 2) -> tuple[Path, dict[str, Any
             build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
             try:
                 env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.ort_genai_build",
+                proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.genai_build",
                                        "build", str(model_path), str(build)],
                                       capture_output=True, text=True, env=env)
                 if proc.returncode != 0:
@@ -181,7 +181,7 @@ def build(model_path: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.ort_genai_build")
+    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.genai_build")
     sub = parser.add_subparsers(dest="what", required=True)
     b = sub.add_parser("build")
     b.add_argument("model_path", type=Path)

@@ -12,7 +12,7 @@ and returns `logits` [B, K, V] and `present.{i}.key/value` [B, kv_heads, P + T, 
 One graph serves prefill (P = 0, K = 1), decode (T = 1, K = 1) and teacher-forced scoring
 (P = 0, K = T), so TTFT does not pay for lm_head on the whole prompt.
 
-Exports run in a child process (`python -m infer_opt.engines.onnx_export ...`): the torch model
+Exports run in a child process (`python -m infer_opt.engines.onnx.export ...`): the torch model
 and the exporter's peak memory then never count towards the measuring process's peak RSS.
 Finished exports are published with an atomic rename under a file lock, keyed by model, dtype,
 attention implementation and the torch/transformers/onnx versions that made them.
@@ -196,7 +196,7 @@ def _child(args: list[str]) -> None:
 
     # Same thread budget as the measuring process (the suite's `threads`).
     env = dict(os.environ, INFER_OPT_EXPORT_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx_export", *args],
+    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.export", *args],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
@@ -285,7 +285,7 @@ def initializer_weights(onnx_path: Path) -> WeightBytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx_export")
+    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.export")
     sub = parser.add_subparsers(dest="what", required=True)
     e = sub.add_parser("export")
     e.add_argument("model_path")

@@ -2,7 +2,7 @@
 decode loop.
 
 Real code against openvino (tested with 2026.4.1, optimum-intel 2.2.0, nncf 3.4.0; see README).
-The IR is exported once per weight config (engines/openvino_export.py) and compiled here with
+The IR is exported once per weight config (engines/openvino/export.py) and compiled here with
 pinned properties: INFERENCE_NUM_THREADS = the suite's `threads`, PERFORMANCE_HINT LATENCY,
 NUM_STREAMS 1, INFERENCE_PRECISION_HINT f32 (a CPU with bf16 units would otherwise compute in
 bf16), KV_CACHE_PRECISION from the option `kv_cache_precision` (OpenVINO's own default is f16,
@@ -38,7 +38,7 @@ from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
-from infer_opt.engines import openvino_export
+from infer_opt.engines.openvino import export as openvino_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
 KV_PRECISIONS = {"f16": 2, "f32": 4}

@@ -33,7 +33,7 @@ from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
-from infer_opt.engines import ct2_export
+from infer_opt.engines.ct2 import export as ct2_export
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
 
 

@@ -21,7 +21,7 @@ the GGUF (exact), else round-to-nearest of the fp32 table. It always runs at acc
 ONNX Runtime's only fast 8-bit CPU kernel (int8 activations); levels 0-3 took ~400 ms per call
 here. The embedding lookup keeps reading the fp32 table.
 
-Each copy is written by a child process (python -m infer_opt.engines.nbits ...), so the fp32
+Each copy is written by a child process (python -m infer_opt.engines.onnx.nbits ...), so the fp32
 graph it loads never counts in the measuring process's memory, and published under a lock with
 atomic renames as `model.<tag>.onnx` + `.data` beside the graph it was made from. The tag names
 every choice (and the GGUF's content digest), so two variants never share a file.
@@ -318,7 +318,7 @@ def inject_gguf(model: Any, gguf_path: str, accuracy: int, fuse_gate_up: bool = 
     MatMul's fp32 weight, so a GGUF that is not the model's source is refused."""
     from onnx import helper
 
-    from infer_opt.engines.gguf_blocks import GGUFWeights, Q4Blocks
+    from infer_opt.engines.onnx.gguf_blocks import GGUFWeights, Q4Blocks
 
     weights = GGUFWeights(gguf_path)
     graph = Graph(model)
@@ -446,7 +446,7 @@ def make_variant(base: Path, out: Path, spec: WeightSpec) -> None:
     elif spec.source == "gguf-q4":
         model = inject_gguf(model, spec.gguf, spec.accuracy, spec.fuse_gate_up, spec.block_sums)
         if spec.lm_head == "int8":
-            from infer_opt.engines.gguf_blocks import GGUFWeights
+            from infer_opt.engines.onnx.gguf_blocks import GGUFWeights
 
             q8 = GGUFWeights(spec.gguf).lm_head()
             lm_blocks = (q8.b, q8.scales)
@@ -458,7 +458,7 @@ def make_variant(base: Path, out: Path, spec: WeightSpec) -> None:
 
 def _child(args: list[str], threads: int) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.nbits", *args],
+    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.nbits", *args],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
@@ -487,7 +487,7 @@ def ensure_variant(base: Path, spec: WeightSpec, threads: int = 2) -> tuple[Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.nbits")
+    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.nbits")
     sub = parser.add_subparsers(dest="what", required=True)
     r = sub.add_parser("rewrite")
     r.add_argument("base", type=Path)

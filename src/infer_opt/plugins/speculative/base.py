@@ -1,5 +1,5 @@
 """Shared by the speculative-decoding plugins (spec-lookup, spec-self, spec-student): what they
-declare, and how they install the decode loop of engines/speculative.py. A subclass says only
+declare, and how they install the decode loop of plugins/speculative/decoding.py. A subclass says only
 how to build its drafter for a loaded target engine."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from infer_opt.core.plugin import Metric, Plugin
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.engines.base import BatchRun, Engine
-from infer_opt.engines.speculative import METRICS, Drafter, speculative_decoder
+from infer_opt.plugins.speculative.decoding import METRICS, Drafter, speculative_decoder
 
 K = Param("k", int, 4, "draft tokens per verify", minimum=1, maximum=16)
 

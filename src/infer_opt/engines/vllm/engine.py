@@ -37,7 +37,7 @@ from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
-from infer_opt.engines.torch_engine import DTYPES, kv_bytes_per_token, query_groups
+from infer_opt.engines.torch.engine import DTYPES, kv_bytes_per_token, query_groups
 
 
 def checkpoint_weights(model_dir: Path, element_bytes: int, tied: bool) -> WeightBytes:

@@ -1,0 +1,1 @@
+"""The ct2 runtime: its engine and the converters it needs."""

@@ -1,0 +1,1 @@
+"""The llamacpp runtime: its engine and the converters it needs."""

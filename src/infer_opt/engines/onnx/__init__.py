@@ -1,0 +1,1 @@
+"""The onnx runtime: its engine and the converters it needs."""

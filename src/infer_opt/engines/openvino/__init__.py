@@ -1,0 +1,1 @@
+"""The openvino runtime: its engine and the converters it needs."""

@@ -1,0 +1,1 @@
+"""The torch runtime: its engine and the converters it needs."""

@@ -1,0 +1,1 @@
+"""The vllm runtime: its engine and the converters it needs."""
