@@ -11,12 +11,16 @@ import tomllib
 from .conftest import REPO, write_suite
 
 
-def readme_example() -> tuple[str, str]:
-    text = (REPO / "README.md").read_text()
+def readme_example(page: str = "README.md") -> tuple[str, str]:
+    text = (REPO / page).read_text()
     after = text.split("<!-- plugin-example -->", 1)[1]
     code = re.search(r"```python\n(.*?)```", after, re.S).group(1)
     toml = re.search(r"```toml\n(.*?)```", after, re.S).group(1)
     return code, toml
+
+
+def test_the_plugin_guide_shows_the_same_example() -> None:
+    assert readme_example("docs/extending.md") == readme_example()
 
 
 def test_readme_example_is_short_and_its_pyproject_complete() -> None:
