@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import struct
 from collections import Counter
 from pathlib import Path
