@@ -213,7 +213,9 @@ def run_child(build: Callable[[Path], None], out: Path, what: str,
 
 
 def child_threads() -> int:
-    """In a build child: the thread count its parent passed."""
+    """In a build child: the thread count its parent passed. A build that uses torch sets it
+    (torch.set_num_threads): torch caps OMP_NUM_THREADS at the core count, and importing torch
+    here for every child would cost seconds to builds that never use it."""
     return int(os.environ.get("INFER_OPT_BUILD_THREADS", "2"))
 
 

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from infer_opt.core.artifacts import build_dir, cached_build, version
+from infer_opt.core.artifacts import build_dir, cached_build, child_threads, version
 from infer_opt.core.roofline import Weight, WeightBytes
 
 # Bump when the conversion recipe changes, so cached models are not reused.
@@ -136,7 +136,10 @@ class _PlaceholderTokenizer:
 
 
 def convert(model_path: str, out: Path, quantization: str) -> None:
-    """In the build child (torch's thread count set by it): the conversion into `out`."""
+    """In the build child: the conversion into `out`."""
+    import torch
+
+    torch.set_num_threads(child_threads())
     from ctranslate2.converters import TransformersConverter
 
     path = Path(model_path)

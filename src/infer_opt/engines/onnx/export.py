@@ -26,7 +26,14 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.artifacts import cache_root, cached_build, key_digest, model_digest, version
+from infer_opt.core.artifacts import (
+    cache_root,
+    cached_build,
+    child_threads,
+    key_digest,
+    model_digest,
+    version,
+)
 from infer_opt.core.roofline import Weight, WeightBytes
 
 OPSET = 18
@@ -126,10 +133,13 @@ def kv_shape(config: Any) -> tuple[int, int]:
 
 
 def export_model(model_path: str, dtype: str, attn: str, out_dir: Path) -> None:
-    """Trace the wrapper with dynamic batch, sequence, past and logits-index sizes."""
+    """Trace the wrapper with dynamic batch, sequence, past and logits-index sizes. Runs in
+    the build child (ensure_export), with its parent's thread count."""
     import torch
     from torch.export import Dim
     from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(child_threads())
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtypes[dtype],

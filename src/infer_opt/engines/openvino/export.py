@@ -24,7 +24,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.artifacts import build_dir, cached_build, version
+from infer_opt.core.artifacts import build_dir, cached_build, child_threads, version
 
 # Bump when the export recipe changes, so cached IRs are not reused.
 RECIPE_VERSION = 1
@@ -80,8 +80,10 @@ def ensure_ir(model_path: str, config: dict[str, Any] | None) -> tuple[Path, flo
 
 
 def export(model_path: str, out: Path, config: dict[str, Any] | None) -> None:
-    """In the build child (torch's thread count set by it): export (and compress) with
-    optimum-intel, save the IR in `out`."""
+    """In the build child: export (and compress) with optimum-intel, save the IR in `out`."""
+    import torch
+
+    torch.set_num_threads(child_threads())
     from optimum.intel import OVModelForCausalLM, OVWeightQuantizationConfig
 
     kwargs: dict[str, Any] = {}
