@@ -133,7 +133,7 @@ def test_distill_builds_once_into_the_cache(monkeypatch, tmp_path) -> None:
     report = json.loads((out / "distill.json").read_text())
     assert report["steps_done"] == 4 and report["threads"] == 1 and len(report["train"]) == 4
     assert report["key"]["steps"] == 4 and len(report["keep_layers"]) == 1
-    assert not list((tmp_path / "students").glob(".build-*"))  # the temp dir was renamed
+    assert not list((tmp_path / "students").glob(".*build-*"))  # the scratch dir was renamed
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 1
 

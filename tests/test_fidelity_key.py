@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from infer_opt.core import artifacts
 from infer_opt.core.models import ModelRef
 from infer_opt.run import fidelity
 
@@ -30,7 +31,7 @@ def key(ref: ModelRef) -> Path:
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INFER_OPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(fidelity, "_DIGESTS", {})
+    monkeypatch.setattr(artifacts, "_DIGESTS", {})
 
 
 def test_a_directory_overwritten_in_place_gets_a_new_key(tmp_path: Path) -> None:
@@ -69,6 +70,6 @@ def test_digest_is_cached_by_path_size_mtime_unless_fresh(tmp_path: Path,
     os.utime(weights, (old, old))
     opened.clear()
     key(ref)
-    fidelity._DIGESTS.clear()  # a new process: only the disk cache is left
+    artifacts._DIGESTS.clear()  # a new process: only the disk cache is left
     key(ref)
     assert len(opened) == 1  # hashed once, then read from the digest cache

@@ -18,8 +18,9 @@ cut by `minutes` records where it stopped).
 
 Cache: cache_root()/students/<teacher>-<n>L-<key>/, a normal model directory (config.json,
 model.safetensors, tokenizer files) plus distill.json (recipe, losses, wall time) and loss.png.
-The key hashes the recipe, the teacher weights, the corpus and the library versions. Built in a
-temp dir and renamed, under a file lock, so two processes never train the same recipe twice.
+The key hashes the recipe, the teacher weights' content (core/artifacts.weights_digest), the
+corpus and the library versions. Built once by core/artifacts.cached_build: in a scratch dir
+renamed into place, under a file lock, so two processes never train the same recipe twice.
 
 Plugin notes (`distilled`, torch engine): the student is a different checkpoint, so the plugin
 points the engine at `cached_student()` (None: skip the row with "run `infer-opt distill`";
@@ -32,14 +33,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import functools
-import hashlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +48,8 @@ import torch.nn.functional as F
 
 from infer_opt.compression import corpus
 from infer_opt.compression.layers import block_influence, keep_layers, least_important
-from infer_opt.core.models import DEFAULT_MODEL, ModelRef, cache_root, locked, publish
+from infer_opt.core.artifacts import cache_root, cached_build, key_digest, model_digest
+from infer_opt.core.models import DEFAULT_MODEL, ModelRef
 
 # Bump when the training code changes what a recipe produces, so stale students are not reused.
 RECIPE_VERSION = 1
@@ -284,30 +282,6 @@ def _record_val(hist: History, student: Any, val: ValSet, recipe: Recipe,
 # ---- the cached build ----------------------------------------------------------------------
 
 
-def weights_digest(ref: ModelRef) -> str:
-    """Identity of the teacher's weights: sha256 of config.json and *.safetensors, so a
-    re-converted teacher never reuses an old student."""
-    if not ref.local:
-        return ref.path  # a hub id: its name is all we know without downloading
-    h = hashlib.sha256()
-    root = Path(ref.path)
-    for f in [root / "config.json", *sorted(root.glob("*.safetensors"))]:
-        st = f.stat()
-        h.update(f"{f.name}:{_file_digest(str(f), st.st_size, st.st_mtime_ns)}".encode())
-    return h.hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    # Hashing SmolLM2's 540 MB takes a second or two: once per process per file version, so a
-    # plugin asking for cached_student() on every row does not pay it again.
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def recipe_key(recipe: Recipe, teacher_id: str) -> dict[str, Any]:
     """The JSON-able dict that identifies a student; its hash names the cache directory."""
     import transformers
@@ -318,10 +292,6 @@ def recipe_key(recipe: Recipe, teacher_id: str) -> dict[str, Any]:
             "corpus": corpus.digest(), "val_every": corpus.VAL_EVERY,
             "eval_chunks": EVAL_CHUNKS, "torch": torch.__version__,
             "transformers": transformers.__version__}
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def plot_losses(hist: History, path: Path, title: str = "") -> bool:
@@ -381,7 +351,7 @@ def student_dir(recipe: Recipe, ref: ModelRef) -> Path:
     The key holds the recipe as given, not the chosen layer indices: they follow from the
     teacher weights, the corpus and the rule, which the key also holds.
     """
-    key = recipe_key(recipe, weights_digest(ref))
+    key = recipe_key(recipe, model_digest(ref.path))
     return cache_root() / "students" / (
         f"{Path(ref.path).name}-{n_keep(recipe, teacher_layers(ref))}L-{key_digest(key)}")
 
@@ -403,18 +373,9 @@ def distill(recipe: Recipe, threads: int = 2,
 
     ref = resolve(recipe.teacher)
     target = student_dir(recipe, ref)
-    if (target / "config.json").is_file():
-        return target
-    with locked(target):
-        if (target / "config.json").is_file():  # another process finished it meanwhile
-            return target
-        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-        try:
-            _build(recipe, ref, threads, build, log)
-            publish(build, target)  # atomic rename: readers never see a half-written student
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
+    # In this process: the training shows its progress bar and log lines on this terminal.
+    cached_build(target, lambda out: _build(recipe, ref, threads, out, log), done="config.json",
+                 what="distillation")
     return target
 
 
@@ -445,7 +406,7 @@ def _build(recipe: Recipe, ref: ModelRef, threads: int, out: Path,
                 f"{ref.name} -> {len(keep)} layers: T={recipe.temperature}, alpha={recipe.alpha}, "
                 f"lr={recipe.lr}, batch {recipe.batch}x{recipe.seq_len}, {run.steps_done} steps, "
                 f"{run.wall_s / 60:.1f} min")
-    report = {"key": recipe_key(recipe, weights_digest(ref)), "keep_layers": keep,
+    report = {"key": recipe_key(recipe, model_digest(ref.path)), "keep_layers": keep,
               "threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(libgomp default: active)"),
               "steps_done": run.steps_done,

@@ -9,19 +9,16 @@ Three kinds of model name (see models/README.md):
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# cache_root, locked and publish live with the artifact cache; re-exported for older imports.
+from infer_opt.core.artifacts import cache_root, cached_build, locked, publish  # noqa: F401
 from infer_opt.core.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -31,10 +28,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion recipe changes, so stale caches are not reused.
 RECIPE_VERSION = 1
 HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("INFER_OPT_CACHE", Path.home() / ".cache" / "infer-opt"))
 
 
 @dataclass(frozen=True)
@@ -49,30 +42,11 @@ class ModelRef:
     local: bool
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    # Two processes preparing the same cache must not both write it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _config_facts(config_path: Path) -> tuple[int, int]:
     """(max context, vocab size) from a config.json."""
     cfg = json.loads(config_path.read_text())
     ctx = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
     return ctx, int(cfg.get("vocab_size") or 0)
-
-
-def publish(build_dir: Path, target: Path) -> None:
-    """Atomic rename of a finished build: readers never see a half-written model."""
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(build_dir, target)
 
 
 def smollm2_gguf_dir() -> Path:
@@ -108,12 +82,8 @@ def prepare_smollm2() -> Path:
     if (target / "config.json").is_file():
         return target
     src = smollm2_gguf_dir()
-    with locked(target):
-        if (target / "config.json").is_file():
-            return target
-        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-        gguf_to_safetensors(src, SMOLLM2_GGUF, build, tokenizer=True)
-        publish(build, target)
+    cached_build(target, lambda out: gguf_to_safetensors(src, SMOLLM2_GGUF, out, tokenizer=True),
+                 done="config.json", what="SmolLM2 conversion")
     return target
 
 
@@ -144,20 +114,17 @@ def tiny_config_dict() -> dict[str, Any]:
 
 def prepare_tiny() -> Path:
     target = cache_root() / "models" / f"tiny-random-llama-v{RECIPE_VERSION}"
-    if (target / "config.json").is_file():
-        return target
-    with locked(target):
-        if (target / "config.json").is_file():
-            return target
-        import torch
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(LlamaConfig(**tiny_config_dict()))
-        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-        model.save_pretrained(build, safe_serialization=True)
-        publish(build, target)
+    cached_build(target, _write_tiny, done="config.json", what="tiny model")
     return target
+
+
+def _write_tiny(out: Path) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**tiny_config_dict())).save_pretrained(
+        out, safe_serialization=True)
 
 
 def offline() -> bool:

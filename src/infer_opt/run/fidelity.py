@@ -30,14 +30,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from infer_opt.core.artifacts import weights_digest
 from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
 
@@ -78,58 +77,6 @@ def fidelity_inputs(ref: ModelRef, tokenizer: Any) -> tuple[torch.Tensor, torch.
         g = torch.Generator().manual_seed(SEED + 1)
         ids = torch.randint(3, ref.vocab_size, (1, PPL_TOKENS), generator=g)
     return prompts, ids
-
-
-# Files whose content is the model: hashed into the reference's key (weights_digest).
-WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.bin", "*.gguf")
-RACY_S = 2.0  # a file modified this recently is re-hashed every time (its mtime may repeat)
-_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # in-process memo of _file_digest
-
-
-def _file_digest(path: Path) -> str:
-    """sha256 of a file's content, streamed; cached on disk by (path, size, mtime, inode).
-
-    Every cell of a run checks the reference, in its own process: the disk cache makes that a
-    stat() per file instead of hashing 500 MB. A file written within RACY_S seconds is hashed
-    every time and never cached (as git treats "racily clean" files): a file rewritten in place
-    within the filesystem's timestamp granularity could otherwise keep the old key.
-    """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key in _DIGESTS:
-        return _DIGESTS[key]
-    name = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-    store = cache_root() / "digests" / f"{name}.txt"
-    if store.is_file():
-        digest = store.read_text(encoding="utf-8").strip()
-    else:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        digest = h.hexdigest()
-        if time.time() - st.st_mtime_ns / 1e9 <= RACY_S:
-            return digest  # too fresh to trust its mtime as a key
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest, encoding="utf-8")
-        tmp.replace(store)
-    _DIGESTS[key] = digest
-    return digest
-
-
-file_digest = _file_digest  # public: other caches key files by content too (engines/onnx/nbits.py)
-
-
-def weights_digest(model_dir: Path) -> str:
-    """sha256 over the names and content digests of a model directory's config.json and weight
-    files (WEIGHT_PATTERNS): a directory overwritten with other weights gets another key."""
-    files = sorted({p for pattern in WEIGHT_PATTERNS for p in model_dir.glob(pattern)
-                    if p.is_file()})
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.name}\0{_file_digest(p)}\n".encode())
-    return h.hexdigest()
 
 
 def _cache_path(ref: ModelRef, device: str, prompts: torch.Tensor, ppl_ids: torch.Tensor) -> Path:

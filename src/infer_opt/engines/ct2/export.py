@@ -2,7 +2,7 @@
 (engine `ct2`).
 
 Conversion: ctranslate2's `TransformersConverter(model_dir).convert(out, quantization=...)`,
-offline, in a child process (`python -m infer_opt.engines.ct2.export ...`), cached under
+in a child process (core/artifacts.cached_build), cached under
 <cache>/ct2/<model>-<quantization>-<hash> keyed by the model's content and the ctranslate2,
 transformers and torch versions (core/artifacts.py). One conversion per compute type
 (`float32`, `int8`): the engine loads each with the compute type it was stored in, so the file
@@ -16,23 +16,16 @@ through the converted vocabulary, so only the count and the ids matter.
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
 import struct
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from infer_opt.core.artifacts import build_dir, cached_build, child_threads, version
 from infer_opt.core.roofline import Weight, WeightBytes
-from infer_opt.core.artifacts import (
-    build_dir,
-    cached_build,
-    child_threads,
-    run_child,
-    version,
-)
 
 # Bump when the conversion recipe changes, so cached models are not reused.
 RECIPE_VERSION = 1
@@ -51,13 +44,10 @@ def model_dir(model_path: str, quantization: str) -> Path:
 def ensure_model(model_path: str, quantization: str) -> tuple[Path, float]:
     """(the converted model's folder, seconds spent converting: 0.0 when cached)."""
     target = model_dir(model_path, quantization)
-
-    def build(out: Path) -> None:
-        run_child("infer_opt.engines.ct2.export",
-                  [model_path, "--out", str(out), "--quantization", quantization],
-                  f"CTranslate2 conversion ({quantization})")
-
-    seconds = cached_build(target, "model.bin", build)
+    seconds = cached_build(target, functools.partial(convert, model_path,
+                                                     quantization=quantization),
+                           done="model.bin", child=True,
+                           what=f"CTranslate2 conversion ({quantization})")
     return target, seconds
 
 
@@ -146,6 +136,7 @@ class _PlaceholderTokenizer:
 
 
 def convert(model_path: str, out: Path, quantization: str) -> None:
+    """In the build child: the conversion into `out`."""
     import torch
 
     torch.set_num_threads(child_threads())
@@ -162,18 +153,3 @@ def convert(model_path: str, out: Path, quantization: str) -> None:
 
     Converter(model_path, low_cpu_mem_usage=True).convert(str(out), quantization=quantization,
                                                           force=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.ct2.export")
-    parser.add_argument("model_path")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--quantization", choices=QUANTIZATIONS, required=True)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    convert(args.model_path, args.out, args.quantization)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from infer_opt.core.artifacts import build_dir, cached_build, version
 from infer_opt.core.models import (
     DEFAULT_MODEL,
     SMOLLM2_GGUF,
@@ -50,9 +51,8 @@ from infer_opt.core.models import (
 )
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
-from infer_opt.engines.llamacpp import gguf_file
-from infer_opt.core.artifacts import build_dir, cached_build, version
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
+from infer_opt.engines.llamacpp import gguf_file
 
 KV_TYPES = {"f16": (1, 2), "f32": (0, 4)}  # name -> (GGML_TYPE_*, bytes per value)
 
@@ -76,8 +76,8 @@ def ensure_gguf(ref: ModelRef) -> tuple[Path, float]:
         return own, 0.0
     target = build_dir("gguf", ref.path, {"recipe": gguf_file.RECIPE_VERSION,
                                           "gguf": version("gguf")}, "f32")
-    seconds = cached_build(target, "model.gguf", lambda out: gguf_file.write_llama_gguf(
-        Path(ref.path), out / "model.gguf"))
+    seconds = cached_build(target, lambda out: gguf_file.write_llama_gguf(
+        Path(ref.path), out / "model.gguf"), done="model.gguf", what="GGUF conversion")
     return target / "model.gguf", seconds
 
 

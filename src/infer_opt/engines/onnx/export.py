@@ -12,28 +12,28 @@ and returns `logits` [B, K, V] and `present.{i}.key/value` [B, kv_heads, P + T, 
 One graph serves prefill (P = 0, K = 1), decode (T = 1, K = 1) and teacher-forced scoring
 (P = 0, K = T), so TTFT does not pay for lm_head on the whole prompt.
 
-Exports run in a child process (`python -m infer_opt.engines.onnx.export ...`): the torch model
-and the exporter's peak memory then never count towards the measuring process's peak RSS.
-Finished exports are published with an atomic rename under a file lock, keyed by model, dtype,
-attention implementation and the torch/transformers/onnx versions that made them.
+Exports and int8 copies are built once by core/artifacts.cached_build, in a child process (the
+torch model and the exporter's peak memory never count towards the measuring process's peak
+RSS), and published with an atomic rename under a file lock. The export is keyed by the model's
+content (weights_digest), dtype, attention implementation and the torch/transformers/onnx
+versions that made it; the int8 copies are files beside it.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
+import functools
 import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.models import cache_root, locked, publish
+from infer_opt.core.artifacts import (
+    cache_root,
+    cached_build,
+    child_threads,
+    key_digest,
+    model_digest,
+    version,
+)
 from infer_opt.core.roofline import Weight, WeightBytes
 
 OPSET = 18
@@ -67,29 +67,17 @@ def int8_saturates(machine: str | None = None, cpuinfo: str | None = None) -> bo
     return not any(f in flags for f in VNNI_FLAGS)
 
 
-def _version(pkg: str) -> str:
-    import importlib.metadata as md
-
-    try:
-        return md.version(pkg)
-    except md.PackageNotFoundError:
-        return "none"
-
-
 def export_dir(model_path: str, dtype: str, attn: str) -> Path:
-    """Cache folder for one export: readable prefix, hash of everything that changes the graph."""
-    p = Path(model_path)
-    config = p / "config.json"
+    """Cache folder for one export: readable prefix, hash of everything that changes the graph
+    (the model's content, config.json included, not its path)."""
     key = {
-        "model": str(p.resolve()) if p.exists() else model_path,
-        "config": config.read_text() if config.is_file() else "",
+        "model": model_digest(model_path),
         "dtype": dtype, "attn": attn, "opset": OPSET, "recipe": EXPORT_RECIPE_VERSION,
-        "torch": _version("torch"), "transformers": _version("transformers"),
-        "onnx": _version("onnx"), "onnxscript": _version("onnxscript"),
+        "torch": version("torch"), "transformers": version("transformers"),
+        "onnx": version("onnx"), "onnxscript": version("onnxscript"),
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     torch_v = key["torch"].split("+")[0]
-    name = f"{p.name}-{dtype}-{attn}-opset{OPSET}-torch{torch_v}-{digest}"
+    name = f"{Path(model_path).name}-{dtype}-{attn}-opset{OPSET}-torch{torch_v}-{key_digest(key)}"
     return cache_root() / "onnx" / name
 
 
@@ -145,10 +133,13 @@ def kv_shape(config: Any) -> tuple[int, int]:
 
 
 def export_model(model_path: str, dtype: str, attn: str, out_dir: Path) -> None:
-    """Trace the wrapper with dynamic batch, sequence, past and logits-index sizes."""
+    """Trace the wrapper with dynamic batch, sequence, past and logits-index sizes. Runs in
+    the build child (ensure_export), with its parent's thread count."""
     import torch
     from torch.export import Dim
     from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(child_threads())
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtypes[dtype],
@@ -190,55 +181,21 @@ def quantize_int8(src_dir: Path, out_dir: Path, reduce_range: bool) -> None:
                      use_external_data_format=True, op_types_to_quantize=["MatMul"])
 
 
-def _child(args: list[str]) -> None:
-    """Run this module in a child process; raise with the child's last error line on failure."""
-    import torch
-
-    # Same thread budget as the measuring process (the suite's `threads`).
-    env = dict(os.environ, INFER_OPT_EXPORT_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.export", *args],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
-        raise RuntimeError(f"ONNX export failed: {lines[-1] if lines else proc.returncode}")
-
-
 def ensure_export(model_path: str, dtype: str, attn: str, int8: bool) -> tuple[Path, dict[str, Any]]:
     """Path of the .onnx to load (exporting/quantizing once), and what happened, for the row."""
     target = export_dir(model_path, dtype, attn)
     reduce_range = int8 and int8_saturates()
-    int8_file, int8_data = INT8_FILES[reduce_range]
-    info: dict[str, Any] = {"export_s": 0.0, "quantize_s": 0.0, "cache_dir": str(target),
-                            "int8_reduce_range": reduce_range}
-    want = int8_file if int8 else MODEL_FILE
-    if (target / want).is_file():
-        return target / want, info
-    with locked(target):
-        if not (target / MODEL_FILE).is_file():
-            t0 = time.perf_counter()
-            build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-            try:
-                _child(["export", model_path, dtype, attn, str(build)])
-            except BaseException:
-                shutil.rmtree(build, ignore_errors=True)
-                raise
-            info["export_s"] = time.perf_counter() - t0
-            publish(build, target)
-        if int8 and not (target / int8_file).is_file():
-            t0 = time.perf_counter()
-            # Quantize into a scratch folder, then move both files in: never a half-written file.
-            build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-            try:
-                flags = ["--reduce-range"] if reduce_range else []
-                _child(["int8", str(target), str(build), *flags])
-            except BaseException:
-                shutil.rmtree(build, ignore_errors=True)
-                raise
-            os.replace(build / int8_data, target / int8_data)
-            os.replace(build / int8_file, target / int8_file)
-            build.rmdir()
-            info["quantize_s"] = time.perf_counter() - t0
-    return target / want, info
+    int8_file = INT8_FILES[reduce_range][0]
+    export_s = cached_build(target, functools.partial(export_model, model_path, dtype, attn),
+                            done=MODEL_FILE, child=True, what="ONNX export")
+    quantize_s = 0.0
+    if int8:  # a file (+ its .data) beside the fp32 graph
+        quantize_s = cached_build(
+            target / int8_file, functools.partial(quantize_int8, target, reduce_range=reduce_range),
+            child=True, what="ONNX int8 quantization")
+    info: dict[str, Any] = {"export_s": export_s, "quantize_s": quantize_s, "cache_dir": str(target),
+            "int8_reduce_range": reduce_range}
+    return target / (int8_file if int8 else MODEL_FILE), info
 
 
 def initializer_weights(onnx_path: Path) -> WeightBytes:
@@ -284,30 +241,4 @@ def initializer_weights(onnx_path: Path) -> WeightBytes:
     return WeightBytes(tuple(weights), tied_lm_head=tied)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.export")
-    sub = parser.add_subparsers(dest="what", required=True)
-    e = sub.add_parser("export")
-    e.add_argument("model_path")
-    e.add_argument("dtype")
-    e.add_argument("attn")
-    e.add_argument("out_dir", type=Path)
-    q = sub.add_parser("int8")
-    q.add_argument("src_dir", type=Path)
-    q.add_argument("out_dir", type=Path)
-    q.add_argument("--reduce-range", action="store_true")
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("INFER_OPT_EXPORT_THREADS", "2")))
-    if args.what == "export":
-        export_model(args.model_path, args.dtype, args.attn, args.out_dir)
-    else:
-        quantize_int8(args.src_dir, args.out_dir, args.reduce_range)
-    return 0
-
-
 __all__ = ["ensure_export", "initializer_weights", "input_names", "output_names", "kv_shape"]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,17 +21,15 @@ GroupQueryAttention takes the positions from the mask (rows are assumed right-al
 no left padding) and, when past and present are the same buffer, writes the new keys/values in
 place (what onnxruntime-genai calls past_present_share_buffer).
 
-The build runs in a child process (`python -m infer_opt.engines.onnx.genai_build build ...`,
-about a minute for SmolLM2) and is published with an atomic rename under a lock, keyed by the
-weights' content, the config, the onnxruntime-genai version, the builder options and this
-recipe's version. The builder wants tokenizer files beside the weights; a model without them
+The build runs once, in a child process (core/artifacts.cached_build; about a minute for
+SmolLM2), and is published with an atomic rename under a lock, keyed by the weights' content,
+the config, the onnxruntime-genai version, the builder options and this recipe's version. The builder wants tokenizer files beside the weights; a model without them
 (the tiny random test model) gets a placeholder word-level tokenizer in the staging folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+import functools
 import importlib.metadata as md
 import json
 import os
@@ -39,11 +37,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.models import cache_root, locked, publish
+from infer_opt.core.artifacts import cache_root, cached_build, key_digest, weights_digest
 
 MODEL_FILE = "model.onnx"
 BUILDER_OPTIONS = {"prune_lm_head": "true"}
@@ -63,40 +60,18 @@ def genai_version() -> str | None:
 
 def graph_dir(model_path: str) -> Path:
     """Cache folder of one build: readable prefix, hash of everything that changes the graph."""
-    from infer_opt.run.fidelity import weights_digest
-
     p = Path(model_path)
     key = {"weights": weights_digest(p), "genai": genai_version(), "options": BUILDER_OPTIONS,
            "precision": "fp32", "ep": "cpu", "recipe": RECIPE_VERSION}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_root() / "ort-genai" / f"{p.name}-fp32-genai{genai_version()}-{digest}"
+    return cache_root() / "ort-genai" / f"{p.name}-fp32-genai{genai_version()}-{key_digest(key)}"
 
 
 def ensure_graph(model_path: str, threads: int = 2) -> tuple[Path, dict[str, Any]]:
     """Path of the fp32 graph (building it once), and what happened, for the row."""
     target = graph_dir(model_path)
-    info: dict[str, Any] = {"build_s": 0.0, "cache_dir": str(target)}
-    if (target / MODEL_FILE).is_file():
-        return target / MODEL_FILE, info
-    with locked(target):
-        if not (target / MODEL_FILE).is_file():
-            t0 = time.perf_counter()
-            build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-            try:
-                env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-                proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.genai_build",
-                                       "build", str(model_path), str(build)],
-                                      capture_output=True, text=True, env=env)
-                if proc.returncode != 0:
-                    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-                    raise RuntimeError("onnxruntime-genai build failed: "
-                                       f"{lines[-1] if lines else proc.returncode}")
-            except BaseException:
-                shutil.rmtree(build, ignore_errors=True)
-                raise
-            publish(build, target)
-            info["build_s"] = time.perf_counter() - t0
-    return target / MODEL_FILE, info
+    build_s = cached_build(target, functools.partial(build, Path(model_path)), done=MODEL_FILE,
+                           child=True, what="onnxruntime-genai build", threads=threads)
+    return target / MODEL_FILE, {"build_s": build_s, "cache_dir": str(target)}
 
 
 def _stage(model_path: Path, staging: Path) -> None:
@@ -178,18 +153,3 @@ def build(model_path: Path, out: Path) -> None:
         onnx.save(keep_last_logits(model), str(out / MODEL_FILE))  # data file untouched
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.genai_build")
-    sub = parser.add_subparsers(dest="what", required=True)
-    b = sub.add_parser("build")
-    b.add_argument("model_path", type=Path)
-    b.add_argument("out", type=Path)
-    args = parser.parse_args(argv)
-    build(args.model_path, args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,32 +21,25 @@ the GGUF (exact), else round-to-nearest of the fp32 table. It always runs at acc
 ONNX Runtime's only fast 8-bit CPU kernel (int8 activations); levels 0-3 took ~400 ms per call
 here. The embedding lookup keeps reading the fp32 table.
 
-Each copy is written by a child process (python -m infer_opt.engines.onnx.nbits ...), so the fp32
-graph it loads never counts in the measuring process's memory, and published under a lock with
-atomic renames as `model.<tag>.onnx` + `.data` beside the graph it was made from. The tag names
+Each copy is written once by a child process (core/artifacts.cached_build), so the fp32 graph it
+loads never counts in the measuring process's memory, and published under a lock with atomic
+renames as `model.<tag>.onnx` + `.data` beside the graph it was made from. The tag names
 every choice (and the GGUF's content digest), so two variants never share a file.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
-import os
+import functools
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from infer_opt.core.artifacts import cached_build, file_digest
 from infer_opt.core.errors import UserError
-from infer_opt.core.models import locked, source_gguf
+from infer_opt.core.models import source_gguf
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 
@@ -160,8 +153,6 @@ def weight_spec(settings: Settings, model_name: str) -> WeightSpec:
         if path is None:
             raise UserError("engine options", f"weights=gguf-q4: no GGUF known for model "
                                               f"{model_name!r}; set gguf=<path>")
-        from infer_opt.run.fidelity import file_digest
-
         return WeightSpec(source="gguf-q4", accuracy=accuracy, lm_head=lm_head,
                           fuse_gate_up=bool(o.get("fuse_gate_up", True)),
                           block_sums=o.get("block_sums") or "reduce", gguf=str(path),
@@ -456,47 +447,16 @@ def make_variant(base: Path, out: Path, spec: WeightSpec) -> None:
               location=out.name + ".data", size_threshold=1024)
 
 
-def _child(args: list[str], threads: int) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run([sys.executable, "-m", "infer_opt.engines.onnx.nbits", *args],
-                          capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).strip().splitlines() if ln.strip()]
-        raise RuntimeError(f"weight rewrite failed: {lines[-1] if lines else proc.returncode}")
-
-
 def ensure_variant(base: Path, spec: WeightSpec, threads: int = 2) -> tuple[Path, float]:
     """The copy of the graph `base` with weights `spec`, made once (seconds spent, 0 if
     cached). The graph as built when `spec` changes nothing."""
     target = variant_path(base, spec)
-    if target.is_file():
-        return target, 0.0
-    with locked(target):
-        if target.is_file():
-            return target, 0.0
-        t0 = time.perf_counter()
-        build = Path(tempfile.mkdtemp(dir=base.parent, prefix=".build-"))
-        try:
-            _child(["rewrite", str(base), str(build / target.name),
-                    json.dumps(dataclasses.asdict(spec))], threads)
-            os.replace(build / (target.name + ".data"), target.with_name(target.name + ".data"))
-            os.replace(build / target.name, target)  # last: its presence means "complete"
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-        return target, time.perf_counter() - t0
+    if target == base:
+        return base, 0.0
+    seconds = cached_build(target, functools.partial(_variant_into, base, spec, target.name),
+                           child=True, what="weight rewrite", threads=threads)
+    return target, seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.onnx.nbits")
-    sub = parser.add_subparsers(dest="what", required=True)
-    r = sub.add_parser("rewrite")
-    r.add_argument("base", type=Path)
-    r.add_argument("out", type=Path)
-    r.add_argument("spec")
-    args = parser.parse_args(argv)
-    make_variant(args.base, args.out, WeightSpec(**json.loads(args.spec)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _variant_into(base: Path, spec: WeightSpec, name: str, out: Path) -> None:
+    make_variant(base, out / name, spec)

@@ -12,27 +12,19 @@ config, NNCF compresses the weights while exporting (OVWeightQuantizationConfig)
                     the tied lm_head, in 8 bits as its backup precision)
 
 Without one, `load_in_8bit=False` says so explicitly: optimum-intel compresses models above 1B
-parameters to int8 by default. The export runs in a child process (`python -m
-infer_opt.engines.openvino.export ...`) offline, and is cached under
+parameters to int8 by default. The export runs in a child process (core/artifacts.cached_build)
+and is cached under
 <cache>/openvino/<model>-<config>-<hash>, keyed by the model's content, the weight config and
 the versions of optimum-intel, openvino, nncf, transformers and torch (core/artifacts.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+import functools
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.artifacts import (
-    build_dir,
-    cached_build,
-    child_threads,
-    run_child,
-    version,
-)
+from infer_opt.core.artifacts import build_dir, cached_build, child_threads, version
 
 # Bump when the export recipe changes, so cached IRs are not reused.
 RECIPE_VERSION = 1
@@ -82,21 +74,13 @@ def ir_dir(model_path: str, config: dict[str, Any] | None) -> Path:
 def ensure_ir(model_path: str, config: dict[str, Any] | None) -> tuple[Path, float]:
     """(the IR's .xml, seconds spent exporting: 0.0 when cached)."""
     target = ir_dir(model_path, config)
-    args = [model_path]
-    if config is not None:
-        args += ["--bits", str(config["bits"]), "--group", str(config.get("group_size", -1))]
-        args += ["--sym"] if config["sym"] else []
-
-    def build(out: Path) -> None:
-        run_child("infer_opt.engines.openvino.export", [*args, "--out", str(out)],
-                  f"OpenVINO export ({label(config)})")
-
-    seconds = cached_build(target, XML, build)
+    seconds = cached_build(target, functools.partial(export, model_path, config=config),
+                           done=XML, child=True, what=f"OpenVINO export ({label(config)})")
     return target / XML, seconds
 
 
 def export(model_path: str, out: Path, config: dict[str, Any] | None) -> None:
-    """In the child: export (and compress) with optimum-intel, save the IR in `out`."""
+    """In the build child: export (and compress) with optimum-intel, save the IR in `out`."""
     import torch
 
     torch.set_num_threads(child_threads())
@@ -110,23 +94,3 @@ def export(model_path: str, out: Path, config: dict[str, Any] | None) -> None:
     model = OVModelForCausalLM.from_pretrained(model_path, export=True, compile=False,
                                                **kwargs)
     model.save_pretrained(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infer_opt.engines.openvino.export")
-    parser.add_argument("model_path")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--bits", type=int)
-    parser.add_argument("--group", type=int, default=-1)
-    parser.add_argument("--sym", action="store_true")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = None
-    if args.bits is not None:
-        config = weight_config(args.bits, args.group if args.group > 0 else None, args.sym)
-    export(args.model_path, args.out, config)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
