@@ -12,7 +12,7 @@ import pytest
 
 from infer_opt.cli import main
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS, direction, empty_row, floor
+from infer_opt.format.columns import COLUMNS, direction, empty_row, floor
 from infer_opt.core.stats import Stats
 from infer_opt.results.compare import (
     INSUFFICIENT,
@@ -24,7 +24,7 @@ from infer_opt.results.compare import (
     parse_maps,
     parse_thresholds,
 )
-from infer_opt.results.io import read_run
+from infer_opt.format.io import read_results
 
 
 def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
@@ -175,7 +175,7 @@ def test_a_uniformly_slower_machine_is_drift_not_regression(
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
     assert "drift: kv-cache's own tpot_ms_p50 changed +3" in out  # about +30%
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     tpot = metric(cmp, "kv-cache+sdpa", "tpot_ms_p50")
     assert tpot.ratio == pytest.approx(1.0, abs=0.05) and "normalized by kv-cache" in tpot.method
     assert metric(cmp, "kv-cache static", "tpot_ms_p50").verdict == "reference (drift)"
@@ -222,17 +222,17 @@ def test_insufficient_samples_is_never_a_regression(tmp_path: Path,
     assert "| v static-batch bs=1 prompt=8 new=16 | tpot_ms_p50 |" in out
     assert "n=1 < 3" in out and "insufficient samples" in out
     assert "with insufficient samples (fewer than 3 timed runs per side): no verdict" in out
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     assert metric(cmp, "v", "tpot_ms_p50").verdict == INSUFFICIENT
     assert metric(cmp, "v", "weight_mb").verdict == "below threshold"  # memory is still judged
     # Two runs per side is still too few; three is enough.
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=2)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=2)])
-    tpot = metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50")
+    tpot = metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50")
     assert tpot.verdict == INSUFFICIENT
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=3)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=3)])
-    assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == REGRESSION
+    assert metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50").verdict == REGRESSION
 
 
 def test_missing_samples_falls_back_and_says_so(tmp_path: Path,
@@ -250,7 +250,7 @@ def test_samples_that_do_not_reproduce_the_row_are_not_used(tmp_path: Path) -> N
     s["runs"]["tpot_ms"] = [x * 2 for x in s["runs"]["tpot_ms"]]  # not what the row says
     a = write_run(tmp_path / "a.csv", [(row, s)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 10.0, 2)])
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     assert any("do not reproduce tpot_ms_p50" in n for n in cmp.notes)
     tpot = metric(cmp, "v", "tpot_ms_p50")
     assert tpot.ci is None and tpot.method.startswith("no samples")
@@ -273,7 +273,7 @@ def test_failed_row_is_a_regression(tmp_path: Path) -> None:
     row, s = fake_cell(0, "kv-cache", 10.0, 2)
     row.update(status="failed", reason="RuntimeError: boom")
     b = write_run(tmp_path / "b.csv", [(row, s)])
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     assert [r.label for r in cmp.regressed] == ["kv-cache static-batch bs=1 prompt=8 new=16"]
 
 
@@ -283,15 +283,15 @@ def test_fidelity_and_memory_are_single_measurements(tmp_path: Path) -> None:
         row.update(kl_mean=kl, top1_agreement_pct=agree)
         return write_run(path, [(row, s)])
 
-    cmp = compare_runs(read_run(with_kl(tmp_path / "a.csv", 0.010, 99.0)),
-                       read_run(with_kl(tmp_path / "b.csv", 0.020, 98.5)))
+    cmp = compare_runs(read_results(with_kl(tmp_path / "a.csv", 0.010, 99.0)),
+                       read_results(with_kl(tmp_path / "b.csv", 0.020, 98.5)))
     kl = metric(cmp, "int8", "kl_mean")
     assert kl.verdict == "regression" and kl.ci is None and kl.method == "single measurement"
     agree = metric(cmp, "int8", "top1_agreement_pct")
     assert agree.better == "higher" and agree.verdict == "below threshold"
     # KL 1e-9 -> 5e-7 is x500 and the same answers: below the 1e-6 floor.
-    cmp = compare_runs(read_run(with_kl(tmp_path / "a.csv", 1e-9, 100.0)),
-                       read_run(with_kl(tmp_path / "b.csv", 5e-7, 100.0)))
+    cmp = compare_runs(read_results(with_kl(tmp_path / "a.csv", 1e-9, 100.0)),
+                       read_results(with_kl(tmp_path / "b.csv", 5e-7, 100.0)))
     assert metric(cmp, "int8", "kl_mean").verdict == "below floor"
 
 
@@ -304,7 +304,7 @@ def test_paired_rounds_cancel_drift_between_rounds(tmp_path: Path) -> None:
     # Both variants saw the same machine in each round; the new one is 15% slower throughout.
     base = fake_cell(0, "kv-cache", 10.0, 1, jitter=0.005, drift=ROUND_DRIFT)
     slow = fake_cell(1, "kv-cache+test-slow", 11.5, 2, jitter=0.005, drift=ROUND_DRIFT)
-    run = read_run(write_run(tmp_path / "r.csv", [base, slow]))
+    run = read_results(write_run(tmp_path / "r.csv", [base, slow]))
     cmp = compare(run, baseline="kv-cache")
     tpot = metric(cmp, "kv-cache+test-slow", "tpot_ms_p50")
     assert tpot.method == "paired, 6 rounds"
@@ -312,7 +312,7 @@ def test_paired_rounds_cancel_drift_between_rounds(tmp_path: Path) -> None:
     # The same runs with rounds that do not match: unpaired, and the drift hides the change.
     moved = fake_cell(1, "kv-cache+test-slow", 11.5, 2, jitter=0.005, drift=ROUND_DRIFT,
                       rounds=[10, 11, 12, 13, 14, 15])
-    run = read_run(write_run(tmp_path / "u.csv", [base, moved]))
+    run = read_results(write_run(tmp_path / "u.csv", [base, moved]))
     tpot = metric(compare(run, baseline="kv-cache"), "kv-cache+test-slow", "tpot_ms_p50")
     assert tpot.method == "unpaired, 6/6 runs" and tpot.verdict == "within noise"
 
@@ -346,7 +346,7 @@ def test_map_compares_a_stack_with_its_base(tmp_path: Path,
     old = write_run(tmp_path / "old.csv", [fake_cell(0, "kv-cache", 10.0, 5)])
     new = write_run(tmp_path / "new.csv", [fake_cell(0, "kv-cache", 13.0, 6),
                                            fake_cell(1, "kv-cache+myplugin", 13.0 * 1.15, 7)])
-    cmp = compare(read_run(old), read_run(new), maps=["kv-cache+myplugin=kv-cache"])
+    cmp = compare(read_results(old), read_results(new), maps=["kv-cache+myplugin=kv-cache"])
     tpot = metric(cmp, "kv-cache+myplugin", "tpot_ms_p50")
     assert "normalized by kv-cache" in tpot.method and tpot.verdict == REGRESSION
     assert tpot.ratio == pytest.approx(1.15, abs=0.03)
@@ -383,7 +383,7 @@ def online_cell(index: int, ttft_ms: list[float], runs: int = 3
 def test_online_rows_are_resampled_per_request(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0, 12.0, 10.5, 11.5, 10.8])])
     b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0, 24.0, 21.0, 23.0, 21.6])])
-    cmp = compare_runs(read_run(a), read_run(b), absolute=True)
+    cmp = compare_runs(read_results(a), read_results(b), absolute=True)
     ttft = metric(cmp, "kv-cache online", "ttft_ms_p50")
     assert ttft.method == "unpaired, 6/6 requests in 3/3 runs"
     assert ttft.ratio == pytest.approx(2.0) and ttft.verdict == REGRESSION
@@ -391,7 +391,7 @@ def test_online_rows_are_resampled_per_request(tmp_path: Path) -> None:
     # so two runs are too few for a verdict however many requests they served.
     a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0] * 8, runs=2)])
     b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0] * 8, runs=2)])
-    ttft = metric(compare_runs(read_run(a), read_run(b), absolute=True), "kv-cache online",
+    ttft = metric(compare_runs(read_results(a), read_results(b), absolute=True), "kv-cache online",
                   "ttft_ms_p50")
     assert ttft.verdict == INSUFFICIENT and ttft.method.startswith("n=2 < 3")
 
@@ -402,7 +402,7 @@ def test_online_bootstrap_draws_runs_then_requests() -> None:
     import numpy as np
 
     from infer_opt.results.estimate import level_replicates
-    from infer_opt.results.samples import REQUEST, MetricSamples
+    from infer_opt.format.samples import REQUEST, MetricSamples
 
     values = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
     ms = MetricSamples(tuple((v,) for v in values), tuple([0] * 4 + [1] * 4 + [2] * 4),
@@ -435,12 +435,12 @@ def test_intervals_widen_with_the_number_of_tests(tmp_path: Path) -> None:
     old = [10.0] * 6
     new = [10.5, 12.0, 12.0, 12.0, 12.0, 12.0]
     one = write_run(tmp_path / "one.csv", [tpot_only(0, "base", old), tpot_only(1, "v", new)])
-    cmp = compare(read_run(one), baseline="base")
+    cmp = compare(read_results(one), baseline="base")
     assert cmp.tests_interval == 1 and cmp.confidence == pytest.approx(0.95)
     m = metric(cmp, "v", "tpot_ms_p50")
     assert m.ci is not None and m.ci[0] == pytest.approx(1.125) and m.verdict == REGRESSION
     cells = [tpot_only(0, "base", old)] + [tpot_only(i, f"v{i}", new) for i in range(1, 11)]
-    cmp = compare(read_run(write_run(tmp_path / "ten.csv", cells)), baseline="base")
+    cmp = compare(read_results(write_run(tmp_path / "ten.csv", cells)), baseline="base")
     assert cmp.tests_interval == 10 and cmp.confidence == pytest.approx(0.995)
     m = metric(cmp, "v1", "tpot_ms_p50")
     assert m.ci is not None and m.ci[0] == pytest.approx(1.05) and m.verdict == "within noise"
@@ -462,12 +462,12 @@ def test_gate_needs_the_whole_interval_beyond_the_threshold(tmp_path: Path) -> N
     # resampled medians of 3 runs lie in 10.5..12.5, so the interval starts at +5%.
     a = write_run(tmp_path / "a.csv", [tpot_only(0, "v", [10.0] * 3)])
     b = write_run(tmp_path / "b.csv", [tpot_only(0, "v", [10.5, 11.5, 12.5])])
-    m = metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50")
+    m = metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50")
     assert m.ratio == pytest.approx(1.15) and m.method == "unpaired, 3/3 runs"
     assert m.ci == (pytest.approx(1.05), pytest.approx(1.25)) and m.verdict == "within noise"
     # The same runs 20% slower each: the whole interval (+15..+35%) clears the 10% gate.
     b = write_run(tmp_path / "b.csv", [tpot_only(0, "v", [11.5, 12.5, 13.5])])
-    assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == REGRESSION
+    assert metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50").verdict == REGRESSION
 
 
 # --- bad input ---------------------------------------------------------------------------------

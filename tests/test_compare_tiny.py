@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.results.compare import compare_runs, read_run
+from infer_opt.results.compare import compare_runs, read_results
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
@@ -48,7 +48,7 @@ def test_a_run_against_itself_uses_samples_and_passes(slowed_run: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(slowed_run), str(slowed_run)]) == 0
     assert "no regression in 2 matched rows" in capsys.readouterr().out
-    cmp = compare_runs(read_run(slowed_run), read_run(slowed_run))
+    cmp = compare_runs(read_results(slowed_run), read_results(slowed_run))
     tpot = next(m for m in cmp.rows[0].metrics if m.metric == "tpot_ms_p50")
     assert tpot.ratio == 1.0 and tpot.ci is not None and tpot.ci[0] <= 1.0 <= tpot.ci[1]
 

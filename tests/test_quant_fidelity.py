@@ -12,7 +12,8 @@ from infer_opt.core.models import resolve
 from infer_opt.core.stack import build_stack
 from infer_opt.engines.torch.engine import TorchEngine, tensor_bytes
 from infer_opt.results.table import pareto_front, render
-from infer_opt.run.fidelity import compare_logits, greedy_match, stable_log_softmax
+from infer_opt.core.greedy import greedy_match
+from infer_opt.run.fidelity import compare_logits, stable_log_softmax
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 

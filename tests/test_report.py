@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.core.schema import COLUMNS
+from infer_opt.format.columns import COLUMNS
 
 from .test_compare import fake_cell, write_run
 

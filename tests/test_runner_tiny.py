@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from infer_opt import SCHEMA_VERSION
-from infer_opt.core.schema import COLUMNS
-from infer_opt.results.reference import greedy_match
+from infer_opt.format.columns import COLUMNS
+from infer_opt.core.greedy import greedy_match
 from infer_opt.results.table import render
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
@@ -142,8 +142,9 @@ def test_table_divides_by_another_reference_too(tiny_run) -> None:
 
 
 def test_greedy_match_prefix() -> None:
-    assert greedy_match([[1, 2, 3]], [[1, 2, 3]]) == (3, 3)
-    assert greedy_match([[1, 9, 3], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]]) == (1, 3)
+    assert greedy_match([[1, 2, 3]], [[1, 2, 3]]) == 3
+    assert greedy_match([[1, 9, 3], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]]) == 1
+    assert greedy_match([], [[1]]) == 0
 
 
 def test_crash_and_hang_become_failed_rows(tmp_path: Path) -> None:

@@ -373,9 +373,9 @@ warmup_runs = 1
     assert int(float(rows[6]["test_forward_steps"])) == 3 * 3
     # The declared column reaches the table and compare too.
     from infer_opt.results.compare import compare
-    from infer_opt.results.io import read_run
+    from infer_opt.format.io import read_results
     from infer_opt.results.table import render
 
     assert "| test_forward_steps |" in render(csv_path).split("## Plugin metrics", 1)[1]
-    cmp = compare(read_run(csv_path), read_run(csv_path), absolute=True)
+    cmp = compare(read_results(csv_path), read_results(csv_path), absolute=True)
     assert any(m.metric == "test_forward_steps" for r in cmp.rows for m in r.metrics)

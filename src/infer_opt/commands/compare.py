@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
 
     from infer_opt.core.errors import UserError
     from infer_opt.results.compare import compare, render
-    from infer_opt.results.io import read_run
+    from infer_opt.format.io import read_results
 
     if args.bootstrap < 100:
         raise UserError("--bootstrap", f"must be an integer >= 100, got {args.bootstrap}")
@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     if len(paths) not in (1, 2):
         raise UserError("csv", f"expected OLD.csv NEW.csv, or RUN.csv with --baseline-variant "
                                f"or --map; got {len(paths)} files")
-    runs = [read_run(p) for p in paths]
+    runs = [read_results(p) for p in paths]
     cmp = compare(runs[0], runs[1] if len(runs) == 2 else None,
                   baseline=args.baseline_variant, maps=args.map,
                   reference=args.reference_variant, absolute=args.absolute,

@@ -15,6 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from infer_opt.results.table import render
 
-    # render reads through results.io.read_run: a bad file is one line (exit 2), no table.
+    # render reads through results.io.read_results: a bad file is one line (exit 2), no table.
     print(render(Path(args.csv), args.reference, args.also))
     return 0

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from infer_opt.core.stats import median_replicates
-from infer_opt.results.samples import REQUEST, RUN, MetricSamples
+from infer_opt.format.samples import REQUEST, RUN, MetricSamples
 
 MIN_UNITS = 3  # independent units (timed runs) per side below which no verdict is given
 _QUANTILE = {"p50": 50.0, "p90": 90.0, "p99": 99.0}

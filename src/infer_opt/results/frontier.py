@@ -20,7 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
+from infer_opt.format.io import parse_number as _num
+from infer_opt.results.markdown import table
 
 LEVELS = ((1e-3, "KL <= 1e-3"), (1e-2, "KL <= 1e-2"), (math.inf, "any KL"))
 HF_VARIANT = "kv-cache+sdpa"  # transformers' generate: dynamic cache, SDPA attention
@@ -118,7 +119,7 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
         out.append("")
         head = ["fidelity", "variant", "engine", "n", "decode tok/s", "TTFT p50 ms", "KL mean",
                 f"vs {HF_VARIANT}", "vs llamacpp", "TTFT vs llamacpp"]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        body: list[list[str]] = []
         for limit, label in LEVELS:
             best = fastest(items, limit)
             picks = [(label, best)]
@@ -126,18 +127,18 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
                 picks.append((f"{label} (own)", fastest(items, limit, OWN_ENGINES)))
             for name, pick in picks:
                 if pick is None:
-                    out.append(f"| {name} | none | | | | | | | | |")
+                    body.append([name, "none"] + [""] * (len(head) - 2))
                     continue
                 r = pick[2]
-                out.append("| " + " | ".join([
+                body.append([
                     name, r["variant"], r.get("engine", ""),
                     r.get("timed_runs") or r.get("repeats") or "", _tps(r),
                     f"{_num(r.get('ttft_ms_p50')) or 0:.1f}", _kl(r.get("kl_mean")),
                     _ratio(r.get("decode_tokens_per_s"), hf and hf.get("decode_tokens_per_s")),
                     _ratio(r.get("decode_tokens_per_s"),
                            llama and llama.get("decode_tokens_per_s")),
-                    _ratio(r.get("ttft_ms_p50"), llama and llama.get("ttft_ms_p50"))]) + " |")
-        out.append("")
+                    _ratio(r.get("ttft_ms_p50"), llama and llama.get("ttft_ms_p50"))])
+        out += [table(head, body), ""]
     unranked = sorted({r["variant"] for r in rows if r.get("status") == "ok"
                        and r.get("workload", "static-batch") == "static-batch"
                        and _num(r.get("kl_mean")) is None})

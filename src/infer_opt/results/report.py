@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.results.io import parse_number as _num
-from infer_opt.results.io import read_run, samples_path_for
+from infer_opt.format.io import parse_number as _num
+from infer_opt.format.io import read_results, samples_path_for
 from infer_opt.results.reference import speedup
 from infer_opt.results.table import render_run
 
@@ -226,7 +226,7 @@ def newest_csv(directory: Path) -> Path:
 
 
 def write_report(csv_path: Path, reference: str = "baseline") -> Path:
-    run = read_run(csv_path)  # before anything is written: the reader's checks, one line
+    run = read_results(csv_path)  # before anything is written: the reader's checks, one line
     rows, columns = run.rows, run.columns
     stem = csv_path.name.removesuffix(".csv")
     out_dir = csv_path.parent

@@ -12,7 +12,7 @@ import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
-from infer_opt.results.io import read_run
+from infer_opt.format.io import read_results
 
 
 def plot_path(csv_path: Path) -> Path:
@@ -23,7 +23,7 @@ def write_plot(csv_path: Path) -> Path | None:
     """Writes the plot beside the CSV; None when there are no online rows or no matplotlib.
     A CSV the reader refuses raises UserError before anything is written."""
     # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
-    rows = [r for r in read_run(csv_path, with_samples=False).rows
+    rows = [r for r in read_results(csv_path, with_samples=False).rows
             if r.get("workload") == "online" and r["status"] == "ok"
             and r.get("prompts") != "shared-prefix"]
     if not rows or importlib.util.find_spec("matplotlib") is None:
