@@ -8,7 +8,8 @@ from pathlib import Path
 
 from infer_opt.cli import main
 from infer_opt.format.columns import COLUMNS
-from infer_opt.results.compare import compare_runs, read_results
+from infer_opt.format.io import read_results
+from infer_opt.results.compare import compare_runs
 
 from .test_compare import fake_cell
 

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .tables import flat
 import pytest
 
 from infer_opt.cli import main
@@ -149,7 +150,7 @@ def test_same_distributions_are_not_a_regression(tmp_path: Path,
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11)  # same distributions, other noise
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "timed metrics normalized by kv-cache" in out
     assert "no regression in 2 matched rows" in out
 
@@ -159,7 +160,7 @@ def test_slowed_variant_is_flagged_and_named(tmp_path: Path,
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.15, seed=11)
     assert main(["compare", str(a), str(b)]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     tail = out.split("REGRESSION in", 1)[1]
     assert "1 of 2 rows" in tail
     assert "kv-cache+sdpa static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +1" in tail
@@ -173,7 +174,7 @@ def test_a_uniformly_slower_machine_is_drift_not_regression(
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11, machine=1.3)  # every row 30% slower
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "drift: kv-cache's own tpot_ms_p50 changed +3" in out  # about +30%
     cmp = compare_runs(read_results(a), read_results(b))
     tpot = metric(cmp, "kv-cache+sdpa", "tpot_ms_p50")
@@ -181,7 +182,7 @@ def test_a_uniformly_slower_machine_is_drift_not_regression(
     assert metric(cmp, "kv-cache static", "tpot_ms_p50").verdict == "reference (drift)"
     # --absolute: raw ratios, so both rows regress; the drift line is still there.
     assert main(["compare", str(a), str(b), "--absolute"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION in 2 of 2 rows" in out
     assert "drift: kv-cache's own tpot_ms_p50 changed +3" in out
     assert "included in every absolute change above" in out
@@ -191,7 +192,7 @@ def test_reference_variant_option(tmp_path: Path, capsys: pytest.CaptureFixture[
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11, machine=1.3)
     assert main(["compare", str(a), str(b), "--reference-variant", "kv-cache+sdpa"]) == 0
-    assert "normalized by kv-cache+sdpa" in capsys.readouterr().out
+    assert "normalized by kv-cache+sdpa" in flat(capsys.readouterr().out)
     assert main(["compare", str(a), str(b), "--reference-variant", "bf16"]) == 2
     err = capsys.readouterr().err
     assert "infer-opt: error: --reference-variant: 'bf16' has no ok row in both" in err
@@ -205,7 +206,7 @@ def test_without_a_reference_the_common_shift_is_the_drift(
     b = write_run(tmp_path / "b.csv", [fake_cell(i, f"v{i}", 10.0 * f, 10 + i, jitter=0.0)
                                        for i, f in enumerate((1.02, 1.04, 1.30))])
     assert main(["compare", str(a), str(b)]) == 1  # the +30% row is a regression
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "absolute ratios (no reference variant (baseline, kv-cache" in out
     assert "tpot_ms_p50 changed by a median of +4.0% over 3 rows" in out
     assert "v2 static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +30.0%" in out
@@ -217,7 +218,7 @@ def test_insufficient_samples_is_never_a_regression(tmp_path: Path,
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=1)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 296.1, 2, repeats=1)])
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION" not in out
     assert "| v static-batch bs=1 prompt=8 new=16 | tpot_ms_p50 |" in out
     assert "n=1 < 3" in out and "insufficient samples" in out
@@ -235,13 +236,19 @@ def test_insufficient_samples_is_never_a_regression(tmp_path: Path,
     assert metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50").verdict == REGRESSION
 
 
-def test_missing_samples_falls_back_and_says_so(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_samples_is_refused_unless_point_ratios(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
     a = two_variants(tmp_path, "a", 1.0, seed=1, samples=False)
     b = two_variants(tmp_path, "b", 1.15, seed=11)
-    assert main(["compare", str(a), str(b)]) == 1
-    out = capsys.readouterr().out
-    assert "note: no samples file a.samples.jsonl: a.csv has summary statistics only" in out
+    assert main(["compare", str(a), str(b)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "a.samples.jsonl is missing" in captured.err
+    # Asked for explicitly: point values, and the output says so.
+    assert main(["compare", str(a), str(b), "--point-ratios"]) == 1
+    out = flat(capsys.readouterr().out)
+    assert "a.samples.jsonl is missing: a.csv has summary statistics only" in out
     assert "| no samples; normalized by kv-cache" in out
 
 
@@ -250,7 +257,9 @@ def test_samples_that_do_not_reproduce_the_row_are_not_used(tmp_path: Path) -> N
     s["runs"]["tpot_ms"] = [x * 2 for x in s["runs"]["tpot_ms"]]  # not what the row says
     a = write_run(tmp_path / "a.csv", [(row, s)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 10.0, 2)])
-    cmp = compare_runs(read_results(a), read_results(b))
+    with pytest.raises(UserError, match="samples of v static-batch .* do not reproduce"):
+        compare_runs(read_results(a), read_results(b))
+    cmp = compare_runs(read_results(a), read_results(b), point_ratios=True)
     assert any("do not reproduce tpot_ms_p50" in n for n in cmp.notes)
     tpot = metric(cmp, "v", "tpot_ms_p50")
     assert tpot.ci is None and tpot.method.startswith("no samples")
@@ -263,7 +272,7 @@ def test_rows_in_one_file_only_are_listed(tmp_path: Path,
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "kv-cache", 10.0, 3),
                                        fake_cell(1, "kv-cache", 10.0, 4, bs=4)])
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "only in old: bf16 static-batch bs=1 prompt=8 new=16" in out
     assert "only in new (no match): kv-cache static-batch bs=4 prompt=8 new=16" in out
 
@@ -323,7 +332,7 @@ def test_baseline_variant_inside_one_run(tmp_path: Path,
                                          fake_cell(1, "kv-cache+test-slow", 11.5, 2),
                                          fake_cell(2, "kv-cache+sdpa", 10.0, 3)])
     assert main(["compare", str(run), "--baseline-variant", "kv-cache"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "mode: within one run (every variant against kv-cache)" in out
     tail = out.split("REGRESSION in", 1)[1]
     assert "kv-cache+test-slow static-batch" in tail and "kv-cache+sdpa" not in tail
@@ -338,7 +347,7 @@ def test_map_compares_a_stack_with_its_base(tmp_path: Path,
     run = write_run(tmp_path / "r.csv", cells)
     assert main(["compare", str(run), "--map", "kv-cache+myplugin=kv-cache",
                  "--map", "bf16+myplugin=bf16"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION in 1 of 2 rows" in out
     assert "kv-cache+myplugin static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +1" in out
     # Two files: NEW's kv-cache+myplugin rows against OLD's kv-cache rows, normalized by
@@ -451,7 +460,7 @@ def test_output_states_the_tests_made(tmp_path: Path, capsys: pytest.CaptureFixt
                                                   for i in range(1, 5)]
     run = write_run(tmp_path / "r.csv", cells)
     assert main(["compare", str(run), "--baseline-variant", "base"]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert ("tests: 4 gated row x metric tests; 4 with bootstrap intervals, each at 98.75% "
             "(Bonferroni: 1 - 5%/4, so all 4 hold together with 95% probability); 0 on point "
             "values") in out
@@ -478,7 +487,7 @@ def test_nothing_in_common_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["compare", str(normal), str(slowed)]) == 2  # nothing matches: not a pass
     assert "no row of slowed.csv matches a row of normal.csv" in capsys.readouterr().err
     assert main(["compare", str(normal), str(slowed), "--baseline-variant", "kv-cache"]) == 1
-    tail = capsys.readouterr().out.split("REGRESSION in 1 of 1 rows:", 1)[1]
+    tail = flat(capsys.readouterr().out).split("REGRESSION in 1 of 1 rows:", 1)[1]
     assert "kv-cache+test-slow static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +" in tail
 
 

@@ -349,8 +349,7 @@ def _read_samples(run: ResultsFile, strict: bool) -> None:
             if i == len(lines) and not text.endswith("\n"):
                 run.notes.append(f"{sp.name}: line {i} was cut mid-write and is dropped")
                 continue
-            run.notes.append(f"unreadable samples file {sp.name} (line {i} is not JSON): "
-                             f"{summary_only}")
+            damaged(f"samples file {sp} is corrupt (line {i} is not JSON)")
             return
     known = {r["cell_index"] for r in run.rows}
     for s in parsed:

@@ -225,8 +225,10 @@ def newest_csv(directory: Path) -> Path:
     return found[-1]
 
 
-def write_report(csv_path: Path, reference: str = "baseline") -> Path:
-    run = read_results(csv_path)  # before anything is written: the reader's checks, one line
+def write_report(csv_path: Path, reference: str = "baseline", point_ratios: bool = False
+                 ) -> Path:
+    # Before anything is written: the reader's checks, one line.
+    run = read_results(csv_path, strict=not point_ratios)
     rows, columns = run.rows, run.columns
     stem = csv_path.name.removesuffix(".csv")
     out_dir = csv_path.parent

@@ -23,7 +23,8 @@ def write_plot(csv_path: Path) -> Path | None:
     """Writes the plot beside the CSV; None when there are no online rows or no matplotlib.
     A CSV the reader refuses raises UserError before anything is written."""
     # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
-    rows = [r for r in read_results(csv_path, with_samples=False).rows
+    # The report read the file first (strict unless --point-ratios): malformed cells are empty.
+    rows = [r for r in read_results(csv_path, with_samples=False, strict=False).rows
             if r.get("workload") == "online" and r["status"] == "ok"
             and r.get("prompts") != "shared-prefix"]
     if not rows or importlib.util.find_spec("matplotlib") is None:

@@ -33,9 +33,11 @@ def _f(value: Any, digits: int = 1) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> str:
-    """The table of a results CSV; UserError (one line) when read_results refuses the file."""
-    return render_run(read_results(csv_path), reference, also)
+def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = (),
+           point_ratios: bool = False) -> str:
+    """The table of a results CSV; UserError (one line) when read_results refuses the file
+    (point_ratios: a damaged samples file or malformed timed cells are notes instead)."""
+    return render_run(read_results(csv_path, strict=not point_ratios), reference, also)
 
 
 def _n(row: dict[str, str]) -> str:
