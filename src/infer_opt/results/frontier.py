@@ -152,14 +152,12 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
     groups = {k: v for k, v in frontier_groups(rows).items() if len(v) >= 2}
     if not groups:
         return False
-    import matplotlib
+    from infer_opt.results.plots import figure, label_points, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(groups), figsize=(8.5 * len(groups), 5.5), squeeze=False)
+    fig, axes = figure(1, len(groups), figsize=(8.5 * len(groups), 5.5))
     for ax, (key, items) in zip(axes[0], groups.items()):
         model, prompt, new, bs = key
+        labels = []
         for tps, kl, r in items:
             x = max(kl, KL_FLOOR)
             own = r.get("engine") in OWN_ENGINES
@@ -167,8 +165,7 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
                      "tab:green" if r["variant"] == HF_VARIANT else
                      "tab:blue" if own else "tab:orange")
             ax.scatter([x], [tps], color=color, zorder=3, s=28)
-            ax.annotate(r["variant"], (x, tps), xytext=(4, 3), textcoords="offset points",
-                        fontsize=7)
+            labels.append((x, tps, r["variant"]))
         corners = front(items)
         xs, ys = [], []
         for tps, kl in corners:
@@ -192,10 +189,10 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
         ax.set_xlabel(f"KL(baseline || variant), nats, log scale (KL below {KL_FLOOR:g}, "
                       f"including 0, drawn at {KL_FLOOR:g})")
         ax.set_ylabel("decode tokens/s (higher is better)")
-        ax.set_title(f"{model}, bs {bs}, prompt {prompt}, new {new}: red llamacpp, green "
+        ax.set_title(f"{model}, bs {bs}, prompt {prompt}, new {new}\nred llamacpp, green "
                      f"{HF_VARIANT}, blue torch/ORT, orange other runtimes", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        # After the limits are final: near KL = 0 many rows share x, labels are stacked apart.
+        label_points(ax, labels)
+    save(fig, path)
     return True
