@@ -1,4 +1,4 @@
-"""results.io.read_results: every command reads results files through it, and every bad file is
+"""format.io.read_results: every command reads results files through it, and every bad file is
 one line, exit code 2, with nothing printed or written."""
 
 from __future__ import annotations

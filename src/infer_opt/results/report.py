@@ -15,7 +15,6 @@ are used when present; a plot whose columns are absent is skipped and the report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from infer_opt.core.errors import UserError
 from infer_opt.format.io import parse_number as _num

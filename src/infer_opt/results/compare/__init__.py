@@ -31,7 +31,7 @@ run-to-run spread is unknown: shown, never gated (format/columns.Column.gateable
 What is timed, gated, shown, and each floor: the column table, format/columns.py.
 
 Modules: join.py (which rows meet), drift.py (the reference, normalization and drift),
-samples.py and gate.py (one metric's change, interval and verdict), render.py (markdown).
+gate.py (one metric: its samples, change, interval and verdict), render.py (markdown).
 
 Multiple testing: one compare makes many tests (rows x gated metrics), and with 95% intervals
 one in forty unchanged metrics would look "clearly worse" by chance. The gated intervals are
