@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infer_opt.cli import main
+from infer_opt.core.errors import UserError
 from infer_opt.format.io import read_results
 from infer_opt.results.compare import NOT_GATED, compare_runs
 
@@ -138,3 +139,17 @@ def test_peak_memory_is_shown_never_gated(tmp_path: Path,
                     "--fail-above", "peak_rss_mb is one measurement per row")
     # A glob skips it: weight_mb is gated, peak memory is not.
     assert main(["compare", str(a), str(b), "--fail-above", "*_mb=5%"]) == 0
+
+
+def test_a_plugins_own_metric_may_be_negative_not_nan(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from infer_opt.format import columns
+
+    monkeypatch.setattr(columns, "_DECLARED", {
+        "delta_pct": columns.from_metric("delta_pct", "higher")})
+    row, s = fake_cell(0, "v", 10.0, 1)
+    path = write_run(tmp_path / "r.csv", [({**row, "delta_pct": -2.5}, s)], extra=["delta_pct"])
+    assert read_results(path).rows[0]["delta_pct"] == "-2.5"
+    path = write_run(tmp_path / "r.csv", [({**row, "delta_pct": "nan"}, s)], extra=["delta_pct"])
+    with pytest.raises(UserError, match="delta_pct is 'nan', not a number"):
+        read_results(path)

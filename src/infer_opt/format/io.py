@@ -50,7 +50,7 @@ from typing import Any
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.errors import UserError
-from infer_opt.format.columns import COLUMNS, STATUSES, check_row, column
+from infer_opt.format.columns import COLUMNS, STATUSES, TABLE, check_row, column
 
 FIELD = "csv"  # the field named in every error about a results file
 # The columns that make a CSV recognisably ours, whatever its schema version.
@@ -250,8 +250,9 @@ def read_results(path: Path, with_samples: bool = True, strict: bool = True) -> 
 
 
 def _check_values(run: ResultsFile, strict: bool) -> None:
-    """Measured cells must be numbers >= 0, not NaN; timed ones also finite (KL may be inf:
-    non-finite logits, kept visible). Lenient: the cell is read as empty, with a note."""
+    """Measured cells must be numbers, not NaN; core and timed ones >= 0; timed ones also finite
+    (KL may be inf: non-finite logits, kept visible). Lenient: the cell is read as empty, with
+    a note."""
     for name in run.columns:
         meaning = column(name)
         if meaning.better is None:
@@ -264,9 +265,13 @@ def _check_values(run: ResultsFile, strict: bool) -> None:
                 value = float(text)
             except ValueError:
                 value = math.nan
-            if value >= 0 and (math.isfinite(value) or not meaning.timed):
+            # A plugin's own metric may be signed (a delta); times, rates, sizes are not.
+            signed = not meaning.timed and name not in TABLE
+            if (not math.isnan(value) and (value >= 0 or signed)
+                    and (math.isfinite(value) or not meaning.timed)):
                 continue
-            what = ("a finite number >= 0" if meaning.timed else "a number >= 0")
+            what = ("a finite number >= 0" if meaning.timed
+                    else "a number" if signed else "a number >= 0")
             problem = (f"{run.path}: cell {row['cell_index']} ({row['variant']}): {name} is "
                        f"{text!r}, not {what}")
             if strict:
