@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from infer_opt.cli import main
-from infer_opt.core.schema import COLUMNS
-from infer_opt.results.compare import compare_runs, read_run
+from infer_opt.format.columns import COLUMNS
+from infer_opt.format.io import read_results
+from infer_opt.results.compare import compare_runs
 
 from .test_compare import fake_cell
 
@@ -63,7 +64,7 @@ def test_converted_runs_feed_compare(tmp_path: Path) -> None:
               "--out", str(tmp_path)])
     assert a == b == 0
     # Raw ratios: the slowed cell is also the kv-cache reference, so normalizing would hide it.
-    cmp = compare_runs(read_run(tmp_path / "a.csv"), read_run(tmp_path / "b.csv"), absolute=True)
+    cmp = compare_runs(read_results(tmp_path / "a.csv"), read_results(tmp_path / "b.csv"), absolute=True)
     assert sorted(r.label for r in cmp.regressed) == [
         "kv-cache static-batch bs=1 prompt=8 new=16", "test_attention[sdpa-512] pytest-benchmark"]
 

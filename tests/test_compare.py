@@ -8,11 +8,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .tables import flat
 import pytest
 
 from infer_opt.cli import main
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS, direction, empty_row, floor
+from infer_opt.format.columns import COLUMNS, direction, empty_row, floor
 from infer_opt.core.stats import Stats
 from infer_opt.results.compare import (
     INSUFFICIENT,
@@ -24,7 +25,7 @@ from infer_opt.results.compare import (
     parse_maps,
     parse_thresholds,
 )
-from infer_opt.results.io import read_run
+from infer_opt.format.io import read_results
 
 
 def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
@@ -149,7 +150,7 @@ def test_same_distributions_are_not_a_regression(tmp_path: Path,
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11)  # same distributions, other noise
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "timed metrics normalized by kv-cache" in out
     assert "no regression in 2 matched rows" in out
 
@@ -159,7 +160,7 @@ def test_slowed_variant_is_flagged_and_named(tmp_path: Path,
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.15, seed=11)
     assert main(["compare", str(a), str(b)]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     tail = out.split("REGRESSION in", 1)[1]
     assert "1 of 2 rows" in tail
     assert "kv-cache+sdpa static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +1" in tail
@@ -173,15 +174,15 @@ def test_a_uniformly_slower_machine_is_drift_not_regression(
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11, machine=1.3)  # every row 30% slower
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "drift: kv-cache's own tpot_ms_p50 changed +3" in out  # about +30%
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     tpot = metric(cmp, "kv-cache+sdpa", "tpot_ms_p50")
     assert tpot.ratio == pytest.approx(1.0, abs=0.05) and "normalized by kv-cache" in tpot.method
     assert metric(cmp, "kv-cache static", "tpot_ms_p50").verdict == "reference (drift)"
     # --absolute: raw ratios, so both rows regress; the drift line is still there.
     assert main(["compare", str(a), str(b), "--absolute"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION in 2 of 2 rows" in out
     assert "drift: kv-cache's own tpot_ms_p50 changed +3" in out
     assert "included in every absolute change above" in out
@@ -191,7 +192,7 @@ def test_reference_variant_option(tmp_path: Path, capsys: pytest.CaptureFixture[
     a = two_variants(tmp_path, "a", 1.0, seed=1)
     b = two_variants(tmp_path, "b", 1.0, seed=11, machine=1.3)
     assert main(["compare", str(a), str(b), "--reference-variant", "kv-cache+sdpa"]) == 0
-    assert "normalized by kv-cache+sdpa" in capsys.readouterr().out
+    assert "normalized by kv-cache+sdpa" in flat(capsys.readouterr().out)
     assert main(["compare", str(a), str(b), "--reference-variant", "bf16"]) == 2
     err = capsys.readouterr().err
     assert "infer-opt: error: --reference-variant: 'bf16' has no ok row in both" in err
@@ -205,7 +206,7 @@ def test_without_a_reference_the_common_shift_is_the_drift(
     b = write_run(tmp_path / "b.csv", [fake_cell(i, f"v{i}", 10.0 * f, 10 + i, jitter=0.0)
                                        for i, f in enumerate((1.02, 1.04, 1.30))])
     assert main(["compare", str(a), str(b)]) == 1  # the +30% row is a regression
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "absolute ratios (no reference variant (baseline, kv-cache" in out
     assert "tpot_ms_p50 changed by a median of +4.0% over 3 rows" in out
     assert "v2 static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +30.0%" in out
@@ -217,31 +218,37 @@ def test_insufficient_samples_is_never_a_regression(tmp_path: Path,
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=1)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 296.1, 2, repeats=1)])
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION" not in out
     assert "| v static-batch bs=1 prompt=8 new=16 | tpot_ms_p50 |" in out
     assert "n=1 < 3" in out and "insufficient samples" in out
     assert "with insufficient samples (fewer than 3 timed runs per side): no verdict" in out
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     assert metric(cmp, "v", "tpot_ms_p50").verdict == INSUFFICIENT
     assert metric(cmp, "v", "weight_mb").verdict == "below threshold"  # memory is still judged
     # Two runs per side is still too few; three is enough.
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=2)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=2)])
-    tpot = metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50")
+    tpot = metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50")
     assert tpot.verdict == INSUFFICIENT
     a = write_run(tmp_path / "a.csv", [fake_cell(0, "v", 10.0, 1, repeats=3)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 20.0, 2, repeats=3)])
-    assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == REGRESSION
+    assert metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50").verdict == REGRESSION
 
 
-def test_missing_samples_falls_back_and_says_so(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_samples_is_refused_unless_point_ratios(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
     a = two_variants(tmp_path, "a", 1.0, seed=1, samples=False)
     b = two_variants(tmp_path, "b", 1.15, seed=11)
-    assert main(["compare", str(a), str(b)]) == 1
-    out = capsys.readouterr().out
-    assert "note: no samples file a.samples.jsonl: a.csv has summary statistics only" in out
+    assert main(["compare", str(a), str(b)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and "a.samples.jsonl is missing" in captured.err
+    # Asked for explicitly: point values, and the output says so.
+    assert main(["compare", str(a), str(b), "--point-ratios"]) == 1
+    out = flat(capsys.readouterr().out)
+    assert "a.samples.jsonl is missing: a.csv has summary statistics only" in out
     assert "| no samples; normalized by kv-cache" in out
 
 
@@ -250,7 +257,9 @@ def test_samples_that_do_not_reproduce_the_row_are_not_used(tmp_path: Path) -> N
     s["runs"]["tpot_ms"] = [x * 2 for x in s["runs"]["tpot_ms"]]  # not what the row says
     a = write_run(tmp_path / "a.csv", [(row, s)])
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "v", 10.0, 2)])
-    cmp = compare_runs(read_run(a), read_run(b))
+    with pytest.raises(UserError, match="samples of v static-batch .* do not reproduce"):
+        compare_runs(read_results(a), read_results(b))
+    cmp = compare_runs(read_results(a), read_results(b), point_ratios=True)
     assert any("do not reproduce tpot_ms_p50" in n for n in cmp.notes)
     tpot = metric(cmp, "v", "tpot_ms_p50")
     assert tpot.ci is None and tpot.method.startswith("no samples")
@@ -263,7 +272,7 @@ def test_rows_in_one_file_only_are_listed(tmp_path: Path,
     b = write_run(tmp_path / "b.csv", [fake_cell(0, "kv-cache", 10.0, 3),
                                        fake_cell(1, "kv-cache", 10.0, 4, bs=4)])
     assert main(["compare", str(a), str(b)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "only in old: bf16 static-batch bs=1 prompt=8 new=16" in out
     assert "only in new (no match): kv-cache static-batch bs=4 prompt=8 new=16" in out
 
@@ -273,7 +282,7 @@ def test_failed_row_is_a_regression(tmp_path: Path) -> None:
     row, s = fake_cell(0, "kv-cache", 10.0, 2)
     row.update(status="failed", reason="RuntimeError: boom")
     b = write_run(tmp_path / "b.csv", [(row, s)])
-    cmp = compare_runs(read_run(a), read_run(b))
+    cmp = compare_runs(read_results(a), read_results(b))
     assert [r.label for r in cmp.regressed] == ["kv-cache static-batch bs=1 prompt=8 new=16"]
 
 
@@ -283,15 +292,15 @@ def test_fidelity_and_memory_are_single_measurements(tmp_path: Path) -> None:
         row.update(kl_mean=kl, top1_agreement_pct=agree)
         return write_run(path, [(row, s)])
 
-    cmp = compare_runs(read_run(with_kl(tmp_path / "a.csv", 0.010, 99.0)),
-                       read_run(with_kl(tmp_path / "b.csv", 0.020, 98.5)))
+    cmp = compare_runs(read_results(with_kl(tmp_path / "a.csv", 0.010, 99.0)),
+                       read_results(with_kl(tmp_path / "b.csv", 0.020, 98.5)))
     kl = metric(cmp, "int8", "kl_mean")
     assert kl.verdict == "regression" and kl.ci is None and kl.method == "single measurement"
     agree = metric(cmp, "int8", "top1_agreement_pct")
     assert agree.better == "higher" and agree.verdict == "below threshold"
     # KL 1e-9 -> 5e-7 is x500 and the same answers: below the 1e-6 floor.
-    cmp = compare_runs(read_run(with_kl(tmp_path / "a.csv", 1e-9, 100.0)),
-                       read_run(with_kl(tmp_path / "b.csv", 5e-7, 100.0)))
+    cmp = compare_runs(read_results(with_kl(tmp_path / "a.csv", 1e-9, 100.0)),
+                       read_results(with_kl(tmp_path / "b.csv", 5e-7, 100.0)))
     assert metric(cmp, "int8", "kl_mean").verdict == "below floor"
 
 
@@ -304,7 +313,7 @@ def test_paired_rounds_cancel_drift_between_rounds(tmp_path: Path) -> None:
     # Both variants saw the same machine in each round; the new one is 15% slower throughout.
     base = fake_cell(0, "kv-cache", 10.0, 1, jitter=0.005, drift=ROUND_DRIFT)
     slow = fake_cell(1, "kv-cache+test-slow", 11.5, 2, jitter=0.005, drift=ROUND_DRIFT)
-    run = read_run(write_run(tmp_path / "r.csv", [base, slow]))
+    run = read_results(write_run(tmp_path / "r.csv", [base, slow]))
     cmp = compare(run, baseline="kv-cache")
     tpot = metric(cmp, "kv-cache+test-slow", "tpot_ms_p50")
     assert tpot.method == "paired, 6 rounds"
@@ -312,7 +321,7 @@ def test_paired_rounds_cancel_drift_between_rounds(tmp_path: Path) -> None:
     # The same runs with rounds that do not match: unpaired, and the drift hides the change.
     moved = fake_cell(1, "kv-cache+test-slow", 11.5, 2, jitter=0.005, drift=ROUND_DRIFT,
                       rounds=[10, 11, 12, 13, 14, 15])
-    run = read_run(write_run(tmp_path / "u.csv", [base, moved]))
+    run = read_results(write_run(tmp_path / "u.csv", [base, moved]))
     tpot = metric(compare(run, baseline="kv-cache"), "kv-cache+test-slow", "tpot_ms_p50")
     assert tpot.method == "unpaired, 6/6 runs" and tpot.verdict == "within noise"
 
@@ -323,7 +332,7 @@ def test_baseline_variant_inside_one_run(tmp_path: Path,
                                          fake_cell(1, "kv-cache+test-slow", 11.5, 2),
                                          fake_cell(2, "kv-cache+sdpa", 10.0, 3)])
     assert main(["compare", str(run), "--baseline-variant", "kv-cache"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "mode: within one run (every variant against kv-cache)" in out
     tail = out.split("REGRESSION in", 1)[1]
     assert "kv-cache+test-slow static-batch" in tail and "kv-cache+sdpa" not in tail
@@ -338,7 +347,7 @@ def test_map_compares_a_stack_with_its_base(tmp_path: Path,
     run = write_run(tmp_path / "r.csv", cells)
     assert main(["compare", str(run), "--map", "kv-cache+myplugin=kv-cache",
                  "--map", "bf16+myplugin=bf16"]) == 1
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert "REGRESSION in 1 of 2 rows" in out
     assert "kv-cache+myplugin static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +1" in out
     # Two files: NEW's kv-cache+myplugin rows against OLD's kv-cache rows, normalized by
@@ -346,7 +355,7 @@ def test_map_compares_a_stack_with_its_base(tmp_path: Path,
     old = write_run(tmp_path / "old.csv", [fake_cell(0, "kv-cache", 10.0, 5)])
     new = write_run(tmp_path / "new.csv", [fake_cell(0, "kv-cache", 13.0, 6),
                                            fake_cell(1, "kv-cache+myplugin", 13.0 * 1.15, 7)])
-    cmp = compare(read_run(old), read_run(new), maps=["kv-cache+myplugin=kv-cache"])
+    cmp = compare(read_results(old), read_results(new), maps=["kv-cache+myplugin=kv-cache"])
     tpot = metric(cmp, "kv-cache+myplugin", "tpot_ms_p50")
     assert "normalized by kv-cache" in tpot.method and tpot.verdict == REGRESSION
     assert tpot.ratio == pytest.approx(1.15, abs=0.03)
@@ -383,7 +392,7 @@ def online_cell(index: int, ttft_ms: list[float], runs: int = 3
 def test_online_rows_are_resampled_per_request(tmp_path: Path) -> None:
     a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0, 12.0, 10.5, 11.5, 10.8])])
     b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0, 24.0, 21.0, 23.0, 21.6])])
-    cmp = compare_runs(read_run(a), read_run(b), absolute=True)
+    cmp = compare_runs(read_results(a), read_results(b), absolute=True)
     ttft = metric(cmp, "kv-cache online", "ttft_ms_p50")
     assert ttft.method == "unpaired, 6/6 requests in 3/3 runs"
     assert ttft.ratio == pytest.approx(2.0) and ttft.verdict == REGRESSION
@@ -391,7 +400,7 @@ def test_online_rows_are_resampled_per_request(tmp_path: Path) -> None:
     # so two runs are too few for a verdict however many requests they served.
     a = write_run(tmp_path / "a.csv", [online_cell(0, [10.0, 11.0] * 8, runs=2)])
     b = write_run(tmp_path / "b.csv", [online_cell(0, [20.0, 22.0] * 8, runs=2)])
-    ttft = metric(compare_runs(read_run(a), read_run(b), absolute=True), "kv-cache online",
+    ttft = metric(compare_runs(read_results(a), read_results(b), absolute=True), "kv-cache online",
                   "ttft_ms_p50")
     assert ttft.verdict == INSUFFICIENT and ttft.method.startswith("n=2 < 3")
 
@@ -402,7 +411,7 @@ def test_online_bootstrap_draws_runs_then_requests() -> None:
     import numpy as np
 
     from infer_opt.results.estimate import level_replicates
-    from infer_opt.results.samples import REQUEST, MetricSamples
+    from infer_opt.format.samples import REQUEST, MetricSamples
 
     values = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
     ms = MetricSamples(tuple((v,) for v in values), tuple([0] * 4 + [1] * 4 + [2] * 4),
@@ -435,12 +444,12 @@ def test_intervals_widen_with_the_number_of_tests(tmp_path: Path) -> None:
     old = [10.0] * 6
     new = [10.5, 12.0, 12.0, 12.0, 12.0, 12.0]
     one = write_run(tmp_path / "one.csv", [tpot_only(0, "base", old), tpot_only(1, "v", new)])
-    cmp = compare(read_run(one), baseline="base")
+    cmp = compare(read_results(one), baseline="base")
     assert cmp.tests_interval == 1 and cmp.confidence == pytest.approx(0.95)
     m = metric(cmp, "v", "tpot_ms_p50")
     assert m.ci is not None and m.ci[0] == pytest.approx(1.125) and m.verdict == REGRESSION
     cells = [tpot_only(0, "base", old)] + [tpot_only(i, f"v{i}", new) for i in range(1, 11)]
-    cmp = compare(read_run(write_run(tmp_path / "ten.csv", cells)), baseline="base")
+    cmp = compare(read_results(write_run(tmp_path / "ten.csv", cells)), baseline="base")
     assert cmp.tests_interval == 10 and cmp.confidence == pytest.approx(0.995)
     m = metric(cmp, "v1", "tpot_ms_p50")
     assert m.ci is not None and m.ci[0] == pytest.approx(1.05) and m.verdict == "within noise"
@@ -451,7 +460,7 @@ def test_output_states_the_tests_made(tmp_path: Path, capsys: pytest.CaptureFixt
                                                   for i in range(1, 5)]
     run = write_run(tmp_path / "r.csv", cells)
     assert main(["compare", str(run), "--baseline-variant", "base"]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert ("tests: 4 gated row x metric tests; 4 with bootstrap intervals, each at 98.75% "
             "(Bonferroni: 1 - 5%/4, so all 4 hold together with 95% probability); 0 on point "
             "values") in out
@@ -462,12 +471,12 @@ def test_gate_needs_the_whole_interval_beyond_the_threshold(tmp_path: Path) -> N
     # resampled medians of 3 runs lie in 10.5..12.5, so the interval starts at +5%.
     a = write_run(tmp_path / "a.csv", [tpot_only(0, "v", [10.0] * 3)])
     b = write_run(tmp_path / "b.csv", [tpot_only(0, "v", [10.5, 11.5, 12.5])])
-    m = metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50")
+    m = metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50")
     assert m.ratio == pytest.approx(1.15) and m.method == "unpaired, 3/3 runs"
     assert m.ci == (pytest.approx(1.05), pytest.approx(1.25)) and m.verdict == "within noise"
     # The same runs 20% slower each: the whole interval (+15..+35%) clears the 10% gate.
     b = write_run(tmp_path / "b.csv", [tpot_only(0, "v", [11.5, 12.5, 13.5])])
-    assert metric(compare_runs(read_run(a), read_run(b)), "v", "tpot_ms_p50").verdict == REGRESSION
+    assert metric(compare_runs(read_results(a), read_results(b)), "v", "tpot_ms_p50").verdict == REGRESSION
 
 
 # --- bad input ---------------------------------------------------------------------------------
@@ -478,7 +487,7 @@ def test_nothing_in_common_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["compare", str(normal), str(slowed)]) == 2  # nothing matches: not a pass
     assert "no row of slowed.csv matches a row of normal.csv" in capsys.readouterr().err
     assert main(["compare", str(normal), str(slowed), "--baseline-variant", "kv-cache"]) == 1
-    tail = capsys.readouterr().out.split("REGRESSION in 1 of 1 rows:", 1)[1]
+    tail = flat(capsys.readouterr().out).split("REGRESSION in 1 of 1 rows:", 1)[1]
     assert "kv-cache+test-slow static-batch bs=1 prompt=8 new=16: tpot_ms_p50 +" in tail
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .tables import flat
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.results.compare import compare_runs, read_run
+from infer_opt.format.io import read_results
+from infer_opt.results.compare import compare_runs
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
@@ -47,8 +49,8 @@ def slowed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_run_against_itself_uses_samples_and_passes(slowed_run: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(slowed_run), str(slowed_run)]) == 0
-    assert "no regression in 2 matched rows" in capsys.readouterr().out
-    cmp = compare_runs(read_run(slowed_run), read_run(slowed_run))
+    assert "no regression in 2 matched rows" in flat(capsys.readouterr().out)
+    cmp = compare_runs(read_results(slowed_run), read_results(slowed_run))
     tpot = next(m for m in cmp.rows[0].metrics if m.metric == "tpot_ms_p50")
     assert tpot.ratio == 1.0 and tpot.ci is not None and tpot.ci[0] <= 1.0 <= tpot.ci[1]
 
@@ -57,7 +59,7 @@ def test_a_run_against_itself_uses_samples_and_passes(slowed_run: Path,
 def test_slowed_variant_is_flagged_against_its_base(slowed_run: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", str(slowed_run), "--baseline-variant", "kv-cache"]) == 1
-    tail = capsys.readouterr().out.split("REGRESSION in 1 of 1 rows:", 1)[1]
+    tail = flat(capsys.readouterr().out).split("REGRESSION in 1 of 1 rows:", 1)[1]
     assert "kv-cache+test-slow static-batch bs=1 prompt=16 new=32: itl_ms_p50 +" in tail
 
 
@@ -65,6 +67,6 @@ def test_slowed_variant_is_flagged_against_its_base(slowed_run: Path,
 def test_back_to_back_runs_pass(slowed_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     again = _run(slowed_run.parent.parent, "b", '["kv-cache"]')
     code = main(["compare", str(slowed_run), str(again)])
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert code == 0, out
     assert "only in old: kv-cache+test-slow static-batch bs=1 prompt=16 new=32" in out

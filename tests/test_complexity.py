@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .tables import flat
 import pytest
 
 from infer_opt.cli import main
@@ -36,7 +37,7 @@ def test_complexity_command_on_tiny_model(tmp_path: Path, capsys: pytest.Capture
     assert main(["complexity", "--model", "tiny-random", "--threads", "1", "--repeats", "1",
                  "--attn-lengths", "32,64", "--gen-lengths", "4,8", "--cached-lengths", "4,8",
                  "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     for series in ("attention", "generate-no-cache", "generate-kv-cache"):
         assert f"| {series} |" in out
     [csv_path] = tmp_path.glob("*-complexity.csv")

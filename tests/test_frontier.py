@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .tables import flat
 from infer_opt.cli import main
 from infer_opt.results.frontier import fastest, front, frontier_groups, render_frontier
 
@@ -48,7 +49,7 @@ def test_fastest_per_level_and_the_front() -> None:
 
 
 def test_section_ratios_and_own_line() -> None:
-    text = render_frontier(rows(extra_no_kl=True))
+    text = flat(render_frontier(rows(extra_no_kl=True)))
     lines = {ln.split(" | ")[0].lstrip("| "): ln for ln in text.splitlines() if ln.startswith("| ")}
     exact = lines["KL <= 1e-3"]
     assert "ort-genai+gguf-q4[accuracy=0] | ort-genai | 6 | 40.0 [36.0, 44.0]" in exact
@@ -72,7 +73,7 @@ def test_table_and_report_carry_the_frontier(tmp_path: Path) -> None:
     csv_path = write_run(tmp_path / "20260101-000000-f-abcd.csv", cells)
     assert main(["report", str(csv_path)]) == 0
     stem = tmp_path / "20260101-000000-f-abcd"
-    text = Path(f"{stem}.report.md").read_text()
+    text = flat(Path(f"{stem}.report.md").read_text())
     assert "## Decode frontier (fastest row per fidelity level)" in text
     assert "drawn at 1e-12" in text
     assert Path(f"{stem}.frontier.png").read_bytes()[:8] == PNG

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from .tables import flat
 import pytest
 import torch
 
@@ -12,7 +13,8 @@ from infer_opt.core.models import resolve
 from infer_opt.core.stack import build_stack
 from infer_opt.engines.torch.engine import TorchEngine, tensor_bytes
 from infer_opt.results.table import pareto_front, render
-from infer_opt.run.fidelity import compare_logits, greedy_match, stable_log_softmax
+from infer_opt.core.greedy import greedy_match
+from infer_opt.run.fidelity import compare_logits, stable_log_softmax
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
@@ -82,7 +84,7 @@ def test_cuda_only_rows_are_skipped_with_reason(quant_run) -> None:
     rows, csv_path = quant_run
     assert rows["cuda-graphs"]["reason"] == "cuda-graphs: needs CUDA (device is cpu)"
     assert "deprecated API" in rows["kv-cache+int8-dynamic-ao"]["notes"]
-    table = render(csv_path)
+    table = flat(render(csv_path))
     assert "KL mean" in table and "Speedup vs fidelity" in table
 
 

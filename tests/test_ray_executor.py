@@ -16,7 +16,7 @@ import pytest
 from infer_opt import cli
 from infer_opt.core.errors import UserError
 from infer_opt.core.models import resolve
-from infer_opt.core.schema import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
+from infer_opt.format.columns import COST, LATENCY, SAMPLING, TELEMETRY, THROUGHPUT
 from infer_opt.run import ray_executor as rx
 from infer_opt.run.cell import Cell
 from infer_opt.run.executors import make_executor

@@ -6,10 +6,11 @@ import csv
 import json
 from pathlib import Path
 
+from .tables import flat
 import pytest
 
 from infer_opt.cli import main
-from infer_opt.core.schema import COLUMNS
+from infer_opt.format.columns import COLUMNS
 
 from .test_compare import fake_cell, write_run
 
@@ -30,10 +31,11 @@ def rich_run(path: Path) -> Path:
         for row, _ in cells:
             w.writerow({**row, "kl_mean": 0.02 if row["variant"] == "int8" else 0.0})
         for k, rate in enumerate((1.0, 2.0)):
-            row, _ = fake_cell(9 + k, "kv-cache", 10.0 * (1 + rate), seed=99 + k)
+            row, samples = fake_cell(9 + k, "kv-cache", 10.0 * (1 + rate), seed=99 + k)
             row.update(workload="online", batch_size="", request_rate_per_s=rate,
                        machine_busy=True)
             w.writerow(row)
+            cells.append((row, samples))  # every ok row has its samples line
     path.with_name(path.stem + ".samples.jsonl").write_text(
         "".join(json.dumps(s) + "\n" for _, s in cells))
     return path
@@ -43,7 +45,7 @@ def test_report_writes_every_plot(tmp_path: Path) -> None:
     csv_path = rich_run(tmp_path / "20260101-000000-x-abcd.csv")
     assert main(["report", str(csv_path)]) == 0
     stem = tmp_path / "20260101-000000-x-abcd"
-    text = Path(f"{stem}.report.md").read_text()
+    text = flat(Path(f"{stem}.report.md").read_text())
     for kind in ("latency", "throughput", "fidelity", "load"):
         png = Path(f"{stem}.{kind}.png")
         assert png.read_bytes()[:8] == PNG, kind
@@ -56,7 +58,7 @@ def test_report_without_optional_columns_says_what_is_missing(tmp_path: Path) ->
     write_run(tmp_path / "r.csv", [fake_cell(0, "baseline", 20.0, 1),
                                    fake_cell(1, "kv-cache", 10.0, 2)])
     assert main(["report", str(tmp_path)]) == 0  # a directory: its newest run
-    text = (tmp_path / "r.report.md").read_text()
+    text = flat((tmp_path / "r.report.md").read_text())
     # kl_mean is in the schema; these rows simply have no value for it.
     assert "speedup vs fidelity: no ok row with kl_mean" in text
     assert "serving curves: no ok row" in text
@@ -76,9 +78,9 @@ def test_report_notes_a_torn_line_and_marks_busy_rows(tmp_path: Path) -> None:
     csv_path = rich_run(tmp_path / "r.csv")
     csv_path.write_bytes(csv_path.read_bytes()[:-30])  # the last (online) row was cut
     assert main(["report", str(csv_path)]) == 0
-    text = (tmp_path / "r.report.md").read_text()
+    text = flat((tmp_path / "r.report.md").read_text())
     assert "Note: r.csv: line 12 was cut mid-row (an interrupted write) and is dropped" in text
-    online = [ln for ln in text.splitlines() if ln.startswith("| kv-cache |  |  |")]
+    online = [ln for ln in text.splitlines() if ln.startswith("| kv-cache | | |")]
     assert len(online) == 1 and "| busy |" in online[0]  # measured on a busy machine
     assert "busy: while this row was timed, other processes used" in text
 

@@ -1,4 +1,4 @@
-"""results.io.read_run: every command reads results files through it, and every bad file is
+"""format.io.read_results: every command reads results files through it, and every bad file is
 one line, exit code 2, with nothing printed or written."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ import gzip
 import json
 from pathlib import Path
 
+from .tables import flat
 import pytest
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.cli import main
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS, run_columns
-from infer_opt.results.io import RunWriter, read_run, samples_problem
+from infer_opt.format.columns import COLUMNS, run_columns
+from infer_opt.format.io import ResultsWriter, read_results, samples_problem
 
 from .test_compare import fake_cell, write_run
 
@@ -112,7 +113,7 @@ def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert capsys.readouterr().err.strip() == (f"infer-opt: error: csv: file "
                                                f"{str(tmp_path / 'nope.csv')!r} not found")
     with pytest.raises(UserError, match="is a directory, not a results CSV"):
-        read_run(tmp_path)
+        read_results(tmp_path)
 
 
 def test_a_torn_last_line_is_dropped_with_a_note(tmp_path: Path,
@@ -121,59 +122,63 @@ def test_a_torn_last_line_is_dropped_with_a_note(tmp_path: Path,
                                           fake_cell(1, "kv-cache+sdpa", 8.0, 2)])
     whole = path.read_bytes()
     path.write_bytes(whole[:-40])  # the interrupted write cut the last row
-    run = read_run(path)
+    run = read_results(path)
     assert [r["variant"] for r in run.rows] == ["kv-cache"]
     assert run.notes[0] == ("r.csv: line 3 was cut mid-row (an interrupted write) and is "
                             "dropped; 1 whole rows read")
     assert main(["table", str(path)]) == 0
-    out = capsys.readouterr().out
+    out = flat(capsys.readouterr().out)
     assert out.startswith("note: r.csv: line 3 was cut mid-row")
     assert "| kv-cache | 1 |" in out and "kv-cache+sdpa" not in out
     # A last line with every field but no final newline was cut inside its last value.
     path.write_bytes(whole.rstrip(b"\r\n"))
-    assert [r["variant"] for r in read_run(path).rows] == ["kv-cache"]
+    assert [r["variant"] for r in read_results(path).rows] == ["kv-cache"]
 
 
 def test_extra_metric_columns_are_read(tmp_path: Path) -> None:
     row, s = fake_cell(0, "kv-cache+spec", 10.0, 1)
     row["acceptance_rate_pct"] = 71.5
     path = write_run(tmp_path / "r.csv", [(row, s)], extra=["acceptance_rate_pct"])
-    run = read_run(path)
+    run = read_results(path)
     assert run.extra_columns == ["acceptance_rate_pct"]
     assert run.rows[0]["acceptance_rate_pct"] == "71.5"
     assert run.samples_of(run.rows[0]) == json.loads(json.dumps(s))
 
 
 def test_writer_and_reader_agree(tmp_path: Path) -> None:
-    writer = RunWriter(tmp_path, "run-1", columns=run_columns(["compile_extra_s"]))
+    writer = ResultsWriter(tmp_path, "run-1", columns=run_columns(["compile_extra_s"]))
     for i in range(2):
         row, s = fake_cell(i, f"v{i}", 10.0, i)
         writer.add({**row, "compile_extra_s": 1.5}, s)
     writer.close()
-    run = read_run(writer.csv_path)
+    run = read_results(writer.csv_path)
     assert [r["variant"] for r in run.rows] == ["v0", "v1"] and run.notes == []
     assert run.rows[1]["compile_extra_s"] == "1.5" and set(run.samples) == {"0", "1"}
     with pytest.raises(ValueError, match="core columns followed by new identifiers"):
-        RunWriter(tmp_path, "run-2", columns=COLUMNS + ["kl_mean"])
+        ResultsWriter(tmp_path, "run-2", columns=COLUMNS + ["kl_mean"])
 
 
-def test_samples_problems_are_notes_not_errors(tmp_path: Path) -> None:
+def test_samples_problems_refuse_or_are_notes_with_point_ratios(tmp_path: Path) -> None:
     row, s = fake_cell(0, "v", 10.0, 1)
     row1, s1 = fake_cell(1, "w", 10.0, 2)
     s1["runs"]["tpot_ms"] = s1["runs"]["tpot_ms"][:-1]  # lists of unequal length
     path = write_run(tmp_path / "r.csv", [(row, s), (row1, s1)])
     sp = tmp_path / "r.samples.jsonl"
     sp.write_text(sp.read_text() + '{"cell_index": 2, "runs": {"tp')  # torn last line
-    run = read_run(path)
+    with pytest.raises(UserError, match="r.samples.jsonl is corrupt: cell 1: the lists in"):
+        read_results(path)
+    run = read_results(path, strict=False)
     assert set(run.samples) == {"0"}
     assert "r.samples.jsonl: samples of cell 1 ignored (the lists in 'runs' differ in length)" \
         in run.notes
     assert "r.samples.jsonl: line 3 was cut mid-write and is dropped" in run.notes
     sp.write_text("not json\n" + json.dumps(s) + "\n")
-    run = read_run(path)
+    with pytest.raises(UserError, match="is corrupt \\(line 1 is not JSON\\)"):
+        read_results(path)
+    run = read_results(path, strict=False)
     assert run.samples == {}
-    assert run.notes == ["unreadable samples file r.samples.jsonl (line 1 is not JSON): r.csv "
-                         "has summary statistics only (no intervals)"]
+    assert run.notes[0] == (f"samples file {sp} is corrupt (line 1 is not JSON): r.csv "
+                            "has summary statistics only (no intervals)")
 
 
 @pytest.mark.parametrize("line, problem", [

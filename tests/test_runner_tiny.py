@@ -4,11 +4,12 @@ import csv
 import json
 from pathlib import Path
 
+from .tables import flat
 import pytest
 
 from infer_opt import SCHEMA_VERSION
-from infer_opt.core.schema import COLUMNS
-from infer_opt.results.reference import greedy_match
+from infer_opt.format.columns import COLUMNS
+from infer_opt.core.greedy import greedy_match
 from infer_opt.results.table import render
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
@@ -127,7 +128,7 @@ def test_cached_variants_generate_baseline_tokens(tiny_run) -> None:
 
 def test_table_shows_speedup_and_match(tiny_run) -> None:
     _, csv_path = tiny_run
-    text = render(csv_path)
+    text = flat(render(csv_path))
     line = next(ln for ln in text.splitlines() if ln.startswith("| kv-cache | 3 |"))
     assert "x |" in line and "| 6/6 |" in line
     assert "needs CUDA" in text
@@ -135,15 +136,16 @@ def test_table_shows_speedup_and_match(tiny_run) -> None:
 
 def test_table_divides_by_another_reference_too(tiny_run) -> None:
     _, csv_path = tiny_run
-    text = render(csv_path, "baseline", ["kv-cache"]).split("## Speedup vs fidelity", 1)[1]
+    text = flat(render(csv_path, "baseline", ["kv-cache"])).split("## Speedup vs fidelity", 1)[1]
     assert "| front | variant | speedup | vs kv-cache | KL mean |" in text
     own = next(ln for ln in text.splitlines() if "| kv-cache | " in ln)
     assert own.split(" | ")[3] == "1.00x"  # kv-cache against itself, exactly
 
 
 def test_greedy_match_prefix() -> None:
-    assert greedy_match([[1, 2, 3]], [[1, 2, 3]]) == (3, 3)
-    assert greedy_match([[1, 9, 3], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]]) == (1, 3)
+    assert greedy_match([[1, 2, 3]], [[1, 2, 3]]) == 3
+    assert greedy_match([[1, 9, 3], [1, 2, 3]], [[1, 2, 3], [1, 2, 3]]) == 1
+    assert greedy_match([], [[1]]) == 0
 
 
 def test_crash_and_hang_become_failed_rows(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import statistics
 from pathlib import Path
 
+from .tables import flat
 import pytest
 import torch
 
@@ -304,7 +305,7 @@ def test_tiny_online_run_end_to_end(tmp_path: Path) -> None:
     # The baseline serves through the same loop without a cache: the same tokens.
     assert samples[pick("baseline", "sequential")]["tokens"] == samples[seq]["tokens"]
     assert samples[pick("baseline", "dynamic")]["tokens"] == samples[plain]["tokens"]
-    text = render(csv_path)
+    text = flat(render(csv_path))
     assert "## Online load" in text
     reuse_line = next(ln for ln in text.splitlines() if "| dynamic |" in ln and "| True |" in ln)
     assert "x | 4/4 |" in reuse_line  # TTFT ratio and identical tokens, printed
@@ -373,9 +374,9 @@ warmup_runs = 1
     assert int(float(rows[6]["test_forward_steps"])) == 3 * 3
     # The declared column reaches the table and compare too.
     from infer_opt.results.compare import compare
-    from infer_opt.results.io import read_run
+    from infer_opt.format.io import read_results
     from infer_opt.results.table import render
 
-    assert "| test_forward_steps |" in render(csv_path).split("## Plugin metrics", 1)[1]
-    cmp = compare(read_run(csv_path), read_run(csv_path), absolute=True)
+    assert "| test_forward_steps |" in flat(render(csv_path)).split("## Plugin metrics", 1)[1]
+    cmp = compare(read_results(csv_path), read_results(csv_path), absolute=True)
     assert any(m.metric == "test_forward_steps" for r in cmp.rows for m in r.metrics)

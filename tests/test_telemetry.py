@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from infer_opt.core import telemetry
-from infer_opt.core.schema import TELEMETRY
+from infer_opt.format.columns import TELEMETRY
 from infer_opt.core.telemetry import (
     CpuTimes,
     Telemetry,

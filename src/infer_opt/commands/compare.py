@@ -22,8 +22,10 @@ regression.
 exit codes:
   0  no regression (including metrics with insufficient samples, which are listed)
   1  regression: a gated metric clearly worse, or a row that was ok and now failed
-  2  bad input: a missing, empty, binary or malformed CSV, another schema version, a bad
-     option, an unknown variant, or no row to compare
+  2  bad input: a missing, empty, binary or malformed CSV, another schema version, a
+     samples file that is missing or corrupt or contradicts its rows, a timed cell that is
+     NaN or negative (--point-ratios reads such files on point values), a bad option, an
+     unknown variant, or no row to compare
 """
 
 
@@ -50,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bootstrap resamples per metric (default 2000; raised to 40 per test "
                         "made, so the simultaneous intervals' tails hold resamples)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--point-ratios", action="store_true",
+                   help="read results whose samples file is missing or corrupt, or whose timed "
+                        "cells are NaN or negative, instead of refusing them (exit 2): the bad "
+                        "cells are read as empty, timed metrics use point values, and each "
+                        "problem is listed as a note")
     p.add_argument("--all", action="store_true",
                    help="show every compared metric, not only the main ones and flagged ones")
 
@@ -58,8 +65,8 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from infer_opt.core.errors import UserError
+    from infer_opt.format.io import read_results
     from infer_opt.results.compare import compare, render
-    from infer_opt.results.io import read_run
 
     if args.bootstrap < 100:
         raise UserError("--bootstrap", f"must be an integer >= 100, got {args.bootstrap}")
@@ -67,10 +74,11 @@ def main(args: argparse.Namespace) -> int:
     if len(paths) not in (1, 2):
         raise UserError("csv", f"expected OLD.csv NEW.csv, or RUN.csv with --baseline-variant "
                                f"or --map; got {len(paths)} files")
-    runs = [read_run(p) for p in paths]
+    runs = [read_results(p, strict=not args.point_ratios) for p in paths]
     cmp = compare(runs[0], runs[1] if len(runs) == 2 else None,
                   baseline=args.baseline_variant, maps=args.map,
                   reference=args.reference_variant, absolute=args.absolute,
-                  thresholds=args.fail_above, resamples=args.bootstrap, seed=args.seed)
+                  thresholds=args.fail_above, resamples=args.bootstrap, seed=args.seed,
+                  point_ratios=args.point_ratios)
     print(render(cmp, args.all))
     return 1 if cmp.regressed else 0

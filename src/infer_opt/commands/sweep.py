@@ -27,7 +27,7 @@ def main(args: argparse.Namespace) -> int:
     from infer_opt.core.models import resolve
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
     from infer_opt.core.stack import build_stack
-    from infer_opt.results.io import RunWriter
+    from infer_opt.format.io import ResultsWriter
     from infer_opt.results.serving_plot import write_plot
     from infer_opt.results.table import write_table
     from infer_opt.run.cell import Cell
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
                                         "online policies cannot serve it")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
     run_id = new_run_id(f"{suite.name}-sweep")
-    writer = RunWriter(Path(args.out), run_id)
+    writer = ResultsWriter(Path(args.out), run_id)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     first = next(iter(templates.values()))
     summary = [f"# Rate sweep {run_id}: group {group.name}, SLO {first.slos_ms()} ms, met by "

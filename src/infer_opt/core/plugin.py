@@ -20,11 +20,17 @@ from infer_opt.core.settings import Settings
 class Metric:
     """A row column a plugin fills through `settings.metrics[name]`. The unit is in the name
     (`compile_s`, `acceptance_rate_pct`); `better` ('lower', 'higher' or None for "shown, never
-    gated") tells `compare` which way is a regression."""
+    gated") tells `compare` which way is a regression. The optional fields fill the same column
+    table as the core columns (format/columns.Column): `unit` (default: read from the name),
+    `timed` (one value per timed run in the samples file, so compare needs enough runs and
+    resamples them), `gated` (judged by compare's default gate, not only on request)."""
 
     name: str
     better: str | None
     help: str
+    unit: str = ""
+    timed: bool = False
+    gated: bool = False
 
 
 class Plugin:

@@ -1,6 +1,6 @@
 """Bootstrap estimates of a change new / old between two rows' samples of one metric.
 
-Three estimators, chosen by what the data allows (results/compare.py picks):
+Three estimators, chosen by what the data allows (results/compare/gate.py picks):
 - paired (two rows of one run whose timed runs share >= MIN_UNITS interleaved rounds, median
   columns only): per-round ratios new/old; point = their median; resample rounds. A round's
   runs shared the machine's state, so their ratio cancels it (randomized interleaved trials);
@@ -11,7 +11,7 @@ Three estimators, chosen by what the data allows (results/compare.py picks):
   uniformly slower in NEW moves row and R alike and cancels; R's own change is the drift.
 
 Every estimate keeps its bootstrap replicates, so the caller chooses the interval's confidence
-after it knows how many tests were made (multiple testing: results/compare.py).
+after it knows how many tests were made (multiple testing: results/compare/__init__.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from infer_opt.core.stats import median_replicates
-from infer_opt.results.samples import REQUEST, RUN, MetricSamples
+from infer_opt.format.samples import REQUEST, RUN, MetricSamples
 
 MIN_UNITS = 3  # independent units (timed runs) per side below which no verdict is given
 _QUANTILE = {"p50": 50.0, "p90": 90.0, "p99": 99.0}

@@ -20,7 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
+from infer_opt.format.io import parse_number as _num
+from infer_opt.results.markdown import table
 
 LEVELS = ((1e-3, "KL <= 1e-3"), (1e-2, "KL <= 1e-2"), (math.inf, "any KL"))
 HF_VARIANT = "kv-cache+sdpa"  # transformers' generate: dynamic cache, SDPA attention
@@ -118,7 +119,7 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
         out.append("")
         head = ["fidelity", "variant", "engine", "n", "decode tok/s", "TTFT p50 ms", "KL mean",
                 f"vs {HF_VARIANT}", "vs llamacpp", "TTFT vs llamacpp"]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        body: list[list[str]] = []
         for limit, label in LEVELS:
             best = fastest(items, limit)
             picks = [(label, best)]
@@ -126,18 +127,18 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
                 picks.append((f"{label} (own)", fastest(items, limit, OWN_ENGINES)))
             for name, pick in picks:
                 if pick is None:
-                    out.append(f"| {name} | none | | | | | | | | |")
+                    body.append([name, "none"] + [""] * (len(head) - 2))
                     continue
                 r = pick[2]
-                out.append("| " + " | ".join([
+                body.append([
                     name, r["variant"], r.get("engine", ""),
                     r.get("timed_runs") or r.get("repeats") or "", _tps(r),
                     f"{_num(r.get('ttft_ms_p50')) or 0:.1f}", _kl(r.get("kl_mean")),
                     _ratio(r.get("decode_tokens_per_s"), hf and hf.get("decode_tokens_per_s")),
                     _ratio(r.get("decode_tokens_per_s"),
                            llama and llama.get("decode_tokens_per_s")),
-                    _ratio(r.get("ttft_ms_p50"), llama and llama.get("ttft_ms_p50"))]) + " |")
-        out.append("")
+                    _ratio(r.get("ttft_ms_p50"), llama and llama.get("ttft_ms_p50"))])
+        out += [table(head, body), ""]
     unranked = sorted({r["variant"] for r in rows if r.get("status") == "ok"
                        and r.get("workload", "static-batch") == "static-batch"
                        and _num(r.get("kl_mean")) is None})
@@ -151,14 +152,12 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
     groups = {k: v for k, v in frontier_groups(rows).items() if len(v) >= 2}
     if not groups:
         return False
-    import matplotlib
+    from infer_opt.results.plots import figure, label_points, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(groups), figsize=(8.5 * len(groups), 5.5), squeeze=False)
+    fig, axes = figure(1, len(groups), figsize=(8.5 * len(groups), 5.5))
     for ax, (key, items) in zip(axes[0], groups.items()):
         model, prompt, new, bs = key
+        labels = []
         for tps, kl, r in items:
             x = max(kl, KL_FLOOR)
             own = r.get("engine") in OWN_ENGINES
@@ -166,8 +165,7 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
                      "tab:green" if r["variant"] == HF_VARIANT else
                      "tab:blue" if own else "tab:orange")
             ax.scatter([x], [tps], color=color, zorder=3, s=28)
-            ax.annotate(r["variant"], (x, tps), xytext=(4, 3), textcoords="offset points",
-                        fontsize=7)
+            labels.append((x, tps, r["variant"]))
         corners = front(items)
         xs, ys = [], []
         for tps, kl in corners:
@@ -191,10 +189,10 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
         ax.set_xlabel(f"KL(baseline || variant), nats, log scale (KL below {KL_FLOOR:g}, "
                       f"including 0, drawn at {KL_FLOOR:g})")
         ax.set_ylabel("decode tokens/s (higher is better)")
-        ax.set_title(f"{model}, bs {bs}, prompt {prompt}, new {new}: red llamacpp, green "
+        ax.set_title(f"{model}, bs {bs}, prompt {prompt}, new {new}\nred llamacpp, green "
                      f"{HF_VARIANT}, blue torch/ORT, orange other runtimes", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        # After the limits are final: near KL = 0 many rows share x, labels are stacked apart.
+        label_points(ax, labels)
+    save(fig, path)
     return True

@@ -1,22 +1,25 @@
 """Rows measured against a reference row of the same run: which row is the reference, the
-decode speedup over it, and how long two rows' greedy tokens stay identical. Shared by the
+decode speedup over it. Shared by the
 table's sections (main, speculative, frontier) and the report."""
 
 from __future__ import annotations
 
-from infer_opt.results.io import parse_number as _num
+from infer_opt.format.io import parse_number as _num
 
 
-def workload_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    """(model, workload, prompt_tokens, new_tokens): rows comparable apart from batch size."""
-    return (row.get("model", ""), row.get("workload", ""), row.get("prompt_tokens", ""),
-            row.get("new_tokens", ""))
+def workload_key(row: dict[str, str]) -> tuple[str, str, str, str, str]:
+    """(model, device, workload, prompt_tokens, new_tokens): what a row was measured on, apart
+    from its variant, engine and batch size. The one workload key: compare's join adds the
+    batch size and the samples' workload (results/compare/join.py)."""
+    return (row.get("model", ""), row.get("device", ""), row.get("workload", ""),
+            row.get("prompt_tokens", ""), row.get("new_tokens", ""))
 
 
 def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: str
                    ) -> tuple[dict[str, str] | None, bool]:
     """The reference row for `row`: same batch if present, else batch 1. (row, same_batch)."""
-    refs = [r for r in rows if r["variant"] == reference and r["status"] == "ok" and workload_key(r) == workload_key(row)]
+    refs = [r for r in rows if r["variant"] == reference and r["status"] == "ok"
+            and workload_key(r) == workload_key(row)]
     for r in refs:
         if r["batch_size"] == row["batch_size"]:
             return r, True
@@ -35,18 +38,3 @@ def speedup(row: dict[str, str], rows: list[dict[str, str]], reference: str,
         return None
     mine, theirs = _num(row.get("decode_tokens_per_s")), _num(ref.get("decode_tokens_per_s"))
     return mine / theirs if mine and theirs else None
-
-
-def greedy_match(tokens: list[list[int]], ref_tokens: list[list[int]]) -> tuple[int, int]:
-    """(shortest identical greedy prefix over the shared prompts, tokens per request)."""
-    shared = min(len(tokens), len(ref_tokens))
-    n = len(tokens[0]) if tokens else 0
-    best = n
-    for a, b in zip(tokens[:shared], ref_tokens[:shared]):
-        same = 0
-        for x, y in zip(a, b):
-            if x != y:
-                break
-            same += 1
-        best = min(best, same)
-    return best, n

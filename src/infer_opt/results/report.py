@@ -15,11 +15,11 @@ are used when present; a plot whose columns are absent is skipped and the report
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.results.io import parse_number as _num
-from infer_opt.results.io import read_run, samples_path_for
+from infer_opt.format.io import parse_number as _num
+from infer_opt.format.io import read_results, samples_path_for
+from infer_opt.results.plots import figure, label_points, save
 from infer_opt.results.reference import speedup
 from infer_opt.results.table import render_run
 
@@ -50,21 +50,12 @@ def _short(ms: float) -> str:
     return f"{ms / 1000:.3g}k" if ms >= 1000 else f"{ms:.3g}"
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
     pts = [r for r in rows if r["status"] == "ok" and _num(r.get("ttft_ms_p50")) is not None]
     if not pts:
         return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(pts) + 1.6), sharey=True)
+    fig, grid = figure(1, 2, figsize=(11, 0.45 * len(pts) + 2.0), sharey=True)
+    axes = grid[0]
     labels = [_label(r) for r in pts]
     ys = list(range(len(pts)))
     for ax, metric, title in ((axes[0], "ttft_ms", "TTFT (time to first token)"),
@@ -86,19 +77,19 @@ def plot_latency(rows: list[dict[str, str]], path: Path) -> bool:
         for y, a, b in zip(ys, p50, p99):  # values after the whisker, clear of the labels
             ax.text(max(a, b) * 1.08 if log else max(a, b) + 0.02 * top, y,
                     f"{_short(a)}/{_short(b)}", va="center", ha="left", fontsize=7, color="black")
-        ax.set_title(f"{title}: bar p50, whisker p99 (max below 100 samples)", fontsize=10)
+        ax.set_title(title)
         ax.set_xlabel("ms (lower is better); numbers: p50/whisker")
         ax.grid(True, axis="x", alpha=0.3)
     env = pts[0]
+    # Constrained layout gives the suptitle its own band above both panel titles.
     fig.suptitle(f"{env.get('model', '')} on {env.get('device', '')} "
                  f"({env.get('gpu_name') or env.get('cpu_model', '')}, "
-                 f"{env.get('torch_threads', '')} threads)", fontsize=10)
+                 f"{env.get('torch_threads', '')} threads): bar p50, whisker p99 (max below "
+                 f"100 samples)", fontsize=10)
     axes[0].set_yticks(ys)
     axes[0].set_yticklabels(labels, fontsize=8)
     axes[0].invert_yaxis()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -120,8 +111,8 @@ def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
     # Only variants measured at several batch sizes: a lone bs-1 point says nothing about
     # scaling (the latency plot has it), and 15 legend entries would recycle colours.
     series = {k: v for k, v in series.items() if len({b for b, _ in v}) > 1}
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, grid = figure()
+    ax = grid[0][0]
     for key, pts in sorted(series.items()):
         pts.sort()
         ax.plot([b for b, _ in pts], [t for _, t in pts], "o-", label=key)
@@ -135,9 +126,7 @@ def plot_throughput(rows: list[dict[str, str]], path: Path) -> bool:
     ax.set_title("Throughput vs batch size (static batch)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -160,14 +149,13 @@ def plot_fidelity(rows: list[dict[str, str]], reference: str, path: Path) -> boo
             pts.append((kl, ratio, label))
     if not pts:
         return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, grid = figure(figsize=(9, 5.5))
+    ax = grid[0][0]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", alpha=0.8, zorder=3)
-    # Labels beside the points, not in a legend: 15+ variants would repeat legend colours.
-    for kl, ratio, label in pts:
-        ax.annotate(label, (kl, ratio), xytext=(5, 2), textcoords="offset points", fontsize=7)
     ax.set_xscale("symlog", linthresh=1e-6)
     ax.set_xlim(left=-1e-7, right=max(p[0] for p in pts) * 30 + 1e-5)
+    # Labels beside the points, not in a legend: 15+ variants would repeat legend colours.
+    label_points(ax, pts)
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.set_xlabel(f"KL divergence from {reference} (kl_mean, nats; 0 = same answers; "
                   "lower is better)")
@@ -175,9 +163,7 @@ def plot_fidelity(rows: list[dict[str, str]], reference: str, path: Path) -> boo
     ax.set_title("Speed bought vs fidelity given up (one point per row"
                  + ("; prompt/new tokens in brackets)" if len(shapes) > 1 else ")"))
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
     return True
 
 
@@ -189,9 +175,8 @@ def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> 
                  and any(_num(r.get(c)) is not None for r in online)), None)
     if not online or xcol is None:
         return None
-    plt = _plt()
     metrics = [m for m in ("ttft_ms", "tpot_ms", "e2e_ms") if f"{m}_p50" in columns]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4), squeeze=False)
+    fig, axes = figure(1, len(metrics), figsize=(4.2 * len(metrics), 4))
     by_variant: dict[str, list[dict[str, str]]] = {}
     for r in online:  # one line per variant and policy (and prefix reuse), across offered loads
         policy = f" {r['policy']}" if r.get("policy") else ""
@@ -211,9 +196,7 @@ def plot_serving(rows: list[dict[str, str]], columns: list[str], path: Path) -> 
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Serving: latency vs offered load")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save(fig, path)
     return xcol
 
 
@@ -225,8 +208,10 @@ def newest_csv(directory: Path) -> Path:
     return found[-1]
 
 
-def write_report(csv_path: Path, reference: str = "baseline") -> Path:
-    run = read_run(csv_path)  # before anything is written: the reader's checks, one line
+def write_report(csv_path: Path, reference: str = "baseline", point_ratios: bool = False
+                 ) -> Path:
+    # Before anything is written: the reader's checks, one line.
+    run = read_results(csv_path, strict=not point_ratios)
     rows, columns = run.rows, run.columns
     stem = csv_path.name.removesuffix(".csv")
     out_dir = csv_path.parent

@@ -12,7 +12,7 @@ import importlib.util
 from collections import defaultdict
 from pathlib import Path
 
-from infer_opt.results.io import read_run
+from infer_opt.format.io import read_results
 
 
 def plot_path(csv_path: Path) -> Path:
@@ -23,21 +23,20 @@ def write_plot(csv_path: Path) -> Path | None:
     """Writes the plot beside the CSV; None when there are no online rows or no matplotlib.
     A CSV the reader refuses raises UserError before anything is written."""
     # Shared-prefix rows are about TTFT with and without reuse: the table shows them.
-    rows = [r for r in read_run(csv_path, with_samples=False).rows
+    # The report read the file first (strict unless --point-ratios): malformed cells are empty.
+    rows = [r for r in read_results(csv_path, with_samples=False, strict=False).rows
             if r.get("workload") == "online" and r["status"] == "ok"
             and r.get("prompts") != "shared-prefix"]
     if not rows or importlib.util.find_spec("matplotlib") is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    from infer_opt.results.plots import figure, save
 
     curves: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         label = f"{r['policy']} · {r['variant']} · {r['arrival']}"
         curves[label].append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, grid = figure(1, 2, figsize=(12, 5))
+    axes = grid[0]
     for i, (label, pts) in enumerate(sorted(curves.items())):
         # Along the curve the offered rate grows; offline (everything at t = 0) is the limit.
         pts.sort(key=lambda r: float(r["arrival_rate_per_s"] or "inf"))
@@ -55,10 +54,9 @@ def write_plot(csv_path: Path) -> Path | None:
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{title} vs throughput (solid p50, dashed p99)")
-    fig.legend(loc="lower center", ncol=3, fontsize=7, frameon=False)
+    # Constrained layout makes room for a legend placed outside the axes, below them.
+    fig.legend(loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle(f"latency vs throughput per policy ({rows[0]['model']}, {rows[0]['device']})")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
     out = plot_path(csv_path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out, dpi=110)
     return out

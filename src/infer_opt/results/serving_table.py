@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
+from infer_opt.format.io import parse_number as _num
+from infer_opt.results.markdown import table
 
 ONLINE = "online"
 # Columns that describe the load; rows equal on all of them served the same requests.
@@ -50,7 +51,7 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
             "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "e2e p99 ms",
             "mean batch", "TTFT ratio (no reuse / reuse)", "tokens = no reuse", "machine",
             "reason / notes"]
-    lines = ["## Online load", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body: list[list[str]] = []
     for r in online:
         vs_seq = ttft_ratio = same = ""
         if r["status"] == "ok":
@@ -68,8 +69,8 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
                     mine, theirs = tokens.get(r["cell_index"]), tokens.get(base["cell_index"])
                     if mine is not None and theirs is not None:
                         same = f"{sum(x == y for x, y in zip(mine, theirs))}/{len(mine)}"
-        why = (r.get("reason") or r.get("notes") or "").replace("|", "/")
-        lines.append("| " + " | ".join([
+        why = r.get("reason") or r.get("notes") or ""
+        body.append([
             r["variant"], r.get("policy", ""), r.get("arrival", ""),
             _f(r.get("arrival_rate_per_s"), 2), r.get("num_requests", ""),
             r.get("max_batch_size", ""), r.get("prefix_reuse", ""), r["status"],
@@ -77,5 +78,5 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
             _f(r.get("goodput_requests_per_s"), 2), _f(r.get("slo_met_pct"), 0),
             _f(r.get("queue_ms_p50")), _f(r["ttft_ms_p50"]), _f(r["ttft_ms_p99"]),
             _f(r["tpot_ms_p50"], 2), _f(r["tpot_ms_p99"], 2), _f(r["e2e_ms_p99"]),
-            _f(r.get("mean_batch_size"), 2), ttft_ratio, same, busy_mark(r), why]) + " |")
-    return "\n".join(lines) + "\n"
+            _f(r.get("mean_batch_size"), 2), ttft_ratio, same, busy_mark(r), why])
+    return "\n".join(["## Online load", "", table(head, body)]) + "\n"

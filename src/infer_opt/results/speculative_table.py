@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infer_opt.results.io import parse_number as _num
-from infer_opt.results.reference import greedy_match, speedup
+from infer_opt.format.io import parse_number as _num
+from infer_opt.core.greedy import greedy_match
+from infer_opt.results.markdown import table
+from infer_opt.results.reference import speedup
 
 SPEC_PART = re.compile(r"\+?spec-[\w-]+(\[[^\]]*\])?")
 
@@ -35,8 +37,7 @@ def render_speculative(rows: list[dict[str, str]], tokens: dict[str, Any]) -> st
         return ""
     head = ["variant", "bs", "prompt", "new", "accepted %", "tokens / target forward",
             "draft time %", "verify time %", "decode tok/s", "vs plain", "greedy = plain"]
-    lines = ["## Speculative decoding (vs the same stack without the draft)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body: list[list[str]] = []
     for r in spec:
         plain = plain_variant(r["variant"])
         ratio = speedup(r, rows, plain)
@@ -47,12 +48,12 @@ def render_speculative(rows: list[dict[str, str]], tokens: dict[str, Any]) -> st
         a = tokens.get(r["cell_index"])
         b = tokens.get(base["cell_index"]) if base is not None else None
         if a and b:
-            same, n = greedy_match(a, b)
-            match = f"{same}/{n}"
-        lines.append("| " + " | ".join([
+            match = f"{greedy_match(a, b)}/{len(a[0]) if a else 0}"
+        body.append([
             r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"],
             _f(r.get("acceptance_rate_pct")), _f(r.get("tokens_per_target_forward"), 2),
             _f(r.get("draft_time_pct")), _f(r.get("verify_time_pct")),
             _f(r.get("decode_tokens_per_s")), "" if ratio is None else f"{ratio:.2f}x",
-            match]) + " |")
-    return "\n".join(lines) + "\n"
+            match])
+    return "\n".join(["## Speculative decoding (vs the same stack without the draft)", "",
+                      table(head, body)]) + "\n"

@@ -14,14 +14,11 @@ from typing import Any
 
 from infer_opt.core.errors import UserError
 from infer_opt.results.frontier import render_frontier
-from infer_opt.results.io import Run, read_run
-from infer_opt.results.io import parse_number as _num
-from infer_opt.results.reference import (
-    find_reference,
-    greedy_match,
-    speedup,
-    workload_key,
-)
+from infer_opt.format.io import ResultsFile, read_results
+from infer_opt.format.io import parse_number as _num
+from infer_opt.core.greedy import greedy_match
+from infer_opt.results.markdown import table
+from infer_opt.results.reference import find_reference, speedup, workload_key
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
 from infer_opt.results.speculative_table import render_speculative
@@ -36,9 +33,11 @@ def _f(value: Any, digits: int = 1) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = ()) -> str:
-    """The table of a results CSV; UserError (one line) when read_run refuses the file."""
-    return render_run(read_run(csv_path), reference, also)
+def render(csv_path: Path, reference: str = "baseline", also: Sequence[str] = (),
+           point_ratios: bool = False) -> str:
+    """The table of a results CSV; UserError (one line) when read_results refuses the file
+    (point_ratios: a damaged samples file or malformed timed cells are notes instead)."""
+    return render_run(read_results(csv_path, strict=not point_ratios), reference, also)
 
 
 def _n(row: dict[str, str]) -> str:
@@ -50,14 +49,14 @@ def _ci(row: dict[str, str], column: str, digits: int = 2) -> str:
     return "" if lo is None or hi is None else f"{lo:.{digits}f}..{hi:.{digits}f}"
 
 
-def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) -> str:
+def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str] = ()) -> str:
     rows = sorted(run.rows, key=lambda r: int(r["cell_index"]))  # Ray writes as cells finish
     tokens = {i: s.get("tokens") for i, s in run.samples.items()}
     head = ["variant", "bs", "prompt", "new", "status", "n", "TTFT p50 ms", "TPOT p50 ms",
             "TPOT 95% CI", "ITL p99 ms", "decode tok/s", f"speedup vs {reference}",
             "greedy = ref", "weight MB", "peak RSS MB", "roofline %", "KL mean", "top-1 %",
             "greedy match", "machine", "reason / notes"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body: list[list[str]] = []
     for r in rows:
         if r.get("workload") == "online":
             continue  # rendered in their own section below
@@ -69,17 +68,17 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
                 ratio_text = f"{ratio:.2f}x" + ("" if same_batch else " (vs bs1)")
             a, b = tokens.get(r["cell_index"]), tokens.get(ref["cell_index"])
             if a and b:
-                same, n = greedy_match(a, b)
-                match = f"{same}/{n}"
+                match = f"{greedy_match(a, b)}/{len(a[0]) if a else 0}"
         why = r.get("reason") or r.get("notes") or ""
-        lines.append("| " + " | ".join([
+        body.append([
             r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
             _n(r), _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _ci(r, "tpot_ms_p50"),
             _f(r["itl_ms_p99"], 2), _f(r["decode_tokens_per_s"]), ratio_text, match,
             _f(r["weight_mb"]), _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]),
             _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
-            _gm(r.get("greedy_match_tokens")), _busy(r), why.replace("|", "/"),
-        ]) + " |")
+            _gm(r.get("greedy_match_tokens")), _busy(r), why,
+        ])
+    lines = [table(head, body)]
     env = rows[0] if rows else {}
     footer = (f"\nmodel {env.get('model', '')}, device {env.get('device', '')} "
               f"({env.get('gpu_name') or env.get('cpu_model', '')}), "
@@ -110,13 +109,12 @@ def plugin_metrics_section(rows: list[dict[str, str]], columns: Sequence[str]) -
     if not mine:
         return ""
     head = ["variant", "workload", *filled]
-    lines = ["## Plugin metrics\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body: list[list[str]] = []
     for r in mine:
         where = (f"bs {r.get('batch_size')}, {r.get('prompt_tokens')}/{r.get('new_tokens')}"
                  if r.get("workload") != "online" else f"online {r.get('policy', '')}")
-        lines.append("| " + " | ".join([r["variant"], where] + [_f(r.get(c), 3) for c in filled])
-                     + " |")
-    return "\n".join(lines) + "\n"
+        body.append([r["variant"], where] + [_f(r.get(c), 3) for c in filled])
+    return "## Plugin metrics\n\n" + table(head, body) + "\n"
 
 
 def _kl(value: Any) -> str:
@@ -157,22 +155,21 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
         return ""
     out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
            "nats; * = Pareto front)\n"]
-    for (_model, _kind, prompt, new, bs), items in groups.items():
+    for (_model, _device, _kind, prompt, new, bs), items in groups.items():
         items.sort(key=lambda x: (-x[0], x[1]))
         front = pareto_front([(s, k) for s, k, _ in items])
         others = [v for v in also if v != reference]
         out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
         head = ["front", "variant", "speedup", *[f"vs {v}" for v in others], "KL mean", "top-1 %",
                 "greedy match", "weight MB"]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "---|" * len(head))
+        body = []
         for (ratio, _kl_value, r), on_front in zip(items, front):
             vs = [f"{x:.2f}x" if (x := speedup(r, rows, v)) is not None else "" for v in others]
-            out.append("| " + " | ".join([
+            body.append([
                 "*" if on_front else "", r["variant"], f"{ratio:.2f}x", *vs,
                 _kl(r.get("kl_mean")), _f(r.get("top1_agreement_pct")),
-                _gm(r.get("greedy_match_tokens")), _f(r["weight_mb"])]) + " |")
-        out.append("")
+                _gm(r.get("greedy_match_tokens")), _f(r["weight_mb"])])
+        out += [table(head, body), ""]
     return "\n".join(out)
 
 

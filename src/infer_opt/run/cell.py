@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from infer_opt.core.schema import empty_row
+from infer_opt.format.columns import empty_row
 
 
 @dataclass

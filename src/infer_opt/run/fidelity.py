@@ -39,6 +39,7 @@ import torch
 from infer_opt.core.artifacts import weights_digest
 from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
+from infer_opt.core.greedy import greedy_match
 
 # Bump when anything below changes what the reference holds.
 RECIPE_VERSION = 1
@@ -152,12 +153,6 @@ def compare_logits(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, 
     }
 
 
-def greedy_match(tokens: torch.Tensor, ref_tokens: torch.Tensor) -> int:
-    """Identical greedy tokens before the first difference, min over prompts. [B, N] each."""
-    same = (tokens == ref_tokens).long()  # [B, N]
-    return int(same.cumprod(dim=1).sum(dim=1).min())
-
-
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
     """exp(mean NLL) of ids[:, 1:] given logits [1, L, V] predicting the next token."""
     logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # stable (max subtracted)
@@ -180,7 +175,7 @@ def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
     row.update(
         kl_mean=_g(result["kl_mean"]), kl_max=_g(result["kl_max"]),
         top1_agreement_pct=round(result["top1_agreement_pct"], 2),
-        greedy_match_tokens=greedy_match(greedy, reference.greedy),
+        greedy_match_tokens=greedy_match(greedy.tolist(), reference.greedy.tolist()),
         perplexity=_g(perplexity(ppl_logits, reference.ppl_ids)),
         logits_nonfinite_count=nonfinite,
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.models import resolve
-from infer_opt.core.schema import run_columns
-from infer_opt.results.io import RunWriter
+from infer_opt.format.columns import run_columns
+from infer_opt.format.io import ResultsWriter
 from infer_opt.run.cell import Cell
 from infer_opt.run.plan import (
     check_out_dir,
@@ -84,7 +84,7 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     for cell in cells:
         cell.bandwidth_gb_per_s = bandwidth
     jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
-    writer = RunWriter(out_dir, run_id, run_columns(cells[0].metric_columns))
+    writer = ResultsWriter(out_dir, run_id, run_columns(cells[0].metric_columns))
     log(f"infer-opt: writing {writer.csv_path} ({len(jobs)} groups in interleaved rounds)")
     start = time.perf_counter()
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS, empty_row
+from infer_opt.format.columns import COLUMNS, empty_row
 from infer_opt.core.stats import Stats
 
 

@@ -164,27 +164,28 @@ def fits(points: Sequence[Point]) -> dict[str, Fit]:
 
 
 def render(points: Sequence[Point], header: str, plot_name: str | None) -> str:
-    lines = [f"# Complexity fits\n\n{header}\n",
-             "| series | what is timed | n range | points | measured exponent | R^2 | theory |",
-             "|---|---|---|---|---|---|---|"]
+    from infer_opt.results.markdown import table
+
+    body = []
     for series, fit in fits(points).items():
         ns = [p.n for p in points if p.series == series]
-        lines.append(f"| {series} | {DESCRIPTION[series]} | {min(ns)}..{max(ns)} | {fit.points} "
-                     f"| {fit.exponent:.2f} | {fit.r2:.3f} | {THEORY[series]:.0f} |")
-    lines += ["", "| series | n | time ms |", "|---|---|---|"]
-    lines += [f"| {p.series} | {p.n} | {p.seconds * 1e3:.3f} |" for p in points]
+        body.append([series, DESCRIPTION[series], f"{min(ns)}..{max(ns)}", fit.points,
+                     f"{fit.exponent:.2f}", f"{fit.r2:.3f}", f"{THEORY[series]:.0f}"])
+    lines = [f"# Complexity fits\n\n{header}\n",
+             table(["series", "what is timed", "n range", "points", "measured exponent", "R^2",
+                    "theory"], body),
+             "", table(["series", "n", "time ms"],
+                       [[p.series, p.n, f"{p.seconds * 1e3:.3f}"] for p in points])]
     if plot_name:
         lines += ["", f"![log-log plot of time vs n]({plot_name})"]
     return "\n".join(lines) + "\n"
 
 
 def plot(points: Sequence[Point], path: Any) -> None:
-    import matplotlib
+    from infer_opt.results.plots import figure, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, grid = figure()
+    ax = grid[0][0]
     for series, fit in fits(points).items():
         pts = [p for p in points if p.series == series]
         ns = [p.n for p in pts]
@@ -200,6 +201,4 @@ def plot(points: Sequence[Point], path: Any) -> None:
     ax.set_title("time vs n, log-log: slope = fitted exponent")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save(fig, path, dpi=100)

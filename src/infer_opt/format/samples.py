@@ -1,4 +1,4 @@
-"""Which raw values stand behind a metric column of a row (the samples line: results/io.py).
+"""Which raw values stand behind a metric column of a row (the samples line: format/io.py).
 
 A column `<metric>_<stat>` (stat: mean, p50, p90, p99), or a bare throughput column (the median
 over timed runs), is rebuilt as groups of values, one group per resampling unit:

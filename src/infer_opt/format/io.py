@@ -1,6 +1,6 @@
 """A run's files: writing them as cells finish, and the one reader every command uses.
 
-results/<run_id>.csv            one row per cell (schema.COLUMNS, then extra metric columns)
+results/<run_id>.csv            one row per cell (columns.COLUMNS, then extra metric columns)
 results/<run_id>.samples.jsonl  raw samples, one JSON line per row (format below)
 results/<run_id>.md             the comparison table, written when the run ends
 
@@ -21,12 +21,19 @@ timed run of every variant per round, in a seeded random order), so two rows of 
 workload pair up round by round. Online rows keep `requests` (every request of every timed run,
 with its round); their latency columns are over requests.
 
-read_run checks a CSV before anyone uses it and raises UserError (one line, exit code 2) for:
+read_results checks a CSV before anyone uses it and raises UserError (one line, exit code 2) for:
 a missing, empty, binary or non-UTF-8 file, a CSV that is not ours (names the missing
 columns), another schema version (names both), core columns missing or out of order, an extra
 column whose name is not an identifier, a short or long line in the middle, and a header
 without rows. The writer fsyncs whole lines, so a torn LAST line (fewer fields than the header,
-or no final newline) is an interrupted write: it is dropped and Run.notes says so.
+or no final newline) is an interrupted write: it is dropped and ResultsFile.notes says so.
+
+A results file is its CSV and its samples file together (verdicts change without the samples),
+so read_results also refuses (strict, the default): a samples file that is missing, unreadable,
+not JSON lines or holds a line of the wrong shape, and a measured cell that is not a number, is
+NaN or negative, or a timed cell (format/columns.Column.timed) that is infinite. With
+strict=False (the commands' `--point-ratios`) those are notes instead: the bad cells are read
+as empty and timed metrics are judged on point values.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from typing import Any
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.errors import UserError
-from infer_opt.core.schema import COLUMNS, STATUSES, check_row
+from infer_opt.format.columns import COLUMNS, STATUSES, TABLE, check_row, column
 
 FIELD = "csv"  # the field named in every error about a results file
 # The columns that make a CSV recognisably ours, whatever its schema version.
@@ -59,11 +66,11 @@ def _fmt(value: Any) -> Any:
     return value
 
 
-class RunWriter:
+class ResultsWriter:
     """Writes rows and samples lines as cells finish, each line whole and fsynced.
 
-    columns: schema.run_columns(extra), the core columns then the run's declared metric
-    columns; read_run refuses a header that is not of that form, so the writer does too.
+    columns: columns.run_columns(extra), the core columns then the run's declared metric
+    columns; read_results refuses a header that is not of that form, so the writer does too.
     """
 
     def __init__(self, out_dir: Path, run_id: str, columns: Sequence[str] = COLUMNS) -> None:
@@ -71,7 +78,7 @@ class RunWriter:
         if list(columns)[: len(COLUMNS)] != COLUMNS or len(set(columns)) != len(columns) or \
                 not all(c.isidentifier() for c in extra):
             raise ValueError("columns must be the core columns followed by new identifiers "
-                             "(schema.run_columns)")
+                             "(columns.run_columns)")
         out_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = out_dir / f"{run_id}.csv"
         self.samples_path = out_dir / f"{run_id}.samples.jsonl"
@@ -116,8 +123,8 @@ def samples_path_for(csv_path: Path) -> Path:
 
 
 @dataclass
-class Run:
-    """A results CSV that passed read_run's checks, with its samples (when readable)."""
+class ResultsFile:
+    """A results CSV that passed read_results's checks, with its samples (when readable)."""
 
     path: Path
     columns: list[str]
@@ -199,7 +206,7 @@ def _check_row(path: Path, line: int, row: dict[str, str], seen: set[str]) -> No
     seen.add(index)
 
 
-def read_run(path: Path, with_samples: bool = True) -> Run:
+def read_results(path: Path, with_samples: bool = True, strict: bool = True) -> ResultsFile:
     """Read and check a results CSV (module docstring) and, unless with_samples is False, its
     samples file. Raises UserError before anything is printed or written."""
     text = _text(path)
@@ -235,10 +242,42 @@ def read_run(path: Path, with_samples: bool = True) -> Run:
         row = dict(zip(header, fields))
         _check_row(path, line, row, seen)
         rows.append(row)
-    run = Run(path=path, columns=header, rows=rows, notes=notes)
+    run = ResultsFile(path=path, columns=header, rows=rows, notes=notes)
+    _check_values(run, strict)
     if with_samples:
-        _read_samples(run)
+        _read_samples(run, strict)
     return run
+
+
+def _check_values(run: ResultsFile, strict: bool) -> None:
+    """Measured cells must be numbers, not NaN; core and timed ones >= 0; timed ones also finite
+    (KL may be inf: non-finite logits, kept visible). Lenient: the cell is read as empty, with
+    a note."""
+    for name in run.columns:
+        meaning = column(name)
+        if meaning.better is None:
+            continue
+        for row in run.rows:
+            text = row[name].strip()
+            if not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            # A plugin's own metric may be signed (a delta); times, rates, sizes are not.
+            signed = not meaning.timed and name not in TABLE
+            if (not math.isnan(value) and (value >= 0 or signed)
+                    and (math.isfinite(value) or not meaning.timed)):
+                continue
+            what = ("a finite number >= 0" if meaning.timed
+                    else "a number" if signed else "a number >= 0")
+            problem = (f"{run.path}: cell {row['cell_index']} ({row['variant']}): {name} is "
+                       f"{text!r}, not {what}")
+            if strict:
+                raise UserError(FIELD, f"{problem} (--point-ratios reads it as empty)")
+            run.notes.append(f"{problem}: read as empty")
+            row[name] = ""
 
 
 # --- samples -----------------------------------------------------------------------------------
@@ -286,17 +325,23 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _read_samples(run: Run) -> None:
+def _read_samples(run: ResultsFile, strict: bool) -> None:
     sp = samples_path_for(run.path)
     summary_only = f"{run.path.name} has summary statistics only (no intervals)"
+
+    def damaged(problem: str) -> None:
+        if strict:
+            raise UserError(FIELD, f"{problem}: timed metrics of {run.path.name} cannot be "
+                                   f"judged (--point-ratios compares point values without it)")
+        run.notes.append(f"{problem}: {summary_only}")
+
     if not sp.is_file():
-        run.notes.append(f"no samples file {sp.name}: {summary_only}")
+        damaged(f"samples file {sp} is missing")
         return
     try:
         text = sp.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        run.notes.append(f"unreadable samples file {sp.name} ({type(exc).__name__}): "
-                         f"{summary_only}")
+        damaged(f"samples file {sp} is unreadable ({type(exc).__name__})")
         return
     lines = text.splitlines()
     parsed: list[Any] = []
@@ -309,15 +354,27 @@ def _read_samples(run: Run) -> None:
             if i == len(lines) and not text.endswith("\n"):
                 run.notes.append(f"{sp.name}: line {i} was cut mid-write and is dropped")
                 continue
-            run.notes.append(f"unreadable samples file {sp.name} (line {i} is not JSON): "
-                             f"{summary_only}")
+            damaged(f"samples file {sp} is corrupt (line {i} is not JSON)")
             return
     known = {r["cell_index"] for r in run.rows}
     for s in parsed:
         problem = samples_problem(s)
         if problem is not None:
             cell = s.get("cell_index", "?") if isinstance(s, dict) else "?"
+            if strict:
+                raise UserError(FIELD, f"samples file {sp} is corrupt: cell {cell}: {problem} "
+                                       f"(--point-ratios ignores the line)")
             run.notes.append(f"{sp.name}: samples of cell {cell} ignored ({problem})")
             continue
         if str(s["cell_index"]) in known:
             run.samples[str(s["cell_index"])] = s
+    # Every ok row has its line; only the last row's may be missing: a run interrupted between
+    # writing the row and its samples line.
+    missing = [r["cell_index"] for r in run.rows
+               if r["status"] == "ok" and r["cell_index"] not in run.samples]
+    if missing == [run.rows[-1]["cell_index"]]:
+        run.notes.append(f"{sp.name}: no line for cell {missing[0]}, the last row (an "
+                         f"interrupted write): that row has summary statistics only")
+    elif missing:
+        damaged(f"samples file {sp} has no line for cell {', '.join(missing[:5])}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
