@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import copy
 import math
 from typing import Any
 
@@ -30,6 +31,7 @@ class Param:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    greater_than: float | None = None  # a strict lower bound (timeout_s > 0)
     # kind list: every element is checked against this declaration (its name is the list's).
     item: Param | None = None
 
@@ -56,6 +58,8 @@ class Param:
         if self.choices and value not in self.choices:
             raise UserError(where, f"{self.name} must be one of "
                                    f"{', '.join(map(str, self.choices))}; got {value!r}")
+        if self.greater_than is not None and value <= self.greater_than:
+            raise UserError(where, f"{self.name} must be > {self.greater_than:g}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise UserError(where, f"{self.name} must be >= {self.minimum:g}, got {value!r}")
         if self.maximum is not None and value > self.maximum:
@@ -88,7 +92,7 @@ def check_all(declared: Sequence[Param], given: Mapping[str, Any], where: str,
         if key not in by_name:
             allowed = ", ".join(sorted(by_name)) or "none"
             raise UserError(where, f"unknown {what} {key!r}; allowed: {allowed}")
-    values = {p.name: p.default for p in declared}
+    values = {p.name: copy.copy(p.default) for p in declared}  # a default list is not shared
     for key, value in given.items():
         values[key] = by_name[key].check(value, where)
     return values

@@ -37,9 +37,11 @@ MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"
 # roofline_pct is empty where the decode step is not memory-bound (core/roofline.py).
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct",
             "arithmetic_intensity_flop_per_byte"]
+# plugin_sources: JSON, the distribution and version that provided the engine and each plugin
+# of the row's variant (core/registry.py), e.g. {"engine torch": "infer-opt 0.1.0", ...}.
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
                "torch_version", "transformers_version", "cuda_version", "package_versions",
-               "infer_opt_version", "git_commit", "timestamp_utc"]
+               "infer_opt_version", "git_commit", "timestamp_utc", "plugin_sources"]
 # What else the machine did while the cell was timed (core/telemetry.py); machine_busy marks
 # rows whose timings include other work.
 TELEMETRY = ["load_avg_1m_start", "load_avg_1m_end", "cpu_steal_pct", "other_cpu_pct",
