@@ -44,8 +44,10 @@ class Param:
         if kind is not str and value is None and self.default is None:
             return None  # an option that may stay unset
         if not ok:
-            raise UserError(where, f"{self.name} must be {KINDS.get(kind, kind.__name__)}, "
-                                   f"got {value!r}")
+            what = KINDS.get(kind, kind.__name__)
+            if kind is list and self.item is not None:
+                what = f"a list of {KINDS.get(self.item.kind, self.item.kind.__name__)} values"
+            raise UserError(where, f"{self.name} must be {what}, got {value!r}"[:300])
         if kind is float and not math.isfinite(value):
             raise UserError(where, f"{self.name} must be a finite number, got {value!r}")
         if kind is str and not value.strip():

@@ -153,8 +153,12 @@ class OnlineWorkload(Sampled):
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
         """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
         given = dict(group)
-        if isinstance(given.get("prefix_reuse"), bool):
-            given["prefix_reuse"] = [given["prefix_reuse"]]
+        reuse = given.get("prefix_reuse", [False])
+        if isinstance(reuse, bool):
+            given["prefix_reuse"] = [reuse]
+        elif not isinstance(reuse, list):
+            raise UserError("workload", f"prefix_reuse must be true, false or a list of them, "
+                                        f"got {reuse!r}")
         values = check_all(cls.group_params(), given, "workload", what="key")
         rates = values["arrival_rates"]
         if values["arrival"] == "offline":
