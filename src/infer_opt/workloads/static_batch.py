@@ -7,7 +7,7 @@ statistics, throughput and roofline over all of them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 from infer_opt.core.errors import UserError
@@ -63,7 +63,7 @@ class StaticBatch(Sampled):
     @classmethod
     def group_params(cls) -> tuple[Param, ...]:
         """Keys a suite [[group]] may set: batch_sizes expands to one workload per size."""
-        size = cls.params[0]
+        size = replace(cls.params[0], name="batch_sizes")
         return (Param("batch_sizes", list, [1], "one workload per batch size", item=size),
                 *cls.params[1:])
 
