@@ -149,6 +149,10 @@ def check_against_model(suite: Suite, stacks: dict[str, Stack], ref: ModelRef) -
     for group in suite.groups:
         for w in group.workloads:
             w.validate(ref.max_context)
+    if not ref.has_tokenizer and ref.vocab_size < 2:
+        # Without a tokenizer the prompts are seeded random ids below vocab_size.
+        raise UserError("model", f"{ref.name} has no tokenizer and its config gives no usable "
+                                 f"vocab_size ({ref.vocab_size})")
     config = model_config(ref)
     for variant, stack in stacks.items():
         for p in stack.plugins:
