@@ -110,3 +110,14 @@ def test_a_plugin_that_fails_to_import(tmp_path: Path,
         assert not (tmp_path / "o").exists()
         assert "test-broken" in registry.problems("plugin")
         assert build_stack("kv-cache", "cpu").plugins[0].name == "kv-cache"
+
+
+def test_two_claimants_of_one_name_are_refused(tmp_path: Path) -> None:
+    claim = SHADOW.format(replaces='replaces = "kv-cache"')
+    with installed(tmp_path / "a", "claim-a", "1.0",
+                   "[infer_opt.plugins]\nkv-cache = claim_a:Shadow\n", {"claim_a": claim}), \
+            installed(tmp_path / "b", "claim-b", "1.0",
+                      "[infer_opt.plugins]\nkv-cache = claim_b:Shadow\n", {"claim_b": claim}):
+        with pytest.raises(UserError) as err:
+            build_stack("kv-cache", "cpu")
+        assert "claim-a 1.0" in str(err.value) and "claim-b 1.0" in str(err.value)
