@@ -101,14 +101,10 @@ class Sampled:
     sampling_keys: ClassVar[tuple[str, ...]] = tuple(p.name for p in SAMPLING_PARAMS)
 
     def validate_sampling(self) -> None:
-        check_fields(self, SAMPLING_PARAMS)
+        """What the Params cannot say alone (each field is in the workload's `params`)."""
         if self.max_repeats < self.min_repeats:
             raise UserError("workload", f"max_repeats must be >= min_repeats "
                                         f"({self.min_repeats}), got {self.max_repeats}")
-
-    @classmethod
-    def sampling_from_group(cls, group: dict[str, Any]) -> dict[str, Any]:
-        return {k: group[k] for k in cls.sampling_keys if k in group}
 
 
 def workload_class(kind: str) -> Any:
