@@ -1,3 +1,7 @@
+"""`infer-opt plugins`: every registered engine and optimization, whether it runs here, and
+which distribution provides it. A name that cannot be used (its import fails, or two
+distributions register it) is listed as unavailable with the reason; the rest still work."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,12 +19,22 @@ def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     engines = registry.load_all("engine")
     plugins = registry.load_all("plugin")
-    width = max(len(n) for n in [*engines, *plugins])
+    broken = {kind: registry.problems(kind) for kind in ("engine", "plugin")}
+    every = [*engines, *plugins, *broken["engine"], *broken["plugin"]]
+    width = max(len(n) for n in every)
+
+    def source(kind: str, name: str) -> str:
+        src = registry.source(kind, name)
+        return "" if src.startswith(registry.BUILTIN + " ") else f"  (from {src})"
+
     print(f"{'engine'.ljust(width)}  here  summary")
     for name, cls in engines.items():
         reason = cls.unavailable_reason(Settings(device=device, engine=name))
         extra = f"  [{reason}]" if reason else ""
-        print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  {cls.summary}{extra}")
+        print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  {cls.summary}"
+              f"{source('engine', name)}{extra}")
+    for name, reason in broken["engine"].items():
+        print(f"{name.ljust(width)}  no    [unavailable: {reason}]")
     print()
     print(f"{'plugin'.ljust(width)}  here  engines          summary")
     for name, cls in plugins.items():
@@ -28,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
         extra = f"  [{reason}]" if reason else ""
         params = "".join(f"\n{''.ljust(width + 8)}  [{p.describe()}]" for p in cls.params)
         print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  "
-              f"{','.join(cls.engines):15}  {cls.summary}{extra}{params}")
+              f"{','.join(cls.engines):15}  {cls.summary}{source('plugin', name)}{extra}{params}")
+    for name, reason in broken["plugin"].items():
+        print(f"{name.ljust(width)}  no    {'?':15}  [unavailable: {reason}]")
     print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic)")
     return 0

@@ -21,12 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="with --executor ray: an existing cluster (HOST:6379, or ray://HOST:10001);"
                         " default starts a local Ray for the run")
+    p.add_argument("--allow-long-cells", action="store_true",
+                   help="accept sampling values above the per-cell ceilings "
+                        "(workloads/base.CEILINGS), as the suite key allow_long_cells does")
     p.add_argument("--max-retries", type=int, default=1,
                    help="with --executor ray: retries of a task whose worker or node died")
 
 
 def main(args: argparse.Namespace) -> int:
     from infer_opt.run.executors import make_executor
+    from infer_opt.run.plan import cli_strings
     from infer_opt.run.runner import run_suite
     from infer_opt.run.suite import load_suite
 
@@ -35,9 +39,9 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         name = "gpu" if torch.cuda.is_available() else "default"
+    variants = cli_strings(args.model, args.variants)
+    suite = load_suite(name, allow_long_cells=args.allow_long_cells)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
-    suite = load_suite(name)
-    variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
     csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
                          executor=executor)
     table = csv_path.with_suffix(".md")  # run_suite wrote it, with the suite's references

@@ -20,23 +20,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-doublings", type=int, default=5, help="doublings/halvings to bracket")
     p.add_argument("--bisect-steps", type=int, default=3, help="bisections of the bracket")
     p.add_argument("--out", default="results", help="directory for result files")
+    p.add_argument("--allow-long-cells", action="store_true",
+                   help="accept sampling values above the per-cell ceilings (as `run`)")
 
 
 def main(args: argparse.Namespace) -> int:
     from infer_opt.core.errors import UserError
     from infer_opt.core.models import resolve
     from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.core.stack import build_stack
     from infer_opt.format.io import ResultsWriter
     from infer_opt.results.serving_plot import write_plot
     from infer_opt.results.table import write_table
     from infer_opt.run.cell import Cell
-    from infer_opt.run.plan import new_run_id, resolve_device
+    from infer_opt.run.plan import (
+        check_against_model,
+        check_out_dir,
+        cli_strings,
+        new_run_id,
+        resolve_device,
+        validate_stacks,
+    )
     from infer_opt.run.rounds import run_cell
     from infer_opt.run.suite import load_suite
     from infer_opt.workloads.online.sweep import search_max_rate
 
-    suite = load_suite(args.suite)
+    wanted = cli_strings(args.model, args.variants)
+    suite = load_suite(args.suite, allow_long_cells=args.allow_long_cells)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
               and g.workloads[0].slos_ms() and g.workloads[0].arrival != "offline"]
     if args.group is not None:
@@ -49,8 +58,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("max-doublings", "must be >= 1 (and --bisect-steps >= 0)")
     group = online[0]
     variants = group.variants
-    if args.variants:
-        want = [v.strip() for v in args.variants.split(",")]
+    if wanted is not None:
+        want = wanted
         variants = [v for v in variants if v in want]
         if not variants:
             raise UserError("variants", f"none of {want} is in group {group.name!r}: {group.variants}")
@@ -58,10 +67,14 @@ def main(args: argparse.Namespace) -> int:
     for w in group.workloads:  # one per policy (and prefix_reuse); the first rate is the start
         templates.setdefault((w.policy, w.prefix_reuse), w)
 
-    ref = resolve(args.model or suite.model)
+    # The same checks as `run` (run/plan.py), before the first probe.
+    check_out_dir(Path(args.out))
     device = resolve_device(suite.device)
+    stacks = validate_stacks(suite, device, model=args.model)
+    ref = resolve(args.model or suite.model)
+    check_against_model(suite, stacks, ref)
     for v in variants:
-        if not build_stack(v, device).engine.step_api:
+        if not stacks[v].engine.step_api:
             raise UserError("variants", f"{v!r} runs on an engine without the decode loop; "
                                         "online policies cannot serve it")
     bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)

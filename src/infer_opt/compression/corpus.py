@@ -86,7 +86,7 @@ def tokenizer_for(model: Any) -> Any | None:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def calibration_ids(model: Any, n_seqs: int = CALIBRATION_SEQS,

@@ -342,7 +342,7 @@ def teacher_layers(ref: ModelRef) -> int:
     """The teacher's decoder layer count, from its config alone (no weights loaded)."""
     from transformers import AutoConfig
 
-    return int(AutoConfig.from_pretrained(ref.path).num_hidden_layers)
+    return int(AutoConfig.from_pretrained(ref.path, trust_remote_code=False).num_hidden_layers)
 
 
 def student_dir(recipe: Recipe, ref: ModelRef) -> Path:
@@ -389,7 +389,8 @@ def _build(recipe: Recipe, ref: ModelRef, threads: int, out: Path,
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     tokenizer = load_tokenizer(ref)
-    teacher = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch.float32,
+                                                   trust_remote_code=False).eval()
     keep = student_layers(recipe, teacher)
     stream = corpus.token_stream(tokenizer, int(teacher.config.vocab_size))
     train_ids, val_ids = corpus.chunks(stream, recipe.seq_len)

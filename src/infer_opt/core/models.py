@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,116 @@ class ModelRef:
 
 def _config_facts(config_path: Path) -> tuple[int, int]:
     """(max context, vocab size) from a config.json."""
-    cfg = json.loads(config_path.read_text())
+    cfg = read_config(config_path)
     ctx = int(cfg.get("max_position_embeddings") or cfg.get("n_positions") or 2048)
     return ctx, int(cfg.get("vocab_size") or 0)
+
+
+def read_config(config_path: Path) -> dict[str, Any]:
+    """A config.json as a dict, or one line saying why it is not one."""
+    try:
+        cfg = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError("model", f"{str(config_path)!r} is not a readable JSON config "
+                                 f"({type(exc).__name__})") from None
+    if not isinstance(cfg, dict):
+        raise UserError("model", f"{str(config_path)!r} is not a JSON object")
+    for key in ("max_position_embeddings", "n_positions", "vocab_size", "num_hidden_layers"):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise UserError("model", f"{key} in {str(config_path)!r} must be an integer > 0, "
+                                     f"got {v!r}")
+    return cfg
+
+
+def model_config(ref: ModelRef) -> dict[str, Any]:
+    """The resolved model's config as a dict (layers, hidden size, vocab, context), for the
+    checks that run before any worker starts (Plugin.check_model)."""
+    local = Path(ref.path) / "config.json"
+    if local.is_file():
+        return read_config(local)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref.path, trust_remote_code=False).to_dict()
+
+
+def check_no_custom_code(config: dict[str, Any], where: str) -> None:
+    """infer-opt never runs code shipped with a model: a config that asks for it is refused
+    (transformers would otherwise prompt on the user's terminal, or run it)."""
+    if "auto_map" in config or config.get("trust_remote_code"):
+        key = "auto_map" if "auto_map" in config else "trust_remote_code"
+        raise UserError("model", f"{where} asks for custom model code ({key}); infer-opt runs "
+                                 "only architectures built into transformers "
+                                 "(trust_remote_code=False)")
+
+
+# Largest safetensors header accepted (the format's own reference reader caps it at 100 MB).
+MAX_SAFETENSORS_HEADER = 100 * 2**20
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file, checked: 8-byte little-endian length, a JSON
+    object, every tensor's data_offsets inside the file. Reads no tensor data."""
+    size = path.stat().st_size
+    bad = f"{str(path)!r} is not a valid safetensors file"
+    if size < 8:
+        raise UserError("model", f"{bad} ({'empty' if size == 0 else 'truncated'})")
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n == 0 or n > MAX_SAFETENSORS_HEADER or 8 + n > size:
+            raise UserError("model", f"{bad} (header length {n} does not fit its {size} bytes)")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError("model", f"{bad} (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise UserError("model", f"{bad} (its header is not a JSON object)")
+    data = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= data):
+            raise UserError("model", f"{bad} (tensor {name!r} lies outside the file: "
+                                     "truncated or corrupt)")
+    return header
+
+
+def check_weights(directory: Path, config: dict[str, Any]) -> None:
+    """Every *.safetensors header parses, and together they cover the config: one tensor
+    family per decoder layer, and an embedding of `vocab_size` rows. Cheap: headers only."""
+    shapes: dict[str, list[int]] = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        for name, info in safetensors_header(f).items():
+            if name != "__metadata__":
+                shapes[name] = list(info.get("shape", []))
+    if not shapes:
+        raise UserError("model", f"the safetensors files in {str(directory)!r} hold no tensors")
+    layers = config.get("num_hidden_layers")
+    if isinstance(layers, int):
+        present = {int(m.group(1)) for n in shapes if (m := re.search(r"\blayers\.(\d+)\.", n))}
+        missing = [i for i in range(layers) if i not in present]
+        if missing:
+            raise UserError("model", f"the weights in {str(directory)!r} lack decoder layer "
+                                     f"{missing[0]} of the config's {layers} "
+                                     f"({len(missing)} missing): incomplete download or copy")
+    vocab = config.get("vocab_size")
+    embed = [s for n, s in shapes.items() if n.endswith("embed_tokens.weight")]
+    if isinstance(vocab, int) and embed and embed[0] and embed[0][0] != vocab:
+        raise UserError("model", f"the embedding in {str(directory)!r} has {embed[0][0]} rows; "
+                                 f"config.json says vocab_size {vocab}")
+
+
+def check_model_dir(directory: Path) -> dict[str, Any]:
+    """A local model folder that is safe and whole, checked before anything loads it: its
+    config parses and asks for no custom code; its safetensors cover the config."""
+    cfg = read_config(directory / "config.json")
+    check_no_custom_code(cfg, f"{str(directory / 'config.json')!r}")
+    check_weights(directory, cfg)
+    return cfg
 
 
 def smollm2_gguf_dir() -> Path:
@@ -92,7 +200,8 @@ def gguf_to_safetensors(src: Path, gguf_file: str, out: Path, tokenizer: bool) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=torch.float32,
+                                                 trust_remote_code=False)
     # The GGUF quantizer marks the model as "quantized" and save_pretrained refuses it; the
     # weights are already dequantized to fp32, so the marker is all there is to clear.
     model.hf_quantizer = None
@@ -101,7 +210,8 @@ def gguf_to_safetensors(src: Path, gguf_file: str, out: Path, tokenizer: bool) -
         del model.config.quantization_config
     model.save_pretrained(out, safe_serialization=True)
     if tokenizer:
-        AutoTokenizer.from_pretrained(src, gguf_file=gguf_file).save_pretrained(out)
+        AutoTokenizer.from_pretrained(src, gguf_file=gguf_file,
+                                      trust_remote_code=False).save_pretrained(out)
 
 
 def tiny_config_dict() -> dict[str, Any]:
@@ -153,13 +263,14 @@ def resolve(name: str) -> ModelRef:
         if not any(p.glob("*.safetensors")):
             raise UserError("model", f"directory {str(p)!r} has no *.safetensors weights "
                                      "(infer-opt never unpickles .bin weights)")
+        check_model_dir(p)
         has_tok = (p / "tokenizer.json").is_file() or (p / "tokenizer.model").is_file()
         return ModelRef(name, str(p.resolve()), has_tok, *_config_facts(p / "config.json"), True)
     if HF_ID.match(name) and not name.startswith((".", "/", "~")):
         try:
             from transformers import AutoConfig
 
-            cfg = AutoConfig.from_pretrained(name)
+            cfg = AutoConfig.from_pretrained(name, trust_remote_code=False)
         except Exception as exc:  # network, auth, missing repo: all one line for the user
             if offline():
                 raise UserError("model", f"{name!r} is not in the local Hugging Face cache and "
@@ -167,6 +278,7 @@ def resolve(name: str) -> ModelRef:
                                          "or use a local directory") from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError("model", f"cannot load Hugging Face model {name!r}: {first}") from None
+        check_no_custom_code(cfg.to_dict(), repr(name))
         ctx = int(getattr(cfg, "max_position_embeddings", 2048) or 2048)
         return ModelRef(name, name, True, ctx, int(getattr(cfg, "vocab_size", 0)), False)
     raise UserError(
@@ -181,4 +293,4 @@ def load_tokenizer(ref: ModelRef) -> Any:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(ref.path)
+    return AutoTokenizer.from_pretrained(ref.path, trust_remote_code=False)

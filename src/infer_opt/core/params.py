@@ -2,14 +2,18 @@
 
     Param("sparsity", float, 0.5, "fraction of weights set to zero", minimum=0.0, maximum=0.95)
 
-A value is checked against its declaration (type, choices, range) and a misspelt key is refused
-with the allowed keys, always as one line (UserError).
+A value is checked against its declaration (type, choices, range; a number must be finite, a
+string non-empty, a list non-empty with every element checked against `item`) and a misspelt
+key is refused with the allowed keys, always as one line (UserError). Plugin parameters, engine
+options, the suite header and workload keys are all declared this way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import copy
+import math
 from typing import Any
 
 from infer_opt.core.errors import UserError
@@ -27,6 +31,9 @@ class Param:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    greater_than: float | None = None  # a strict lower bound (timeout_s > 0)
+    # kind list: every element is checked against this declaration (its name is the list's).
+    item: Param | None = None
 
     def check(self, value: Any, where: str) -> Any:
         """`value` converted to `kind` (an int is a valid float); UserError if it does not fit."""
@@ -37,11 +44,24 @@ class Param:
         if kind is not str and value is None and self.default is None:
             return None  # an option that may stay unset
         if not ok:
-            raise UserError(where, f"{self.name} must be {KINDS.get(kind, kind.__name__)}, "
-                                   f"got {value!r}")
+            what = KINDS.get(kind, kind.__name__)
+            if kind is list and self.item is not None:
+                what = f"a list of {KINDS.get(self.item.kind, self.item.kind.__name__)} values"
+            raise UserError(where, f"{self.name} must be {what}, got {value!r}"[:300])
+        if kind is float and not math.isfinite(value):
+            raise UserError(where, f"{self.name} must be a finite number, got {value!r}")
+        if kind is str and not value.strip():
+            raise UserError(where, f"{self.name} must not be empty")
+        if kind is list:
+            if not value:
+                raise UserError(where, f"{self.name} must be a non-empty list")
+            if self.item is not None:
+                value = [self.item.check(v, where) for v in value]
         if self.choices and value not in self.choices:
             raise UserError(where, f"{self.name} must be one of "
                                    f"{', '.join(map(str, self.choices))}; got {value!r}")
+        if self.greater_than is not None and value <= self.greater_than:
+            raise UserError(where, f"{self.name} must be > {self.greater_than:g}, got {value!r}")
         if self.minimum is not None and value < self.minimum:
             raise UserError(where, f"{self.name} must be >= {self.minimum:g}, got {value!r}")
         if self.maximum is not None and value > self.maximum:
@@ -66,14 +86,15 @@ def parse_value(text: str) -> Any:
     return text.strip()
 
 
-def check_all(declared: Sequence[Param], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+def check_all(declared: Sequence[Param], given: Mapping[str, Any], where: str,
+              what: str = "parameter") -> dict[str, Any]:
     """Defaults overlaid with `given`, every key known and every value valid."""
     by_name = {p.name: p for p in declared}
     for key in given:
         if key not in by_name:
             allowed = ", ".join(sorted(by_name)) or "none"
-            raise UserError(where, f"unknown parameter {key!r}; allowed: {allowed}")
-    values = {p.name: p.default for p in declared}
+            raise UserError(where, f"unknown {what} {key!r}; allowed: {allowed}")
+    values = {p.name: copy.copy(p.default) for p in declared}  # a default list is not shared
     for key, value in given.items():
         values[key] = by_name[key].check(value, where)
     return values

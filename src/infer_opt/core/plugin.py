@@ -66,6 +66,13 @@ class Plugin:
             return f"needs CUDA (device is {settings.device})"
         return missing_package(self.requires_packages)
 
+    def check_model(self, config: dict[str, Any]) -> str | None:
+        """Why this plugin's values cannot fit the model (its config.json as a dict: layers,
+        hidden size, vocab, context), or None. Called once the model is resolved and before any
+        worker starts, so `prune-layers[n=99]` on a 2-layer model is one line, not a traceback
+        after loading. Plugins that depend on the model's shape override it."""
+        return None
+
     def apply(self, settings: Settings) -> None:
         raise NotImplementedError
 

@@ -49,27 +49,44 @@ class Stack:
 
 
 def split_variant(variant: str) -> list[tuple[str, dict[str, Any]]]:
-    """'kv-cache+prune[sparsity=0.5]' -> [('kv-cache', {}), ('prune', {'sparsity': 0.5})]."""
+    """'kv-cache+prune[sparsity=0.5]' -> [('kv-cache', {}), ('prune', {'sparsity': 0.5})].
+    A variant is a row's name, so it is taken exactly as written: whitespace inside it, an
+    empty part or value, and a key given twice are refused rather than guessed at."""
     if not isinstance(variant, str) or not variant.strip():
         raise UserError("variant", "empty variant; use plugin names joined with '+'")
+    if any(c.isspace() for c in variant):
+        raise UserError("variant", f"{variant!r} contains whitespace; write it without spaces, "
+                                   "e.g. kv-cache+int4-wo[group=32]")
     parts: list[tuple[str, dict[str, Any]]] = []
     for raw in variant.split("+"):
-        m = PART.match(raw.strip())
+        m = PART.match(raw)
         if m is None:
             raise UserError("variant", f"malformed part {raw!r} in {variant!r}; expected NAME or "
                                        "NAME[key=value,...] joined with '+'")
         params: dict[str, Any] = {}
-        for item in filter(None, (x.strip() for x in (m.group(2) or "").split(","))):
+        for item in (m.group(2).split(",") if m.group(2) else []):
             key, eq, value = item.partition("=")
-            if not eq or not key.strip():
+            if not eq or not key or not value:
                 raise UserError("variant", f"parameter {item!r} in {variant!r} is not key=value")
-            params[key.strip()] = parse_value(value)
+            if key in params:
+                raise UserError("variant", f"parameter {key!r} of {m.group(1)!r} is given twice "
+                                           f"in {variant!r}")
+            params[key] = parse_value(value)
         parts.append((m.group(1), params))
     names = [n for n, _ in parts]
     for n in names:
         if names.count(n) > 1:
             raise UserError("variant", f"{n!r} appears twice in {variant!r}")
     return parts
+
+
+def variant_sources(variant: str) -> str:
+    """The `plugin_sources` cell of a row: which distribution and version provided the engine
+    and each plugin of `variant` (core/registry.py), as JSON."""
+    parts = [n for n, _ in split_variant(variant)]
+    engines = set(registry.all_names("engine"))
+    engine = next((n for n in parts if n in engines), DEFAULT_ENGINE)
+    return registry.sources_json(engine, [n for n in parts if n not in engines])
 
 
 def _unknown(name: str, variant: str) -> UserError:
@@ -82,8 +99,8 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
     """Parse, apply every plugin in order and validate the result (see module docstring).
     `model`: the suite's model name, for plugins that look up weights of their own for it."""
     parts = split_variant(variant)
-    engines = set(registry.names("engine"))
-    plugins_known = set(registry.names("plugin"))
+    engines = set(registry.all_names("engine"))
+    plugins_known = set(registry.all_names("plugin"))
     engine_parts = [(n, p) for n, p in parts if n in engines]
     if len(engine_parts) > 1:
         raise UserError("variant", f"{variant!r} names {len(engine_parts)} engines "

@@ -72,10 +72,13 @@ ROOFLINE = [
     "roofline_pct",
     "arithmetic_intensity_flop_per_byte",
 ]
+# plugin_sources: JSON, the distribution and version that provided the engine and each plugin
+# of the row's variant (core/registry.py), e.g. {"engine torch": "infer-opt 0.1.0", ...}.
 ENVIRONMENT = [
     "host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
     "torch_version", "transformers_version", "cuda_version", "package_versions",
     "infer_opt_version", "git_commit", "timestamp_utc",
+    "plugin_sources",
 ]
 # What else the machine did while the cell was timed (core/telemetry.py); machine_busy marks
 # rows whose timings include other work.

@@ -20,14 +20,29 @@ class PruneLayers(Plugin):
         Param("fraction", float, 0.125, "fraction of the layers removed when n is 0",
               minimum=0.0, maximum=0.9))
 
+    def _drop(self, layers: int) -> int:
+        return self.values["n"] or round(self.values["fraction"] * layers)
+
+    def check_model(self, config: dict[str, Any]) -> str | None:
+        layers = config.get("num_hidden_layers")
+        if not isinstance(layers, int):
+            return None  # not a shape this check knows; the transform reads the model itself
+        drop = self._drop(layers)
+        if drop >= layers:
+            return (f"removes {drop} of the model's {layers} decoder layers; at most "
+                    f"{layers - 1} can go")
+        if drop < 1:
+            return (f"fraction={self.values['fraction']:g} of {layers} layers rounds to 0: "
+                    "nothing would be pruned (raise fraction or set n)")
+        return None
+
     def apply(self, settings: Settings) -> None:
-        n, fraction = self.values["n"], self.values["fraction"]
 
         def transform(model: Any, s: Settings) -> Any:
             from infer_opt.compression.corpus import calibration_ids
             from infer_opt.compression.layers import prune_layers
 
-            drop = n or round(fraction * len(model.model.layers))
+            drop = self._drop(len(model.model.layers))
             model, facts = prune_layers(model, drop, calibration_ids(model))
             s.notes.append(f"{self.name}: dropped layers {facts['dropped']} of "
                            f"{facts['original_layers']} (Block Influence, in load_s)")

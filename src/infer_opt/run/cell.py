@@ -54,6 +54,9 @@ def identity_row(cell: Cell) -> dict[str, Any]:
                workload=w.get("kind", "static-batch"), batch_size=w.get("batch_size", ""),
                prompt_tokens=w.get("prompt_tokens", ""), new_tokens=w.get("new_tokens", ""),
                warmup_runs=w.get("warmup_runs", ""), torch_threads=cell.threads)
+    from infer_opt.core.stack import variant_sources
+
+    row["plugin_sources"] = variant_sources(cell.variant)  # whose code ran under each name
     from infer_opt.workloads.base import workload_from_dict
 
     columns = getattr(workload_from_dict(w), "row_columns", None)

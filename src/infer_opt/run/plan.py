@@ -1,9 +1,12 @@
 """Planning a run: everything a user can get wrong is checked here, before heavy work.
 
-In order, each a one-line UserError (exit 2) with nothing written: the output directory can be
+In order, each a one-line UserError (exit 2) with nothing written: the suite file itself
+(run/suite.py: every key, NaN, duplicates, references, ceilings), the output directory can be
 written, the device exists, every variant is a valid stack (core/stack.py) and every workload
-fits it, `--variants` names variants of the suite; then the model is resolved (offline unless
-downloads are allowed) and every workload is checked against the model's context.
+fits it, `--variants` names variants of the suite; then the model is resolved and its folder
+checked (core/models.py: config, custom code, safetensors headers; offline unless downloads
+are allowed) and every workload and plugin is checked against the model's config
+(`check_against_model`). `run` and `sweep` go through the same checks.
 """
 
 from __future__ import annotations
@@ -66,6 +69,20 @@ def resolve_device(device: str) -> str:
                               "sees no CUDA device here; use device = \"cpu\" or \"auto\"")
 
 
+def cli_strings(model: str | None, variants: str | None) -> list[str] | None:
+    """`--model` and `--variants` as given on a command line (run, sweep): an empty one is bad
+    input, not "use the default"; returns the variant list (None: all of the suite's)."""
+    if model is not None and not model.strip():
+        raise UserError("--model", "is empty; give a model name or leave the option out")
+    if variants is None:
+        return None
+    wanted = [v.strip() for v in variants.split(",")]
+    if not all(wanted):
+        raise UserError("--variants", f"{variants!r} has an empty entry; give variant strings "
+                                      "separated by commas")
+    return wanted
+
+
 def thread_warning(threads: int) -> str | None:
     cores = os.cpu_count() or 1
     if threads > cores:
@@ -124,13 +141,32 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
                                    f"{variant!r} has batch_size {bs}")
 
 
+def check_against_model(suite: Suite, stacks: dict[str, Stack], ref: ModelRef) -> None:
+    """What only the resolved model can refute, before any worker starts: every workload fits
+    its context, and every plugin's values fit its shape (Plugin.check_model: layers, ...)."""
+    from infer_opt.core.models import model_config
+
+    for group in suite.groups:
+        for w in group.workloads:
+            w.validate(ref.max_context)
+    if not ref.has_tokenizer and ref.vocab_size < 2:
+        # Without a tokenizer the prompts are seeded random ids below vocab_size.
+        raise UserError("model", f"{ref.name} has no tokenizer and its config gives no usable "
+                                 f"vocab_size ({ref.vocab_size})")
+    config = model_config(ref)
+    for variant, stack in stacks.items():
+        for p in stack.plugins:
+            why = p.check_model(config)
+            if why is not None:
+                raise UserError("variant", f"{p.name!r} in {variant!r} does not fit model "
+                                           f"{ref.name}: {why}")
+
+
 def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth: float,
                variants_filter: list[str] | None = None) -> list[Cell]:
     """Every cell of the run; a stack or workload that cannot run raises UserError first."""
     stacks = validate_stacks(suite, device, variants_filter, ref.name)
-    for group in suite.groups:
-        for w in group.workloads:
-            w.validate(ref.max_context)
+    check_against_model(suite, stacks, ref)
     metric_columns = sorted({m.name for s in stacks.values() for m in s.metrics})
     cells: list[Cell] = []
     # Workload-major: the variants of one workload sit together, as the rounds measure them.

@@ -4,10 +4,11 @@ Kinds register under the entry-point group `infer_opt.workloads` (static-batch, 
 like plugins and engines. A kind is a frozen dataclass with:
 
     kind: str                      its registered name, in every row
-    group_keys: tuple[str, ...]    keys a suite [[group]] may set for it
     needs_step_api: bool           True: it drives the decode loop (refused on engines without)
     from_group(group) -> list      workloads of one suite group (one per batch size, policy, ...)
     from_dict(d) / to_dict()       plain data for cells
+    params: tuple[Param, ...]      its fields, declared as core/params.Param (checked by validate)
+    group_params() -> tuple        the keys a suite [[group]] may set, as Params (lists expand)
     validate(max_context)          one-line UserError naming the key
     session(ctx) -> Session        the load on one loaded engine: warm_up(), run_once(round)
                                    per timed run, finish(row, samples) once at the end
@@ -19,12 +20,12 @@ the rule is met (run/rounds.py).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError
+from infer_opt.core.params import Param
 
 
 class Session(Protocol):
@@ -50,6 +51,40 @@ class Workload(Protocol):
     def session(self, ctx: Any) -> Session: ...
 
 
+# Ceilings on what makes a cell run long: above them a cell may never end on a real machine,
+# so a suite is refused unless it says `allow_long_cells = true` (or the command line passes
+# --allow-long-cells). Not limits of the code: a statement of what a benchmark cell should be.
+CEILINGS: dict[str, float] = {"min_repeats": 1000, "max_repeats": 1000, "min_timed_s": 3600.0,
+                              "max_timed_s": 3600.0, "warmup_runs": 100, "num_requests": 10000,
+                              "warmup_requests": 1000}
+
+SAMPLING_PARAMS: tuple[Param, ...] = (
+    Param("min_repeats", int, 5, "timed runs at least", minimum=1),
+    Param("max_repeats", int, 20, "timed runs at most", minimum=1),
+    Param("min_timed_s", float, 0.0, "seconds of timed runs at least", minimum=0.0),
+    Param("max_timed_s", float, 60.0, "seconds of timed runs at most", minimum=0.0),
+    Param("target_precision_pct", float, 2.0, "stop once the 95% interval of the median TPOT "
+          "is within +- this", minimum=0.0, maximum=100.0),
+)
+
+
+def check_fields(obj: Any, params: tuple[Param, ...], where: str = "workload") -> None:
+    """Every declared field of a workload dataclass checked against its Param (one idiom for
+    plugins, engines, suites and workloads: core/params.py)."""
+    for p in params:
+        p.check(getattr(obj, p.name), where)
+
+
+def check_ceilings(obj: Any, where: str = "workload") -> None:
+    """A one-line UserError for a value above its CEILINGS entry (see CEILINGS)."""
+    for name, top in CEILINGS.items():
+        value = getattr(obj, name, None)
+        if isinstance(value, (int, float)) and value > top:
+            raise UserError(where, f"{name} = {value!r} is above the ceiling of {top:g} for one "
+                                   "cell; set allow_long_cells = true in the suite (or pass "
+                                   "--allow-long-cells) if you mean it")
+
+
 @dataclass(frozen=True)
 class Sampled:
     """How many timed runs a cell gets, in the manner of MLPerf's minimum duration and pyperf's
@@ -63,26 +98,13 @@ class Sampled:
     max_timed_s: float = 60.0
     target_precision_pct: float = 2.0
 
-    sampling_keys: ClassVar[tuple[str, ...]] = ("min_repeats", "max_repeats", "min_timed_s",
-                                                "max_timed_s", "target_precision_pct")
+    sampling_keys: ClassVar[tuple[str, ...]] = tuple(p.name for p in SAMPLING_PARAMS)
 
     def validate_sampling(self) -> None:
-        for name in ("min_repeats", "max_repeats"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"workload.{name}", f"must be an integer >= 1, got {v!r}")
+        """What the Params cannot say alone (each field is in the workload's `params`)."""
         if self.max_repeats < self.min_repeats:
-            raise UserError("workload.max_repeats", f"must be >= min_repeats "
-                                                    f"({self.min_repeats}), got {self.max_repeats}")
-        for name in ("min_timed_s", "max_timed_s", "target_precision_pct"):
-            v = getattr(self, name)
-            if (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
-                    or v < 0):
-                raise UserError(f"workload.{name}", f"must be a number >= 0, got {v!r}")
-
-    @classmethod
-    def sampling_from_group(cls, group: dict[str, Any]) -> dict[str, Any]:
-        return {k: group[k] for k in cls.sampling_keys if k in group}
+            raise UserError("workload", f"max_repeats must be >= min_repeats "
+                                        f"({self.min_repeats}), got {self.max_repeats}")
 
 
 def workload_class(kind: str) -> Any:

@@ -7,10 +7,11 @@ statistics, throughput and roofline over all of them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 from infer_opt.core.errors import UserError
+from infer_opt.core.params import Param, check_all
 from infer_opt.core.prompts import prompt_batch
 from infer_opt.core.roofline import (
     DEFAULT_RIDGE_FLOP_PER_BYTE,
@@ -23,7 +24,7 @@ from infer_opt.core.roofline import (
 from infer_opt.core.stats import Stats
 from infer_opt.core.timing import clock_for
 from infer_opt.engines.base import BatchRun
-from infer_opt.workloads.base import Sampled
+from infer_opt.workloads.base import SAMPLING_PARAMS, Sampled, check_fields
 
 
 @dataclass(frozen=True)
@@ -48,20 +49,26 @@ class StaticBatch(Sampled):
     needs_row_ops: ClassVar[bool] = False
     # Generates through decode.generate, so a plugin's decoder (speculative decoding) applies.
     uses_generate: ClassVar[bool] = True
-    # Keys a suite [[group]] may set for this workload (batch_sizes expands to one per size).
-    group_keys: ClassVar[tuple[str, ...]] = ("batch_sizes", "prompt_tokens", "new_tokens",
-                                             "warmup_runs", "warmup_new_tokens",
-                                             *Sampled.sampling_keys)
+    # Every field, declared once (core/params.py); validate checks them, the suite loader
+    # checks a [[group]] against group_params.
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("batch_size", int, 1, "prompts per batch", greater_than=0),
+        Param("prompt_tokens", int, 128, "tokens per prompt", greater_than=0),
+        Param("new_tokens", int, 128, "tokens generated per prompt", greater_than=0),
+        Param("warmup_runs", int, 1, "untimed runs first", minimum=0),
+        Param("warmup_new_tokens", int, 0, "tokens per warm-up run (0: new_tokens)", minimum=0),
+        *SAMPLING_PARAMS,
+    )
+
+    @classmethod
+    def group_params(cls) -> tuple[Param, ...]:
+        """Keys a suite [[group]] may set: batch_sizes expands to one workload per size."""
+        size = replace(cls.params[0], name="batch_sizes")
+        return (Param("batch_sizes", list, [1], "one workload per batch size", item=size),
+                *cls.params[1:])
 
     def validate(self, max_context: int | None = None) -> None:
-        for name in ("batch_size", "prompt_tokens", "new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise UserError(f"workload.{name}", f"must be an integer > 0, got {value!r}")
-        for name in ("warmup_runs", "warmup_new_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise UserError(f"workload.{name}", f"must be an integer >= 0, got {value!r}")
+        check_fields(self, self.params)
         self.validate_sampling()
         if max_context is not None and self.prompt_tokens + self.new_tokens > max_context:
             raise UserError(
@@ -89,12 +96,9 @@ class StaticBatch(Sampled):
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[StaticBatch]:
         """One workload per batch size of a suite group (keys already checked)."""
-        sizes = group.get("batch_sizes", [1])
-        if not isinstance(sizes, list) or not sizes:
-            raise UserError("batch_sizes", "must be a non-empty list of integers > 0")
-        shared = {k: group[k] for k in ("prompt_tokens", "new_tokens", "warmup_runs",
-                                        "warmup_new_tokens") if k in group}
-        return [cls(batch_size=bs, **shared, **cls.sampling_from_group(group)) for bs in sizes]
+        values = check_all(cls.group_params(), group, "workload", what="key")
+        shared = {p.name: values[p.name] for p in cls.params[1:]}
+        return [cls(batch_size=bs, **shared) for bs in values["batch_sizes"]]
 
     def session(self, ctx: Any) -> StaticSession:
         return StaticSession(self, ctx)

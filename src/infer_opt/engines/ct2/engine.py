@@ -75,7 +75,7 @@ class CT2Engine(Engine):
 
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(ref.path)
+        cfg = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
         heads = int(cfg.num_attention_heads)
         kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)

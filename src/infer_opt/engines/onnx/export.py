@@ -143,7 +143,8 @@ def export_model(model_path: str, dtype: str, attn: str, out_dir: Path) -> None:
 
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtypes[dtype],
-                                                 attn_implementation=attn, use_safetensors=True)
+                                                 attn_implementation=attn, use_safetensors=True,
+                                                 trust_remote_code=False)
     model.eval()
     config = model.config
     layers = config.num_hidden_layers

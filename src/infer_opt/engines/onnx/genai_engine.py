@@ -114,7 +114,7 @@ class OrtGenaiEngine(Engine):
         t0 = time.perf_counter()
         base, info = ort_genai_build.ensure_graph(ref.path, threads)
         path, rewrite_s = nbits.ensure_variant(base, spec, threads)
-        config = AutoConfig.from_pretrained(ref.path)
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
         self.layers = int(config.num_hidden_layers)
         self.kv_heads, self.head_dim = onnx_export.kv_shape(config)
         self.vocab = int(config.vocab_size)

@@ -128,7 +128,7 @@ class OnnxRuntimeEngine(Engine):
         path, rewrite_s = ensure_variant(path, spec, torch.get_num_threads())
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(ref.path)
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
         self.layers = int(config.num_hidden_layers)
         self.kv_heads, self.head_dim = onnx_export.kv_shape(config)
         self.np_dtype = NP_DTYPES[settings.dtype]

@@ -92,5 +92,6 @@ def export(model_path: str, out: Path, config: dict[str, Any] | None) -> None:
     else:
         kwargs["quantization_config"] = OVWeightQuantizationConfig(**config)
     model = OVModelForCausalLM.from_pretrained(model_path, export=True, compile=False,
+                                               trust_remote_code=False,
                                                **kwargs)
     model.save_pretrained(out)

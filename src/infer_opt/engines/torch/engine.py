@@ -29,6 +29,7 @@ def load_model(ref: ModelRef, settings: Settings) -> Any:
         use_safetensors=True,  # never unpickle weights by default
     )
     kwargs.update(settings.load_kwargs)
+    kwargs["trust_remote_code"] = False  # never run code shipped with a model (core/models.py)
     # A plugin may bring weights of its own for this model (a distilled student).
     model = AutoModelForCausalLM.from_pretrained(settings.model_path or ref.path, **kwargs)
     if "device_map" not in settings.load_kwargs:

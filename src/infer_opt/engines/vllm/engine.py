@@ -116,7 +116,7 @@ class VLLMEngine(Engine):
         self.engine = self.llm.llm_engine
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(ref.path)
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False)
         # vLLM's CPU kernels repack linear weights outside nn.Parameters (summing the loaded
         # module's parameters saw only the embedding), so count the checkpoint's parameters at
         # the serving dtype. With the quantization option set this is the unquantized size (noted).

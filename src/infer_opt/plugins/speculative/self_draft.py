@@ -52,6 +52,12 @@ class SpecSelf(Speculative):
         K, Param("layers", int, 8, "decoder layers the draft runs (the target's first)",
                  minimum=1))
 
+    def check_model(self, config: dict[str, Any]) -> str | None:
+        layers = config.get("num_hidden_layers")
+        if isinstance(layers, int) and self.values["layers"] > layers:
+            return f"layers={self.values['layers']} but the model has {layers} decoder layers"
+        return None
+
     def make_drafter(self, target: Engine) -> Drafter:
         from infer_opt.engines.torch.engine import TorchEngine
 

@@ -6,12 +6,13 @@ x prefix_reuse value. Everything is checked here, with one-line errors naming th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError
-from infer_opt.workloads.base import Sampled
+from infer_opt.core.params import Param, check_all
+from infer_opt.workloads.base import SAMPLING_PARAMS, Sampled, check_fields
 from infer_opt.workloads.online.arrivals import ARRIVALS, LENGTHS
 
 PROMPTS = ("text", "shared-prefix")
@@ -56,55 +57,59 @@ class OnlineWorkload(Sampled):
     # Rows join and leave step by step (decode.prefill / decode): a decoder replacing whole
     # generation (speculative decoding) would not apply, so such stacks are refused here.
     uses_generate: ClassVar[bool] = False
-    group_keys: ClassVar[tuple[str, ...]] = (
-        "policies", "num_requests", "arrival", "arrival_rates", "burstiness", "prompt_tokens",
-        "new_tokens", "lengths", "length_spread", "max_batch_size", "max_wait_ms", "prompts",
-        "prefix_tokens", "prefix_reuse", "ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms",
-        "slo_target_pct", "warmup_requests", *Sampled.sampling_keys)
+    # Every field, declared once (core/params.py). `policy` is checked against the registered
+    # policies in validate (they are entry points, known only at run time).
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("policy", str, "continuous", "batching policy"),
+        Param("num_requests", int, 16, "requests per timed run", minimum=1),
+        Param("arrival", str, "poisson", "arrival process", choices=ARRIVALS),
+        Param("arrival_rate_per_s", float, 1.0, "mean arrivals per second", greater_than=0.0),
+        Param("burstiness", float, 1.0, "gamma shape (1 = Poisson)", greater_than=0.0),
+        Param("prompt_tokens", int, 32, "mean prompt length", minimum=1),
+        Param("new_tokens", int, 32, "mean tokens generated", minimum=1),
+        Param("lengths", str, "fixed", "fixed or uniform lengths", choices=LENGTHS),
+        Param("length_spread", float, 0.5, "uniform lengths: +- this fraction", minimum=0.0,
+              maximum=0.99),
+        Param("max_batch_size", int, 8, "most requests served at once", minimum=1),
+        Param("max_wait_ms", float, 50.0, "dynamic batching: longest wait", minimum=0.0),
+        Param("prompts", str, "text", "prompt kind", choices=PROMPTS),
+        Param("prefix_tokens", int, 0, "shared-prefix prompts: prefix length", minimum=0),
+        Param("prefix_reuse", bool, False, "copy the prefix KV into each request"),
+        Param("ttft_slo_ms", float, 0.0, "TTFT SLO (0 = none)", minimum=0.0),
+        Param("tpot_slo_ms", float, 0.0, "TPOT SLO (0 = none)", minimum=0.0),
+        Param("e2e_slo_ms", float, 0.0, "e2e SLO (0 = none)", minimum=0.0),
+        Param("slo_target_pct", float, 90.0, "share of requests that must meet the SLO",
+              minimum=0.0, maximum=100.0),
+        Param("warmup_requests", int, 2, "untimed requests first", minimum=0),
+        *SAMPLING_PARAMS,
+    )
+    # Suite keys that expand into one workload per value (a list), and the field each sets.
+    EXPANDED: ClassVar[dict[str, str]] = {"policies": "policy", "arrival_rates":
+                                          "arrival_rate_per_s", "prefix_reuse": "prefix_reuse"}
+
+    @classmethod
+    def group_params(cls) -> tuple[Param, ...]:
+        """Keys a suite [[group]] may set: policies, arrival_rates and prefix_reuse are lists
+        (one workload per combination); the other fields are set once."""
+        by = {p.name: p for p in cls.params}
+        policy = replace(by["policy"], name="policies",
+                         choices=tuple(registry.names("policy")))
+        return (Param("policies", list, ["sequential", "dynamic", "continuous"],
+                      "one workload per policy", item=policy),
+                Param("arrival_rates", list, [1.0], "one workload per rate",
+                      item=replace(by["arrival_rate_per_s"], name="arrival_rates")),
+                Param("prefix_reuse", list, [False], "true, false or both",
+                      item=by["prefix_reuse"]),
+                *(p for p in cls.params if p.name not in cls.EXPANDED.values()))
 
     # --- checks --------------------------------------------------------------------------
     def validate(self, max_context: int | None = None) -> None:
-        def integer(name: str, minimum: int) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-                raise UserError(f"workload.{name}", f"must be an integer >= {minimum}, got {v!r}")
-
-        def number(name: str, minimum: float, strict: bool = False) -> None:
-            v = getattr(self, name)
-            bad = not isinstance(v, (int, float)) or isinstance(v, bool)
-            if bad or v < minimum or (strict and v <= minimum):
-                op = ">" if strict else ">="
-                raise UserError(f"workload.{name}", f"must be a number {op} {minimum}, got {v!r}")
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            v = getattr(self, name)
-            if v not in allowed:
-                raise UserError(f"workload.{name}", f"{v!r} is not one of {', '.join(allowed)}")
-
+        check_fields(self, self.params)
         self.validate_sampling()
-        choice("policy", tuple(registry.names("policy")))
-        choice("arrival", ARRIVALS)
-        choice("lengths", LENGTHS)
-        choice("prompts", PROMPTS)
-        for name in ("num_requests", "prompt_tokens", "new_tokens", "max_batch_size"):
-            integer(name, 1)
-        integer("prefix_tokens", 0)
-        integer("warmup_requests", 0)
-        number("arrival_rate_per_s", 0.0, strict=True)
-        number("burstiness", 0.0, strict=True)
-        number("max_wait_ms", 0.0)
-        for name in ("ttft_slo_ms", "tpot_slo_ms", "e2e_slo_ms"):
-            number(name, 0.0)
-        number("slo_target_pct", 0.0)
-        if self.slo_target_pct > 100:
-            raise UserError("workload.slo_target_pct",
-                            f"must be <= 100, got {self.slo_target_pct!r}")
-        if not isinstance(self.length_spread, (int, float)) or not 0 <= self.length_spread < 1:
-            raise UserError("workload.length_spread",
-                            f"must be a number in [0, 1), got {self.length_spread!r}")
-        if not isinstance(self.prefix_reuse, bool):
-            raise UserError("workload.prefix_reuse",
-                            f"must be true or false, got {self.prefix_reuse!r}")
+        policies = tuple(registry.names("policy"))
+        if self.policy not in policies:
+            raise UserError("workload", f"policy must be one of {', '.join(policies)}; "
+                                        f"got {self.policy!r}")
         if self.prompts == "shared-prefix" and self.prefix_tokens < 1:
             raise UserError("workload.prefix_tokens",
                             "must be >= 1 with prompts = \"shared-prefix\"")
@@ -147,30 +152,20 @@ class OnlineWorkload(Sampled):
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
         """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
-        known = registry.names("policy")
-        policies = group.get("policies", ["sequential", "dynamic", "continuous"])
-        if not isinstance(policies, list) or not policies or not all(
-                isinstance(p, str) for p in policies):
-            raise UserError("policies", f"must be a non-empty list of: {', '.join(known)}")
-        for p in policies:
-            if p not in known:
-                raise UserError("policies", f"{p!r} is not one of {', '.join(known)}")
-        arrival = group.get("arrival", "poisson")
-        rates = group.get("arrival_rates", [1.0])
-        if not isinstance(rates, list) or not rates or not all(
-                isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-            raise UserError("arrival_rates",
-                            f"must be a non-empty list of numbers > 0, got {rates!r}")
-        if arrival == "offline":
+        given = dict(group)
+        reuse = given.get("prefix_reuse", [False])
+        if isinstance(reuse, bool):
+            given["prefix_reuse"] = [reuse]
+        elif not isinstance(reuse, list):
+            raise UserError("workload", f"prefix_reuse must be true, false or a list of them, "
+                                        f"got {reuse!r}")
+        values = check_all(cls.group_params(), given, "workload", what="key")
+        rates = values["arrival_rates"]
+        if values["arrival"] == "offline":
             rates = rates[:1]  # arrival rate means nothing when everything arrives at t = 0
-        reuse = group.get("prefix_reuse", False)
-        reuses = reuse if isinstance(reuse, list) else [reuse]
-        if not reuses or not all(isinstance(x, bool) for x in reuses):
-            raise UserError("prefix_reuse", f"must be true, false or a list of them, got {reuse!r}")
-        scalar = {k: group[k] for k in cls.group_keys
-                  if k in group and k not in ("policies", "arrival_rates", "prefix_reuse")}
+        scalar = {k: v for k, v in values.items() if k not in cls.EXPANDED}
         return [cls(policy=p, arrival_rate_per_s=float(r), prefix_reuse=x, **scalar)
-                for p in policies for r in rates for x in reuses]
+                for p in values["policies"] for r in rates for x in values["prefix_reuse"]]
 
     def session(self, ctx: Any) -> Any:
         from infer_opt.workloads.online.measure import OnlineSession
