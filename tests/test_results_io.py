@@ -57,7 +57,7 @@ BAD: list[tuple[str, bytes | str, str]] = [
      "has a header but no rows (its only row was cut"),
     ("short-middle", "SHORT", f"line 2: 5 fields where the header has {len(COLUMNS)}"),
     ("other-version", "OTHER",
-     f"has schema version '1'; this infer-opt reads version {SCHEMA_VERSION}"),
+     f"has schema version '1'; this infer-opt reads versions 2 to {SCHEMA_VERSION}"),
     ("missing-core", f"schema_version,variant,status,model\n{SCHEMA_VERSION},v,ok,m\n",
      f"lacks core columns of schema version {SCHEMA_VERSION}: run_id, cell_index, suite, group, engine and"),
     ("out-of-order", "SWAP",
@@ -196,3 +196,38 @@ def test_samples_problems_refuse_or_are_notes_with_point_ratios(tmp_path: Path) 
 def test_samples_shape_checks(line: dict, problem: str | None) -> None:
     found = samples_problem(line)
     assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def older_version(tmp: Path, version: int, drop: list[str]) -> Path:
+    """A run written by an older infer-opt: the later columns absent, the version stamped."""
+    import csv
+
+    good = write_run(tmp / "new.csv", [fake_cell(0, "v", 10.0, 1), fake_cell(1, "w", 12.0, 1)])
+    rows = list(csv.DictReader(good.open()))
+    header = [c for c in rows[0] if c not in drop]
+    old = tmp / "old.csv"
+    with old.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, header, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "schema_version": str(version)})
+    good.with_suffix(".samples.jsonl").rename(old.with_suffix(".samples.jsonl"))
+    return old
+
+
+def test_an_older_schema_is_read_with_its_later_columns_empty(tmp_path: Path) -> None:
+    from infer_opt.format.columns import ADDED_IN
+
+    later = [c for v in range(3, SCHEMA_VERSION + 1) for c in ADDED_IN.get(v, [])]
+    old = older_version(tmp_path, 2, later)
+    run = read_results(old)
+    assert run.columns[:len(COLUMNS)] == list(COLUMNS)
+    assert [r["variant"] for r in run.rows] == ["v", "w"]
+    assert all(r[c] == "" for r in run.rows for c in later)
+    assert any("written with schema version 2" in n for n in run.notes), run.notes
+
+
+def test_an_older_version_that_already_has_later_columns_is_refused(tmp_path: Path) -> None:
+    old = older_version(tmp_path, 2, [])
+    with pytest.raises(UserError, match="says schema version 2 but already has"):
+        read_results(old)

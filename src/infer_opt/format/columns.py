@@ -133,6 +133,13 @@ SERVING = SERVING_LOAD + [f"queue_ms_{s}" for s in STAT_NAMES] + [
 COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + SAMPLING + COST + MEMORY + ROOFLINE
            + ENVIRONMENT + TELEMETRY + FIDELITY + SERVING)
 STATUSES = ("ok", "skipped", "failed")
+# Core columns added by each schema version (infer_opt.SCHEMA_VERSION), so a CSV written by an
+# older infer-opt is still read: the columns it predates are filled empty, and the reader says
+# so. A rename or a change of meaning cannot be migrated: bump MIN_READABLE_SCHEMA then.
+ADDED_IN: dict[int, list[str]] = {
+    3: ["plugin_sources"],
+}
+MIN_READABLE_SCHEMA = 2
 
 
 def run_columns(extra: Sequence[str] = ()) -> list[str]:

@@ -50,7 +50,15 @@ from typing import Any
 
 from infer_opt import SCHEMA_VERSION
 from infer_opt.core.errors import UserError
-from infer_opt.format.columns import COLUMNS, STATUSES, TABLE, check_row, column
+from infer_opt.format.columns import (
+    ADDED_IN,
+    COLUMNS,
+    MIN_READABLE_SCHEMA,
+    STATUSES,
+    TABLE,
+    check_row,
+    column,
+)
 
 FIELD = "csv"  # the field named in every error about a results file
 # The columns that make a CSV recognisably ours, whatever its schema version.
@@ -206,6 +214,33 @@ def _check_row(path: Path, line: int, row: dict[str, str], seen: set[str]) -> No
     seen.add(index)
 
 
+def _migrate(path: Path, header: list[str], body: list[tuple[int, list[str]]],
+             versions: list[str], notes: list[str]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Rows of an older schema version read as the current one: the core columns added since
+    (format/columns.ADDED_IN) are inserted empty, in their place. Anything else is refused."""
+    old = versions[0] if len(versions) == 1 else ""
+    if not old.isdigit() or not MIN_READABLE_SCHEMA <= int(old) < SCHEMA_VERSION:
+        other = ", ".join(repr(v) for v in versions if v != str(SCHEMA_VERSION))
+        raise _fail(path, f"has schema version {other}; this infer-opt reads versions "
+                          f"{MIN_READABLE_SCHEMA} to {SCHEMA_VERSION}")
+    added = [c for v in range(int(old) + 1, SCHEMA_VERSION + 1) for c in ADDED_IN.get(v, [])]
+    if any(c in header for c in added):
+        raise _fail(path, f"says schema version {old} but already has its later columns "
+                          f"({', '.join(c for c in added if c in header)})")
+    new_header = [c for c in COLUMNS if c in header or c in added]
+    new_header += [c for c in header if c not in new_header]
+    migrated = []
+    for line, fields in body:
+        if len(fields) != len(header):
+            raise _fail(path, f"line {line}: {len(fields)} fields where the header has "
+                              f"{len(header)}")
+        values = dict(zip(header, fields), schema_version=str(SCHEMA_VERSION))
+        migrated.append((line, [values.get(c, "") for c in new_header]))
+    notes.append(f"{path.name}: written with schema version {old}, read as {SCHEMA_VERSION} "
+                 f"(columns added since are empty: {', '.join(added) or 'none'})")
+    return new_header, migrated
+
+
 def read_results(path: Path, with_samples: bool = True, strict: bool = True) -> ResultsFile:
     """Read and check a results CSV (module docstring) and, unless with_samples is False, its
     samples file. Raises UserError before anything is printed or written."""
@@ -229,9 +264,7 @@ def read_results(path: Path, with_samples: bool = True, strict: bool = True) -> 
     at = header.index("schema_version")
     versions = sorted({f[at] if len(f) > at else "" for _, f in body})
     if versions != [str(SCHEMA_VERSION)]:
-        other = ", ".join(repr(v) for v in versions if v != str(SCHEMA_VERSION))
-        raise _fail(path, f"has schema version {other}; this infer-opt reads version "
-                          f"{SCHEMA_VERSION}")
+        header, body = _migrate(path, header, body, versions, notes)
     _check_header(path, header)
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
