@@ -23,7 +23,9 @@ with its round); their latency columns are over requests.
 
 read_results checks a CSV before anyone uses it and raises UserError (one line, exit code 2) for:
 a missing, empty, binary or non-UTF-8 file, a CSV that is not ours (names the missing
-columns), another schema version (names both), core columns missing or out of order, an extra
+columns), a schema version it cannot read (an older one is migrated: the core
+columns added since, format/columns.ADDED_IN, are filled empty and a note says so), core
+columns missing or out of order, an extra
 column whose name is not an identifier, a short or long line in the middle, and a header
 without rows. The writer fsyncs whole lines, so a torn LAST line (fewer fields than the header,
 or no final newline) is an interrupted write: it is dropped and ResultsFile.notes says so.
