@@ -98,8 +98,8 @@ def prefill(engine: Engine, prompts: list[list[int]] | torch.Tensor, ids: list[i
     logits = engine.step(StepInput(tokens, pos + start, mask, cache, 1))
     first = _greedy(logits)  # [B]
     rows = DecodeBatch(cache=cache, seq=tokens if cache is None else None, mask=mask,
-                next_pos=lengths + start, last=first[:, None], ids=list(ids),
-                length=start + s, capacity=capacity)
+                       next_pos=lengths + start, last=first[:, None], ids=list(ids),
+                       length=start + s, capacity=capacity)
     return rows, first
 
 
