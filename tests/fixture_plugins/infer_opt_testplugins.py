@@ -52,7 +52,28 @@ class NeedsMissingPackage(Plugin):
     requires_packages = ("surely_not_installed_pkg",)
 
     def apply(self, settings: Settings) -> None:
-        settings.notes.append("unreachable")
+        settings.step_wrappers.append(lambda step, s: step)  # a real (if empty) edit
+
+
+class WritesDtypeDirectly(Plugin):
+    """Assigns a Settings field instead of claiming it with `set`: refused while it applies."""
+
+    name = "test-direct-dtype"
+    summary = "writes settings.dtype directly"
+
+    def apply(self, settings: Settings) -> None:
+        settings.dtype = "bfloat16"
+
+
+class ChangesNothing(Plugin):
+    """Only adds a note: a row named for it would measure nothing it did."""
+
+    name = "test-noop"
+    summary = "changes nothing the engine reads"
+    engines = ("torch", "ort")
+
+    def apply(self, settings: Settings) -> None:
+        settings.notes.append("test-noop: nothing")
 
 
 class Slows(Plugin):

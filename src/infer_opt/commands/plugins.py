@@ -24,10 +24,13 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(f"{'plugin'.ljust(width)}  here  engines          summary")
     for name, cls in plugins.items():
-        reason = cls().unavailable_reason(Settings(device=device, engine=cls.engines[0]))
+        # Declared, or derived from the engines' declarations (a weight quantization).
+        works = cls.engine_names()
+        reason = cls().unavailable_reason(Settings(device=device,
+                                                   engine=works[0] if works else "torch"))
         extra = f"  [{reason}]" if reason else ""
         params = "".join(f"\n{''.ljust(width + 8)}  [{p.describe()}]" for p in cls.params)
         print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  "
-              f"{','.join(cls.engines):15}  {cls.summary}{extra}{params}")
+              f"{','.join(works):15}  {cls.summary}{extra}{params}")
     print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic)")
     return 0
