@@ -119,11 +119,13 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
 
 def _apply(plugin: Plugin, settings: Settings, engine_name: str, variant: str) -> None:
     """Apply one plugin under the Settings guards: a field written directly is refused (by
-    Settings), and so is a plugin that changes nothing the engine reads and pins nothing."""
+    Settings), and so is a plugin that changes nothing the engine reads and pins nothing, unless
+    it cannot run here anyway (a student not built yet: its rows are skipped with the reason)."""
     before = settings.engine_view()
     with settings.applying(plugin.name):
         plugin.apply(settings)
-    if not settings.changed(before) and plugin.name not in settings.pins.values():
+    if (not settings.changed(before) and plugin.name not in settings.pins.values()
+            and plugin.unavailable_reason(settings) is None):  # (else its rows are skipped)
         raise UserError("variant", f"{plugin.name!r} changes nothing engine {engine_name} reads "
                                    f"in {variant!r} (no setting, option, hook or weights it "
                                    "sets differs); drop it, or pin the value it stands for "
