@@ -122,8 +122,14 @@ def _apply(plugin: Plugin, settings: Settings, engine_name: str, variant: str) -
     Settings), and so is a plugin that changes nothing the engine reads and pins nothing, unless
     it cannot run here anyway (a student not built yet: its rows are skipped with the reason)."""
     before = settings.engine_view()
+    options = dict(settings.options)
     with settings.applying(plugin.name):
         plugin.apply(settings)
+    for key, value in settings.options.items():
+        if options.get(key) != value and settings.owners.get(f"option {key}") != plugin.name:
+            raise UserError("variant", f"plugin {plugin.name!r} writes settings.options[{key!r}] "
+                                       f"directly; use settings.set_option({key!r}, value, "
+                                       "by=self.name)")
     if (not settings.changed(before) and plugin.name not in settings.pins.values()
             and plugin.unavailable_reason(settings) is None):  # (else its rows are skipped)
         raise UserError("variant", f"{plugin.name!r} changes nothing engine {engine_name} reads "
