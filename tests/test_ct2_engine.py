@@ -16,6 +16,7 @@ import torch
 from infer_opt.core.errors import UserError
 from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
+from infer_opt.core.weights import WeightQuant
 from infer_opt.engines.base import environment_reason
 from infer_opt.engines.ct2.export import model_bin_weights, read_model_bin
 from infer_opt.engines.decode import generate
@@ -33,12 +34,12 @@ def test_declarations_and_refusals() -> None:
     s = build_stack("ct2", "cpu").settings
     assert (s.engine, s.dtype, s.kv_cache, s.options) == ("ct2", "float32", "dynamic", {})
     s = build_stack("ct2+int8-dynamic", "cpu").settings
-    assert s.options == {"compute_type": "int8"} and s.owners["option compute_type"] == (
-        "int8-dynamic")
-    with pytest.raises(UserError, match="compute_type must be one of float32, int8"):
-        build_stack("ct2[compute_type=float16]", "cpu")
-    with pytest.raises(UserError, match="'ct2' and 'int8-dynamic' both set option compute_type"):
-        build_stack("ct2[compute_type=float32]+int8-dynamic", "cpu")
+    assert s.options == {} and s.owners["weights"] == "int8-dynamic"
+    assert s.weights == WeightQuant(8, activations="int8")
+    with pytest.raises(UserError, match="unknown parameter 'compute_type'"):
+        build_stack("ct2[compute_type=int8]", "cpu")
+    with pytest.raises(UserError, match="'int8-wo' works on engines"):
+        build_stack("ct2+int8-wo", "cpu")
     with pytest.raises(UserError, match="'ct2\\+bf16' runs on ct2"):
         build_stack("ct2+bf16", "cpu")
 

@@ -36,15 +36,20 @@ def test_declarations_and_refusals() -> None:
     s = build_stack("openvino", "cpu").settings
     assert (s.engine, s.dtype, s.kv_cache, s.attn_implementation) == (
         "openvino", "float32", "dynamic", "openvino")
-    s = build_stack("openvino[weight_bits=4,weight_group=64,kv_cache_precision=f32]", "cpu").settings
-    assert s.options == {"weight_bits": 4, "weight_group": 64, "kv_cache_precision": "f32"}
+    stack = build_stack("openvino[kv_cache_precision=f32]+int4-wo[group=64]", "cpu")
+    s = stack.settings
+    assert s.options == {"kv_cache_precision": "f32"}
+    assert stack.engine.weight_config(s) == {"bits": 4, "group_size": 64, "sym": False,
+                                             "ratio": 1.0}
+    s = build_stack("openvino+int8-wo", "cpu").settings
+    assert stack.engine.weight_config(s) == {"bits": 8, "sym": True}
     refused = {
-        "openvino[weight_bits=4,weight_group=128]": "weight_group 128: OpenVINO 4-bit blocks "
-                                                    "here are 16, 32, 64",
-        "openvino[weight_bits=8,weight_group=32]": "8-bit weight compression is per output "
-                                                   "channel",
-        "openvino[weight_group=32]": "weight_group and weight_symmetric need weight_bits",
-        "openvino[weight_bits=3]": "weight_bits must be one of 4, 8",
+        "openvino+int4-wo[group=128]": "engine openvino runs 4-bit weights .* with group 16, "
+                                       "32, 64; the variant asks for group 128",
+        "openvino+int8-wo[group=32]": "engine openvino chooses the group of 8-bit weights",
+        "openvino+int4-wo[lm_head=int8]": "engine openvino chooses the lm_head",
+        "openvino+int8-dynamic": "'int8-dynamic' works on engines",
+        "openvino[weight_bits=4]": "unknown parameter 'weight_bits'",
         "openvino[kv_cache_precision=u8]": "kv_cache_precision must be one of f16, f32",
     }
     for variant, message in refused.items():
@@ -114,7 +119,7 @@ def test_fp32_ir_matches_torch(torch_kv: Any) -> None:
 
 @needs_openvino
 def test_int8_weights_are_stored_in_8_bits(torch_kv: Any) -> None:
-    ov = load_engine("openvino[weight_bits=8,weight_symmetric=true]")
+    ov = load_engine("openvino+int8-wo")
     assert ov.facts.weight_bytes < 0.4 * 4 * 106816  # int8 data plus f16 scales
     assert any("weights int8-sym" in n and "KV cache f16" in n for n in ov.settings.notes)
     ids = torch.randint(3, 512, (1, 24), generator=torch.Generator().manual_seed(3))

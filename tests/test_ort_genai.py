@@ -19,9 +19,11 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.models import resolve
 from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
+from infer_opt.core.weights import WeightQuant
 from infer_opt.engines import decode
 from infer_opt.engines.base import StepInput
 from infer_opt.engines.decode import generate
+from infer_opt.engines.onnx.nbits import weight_spec
 
 from .conftest import load_engine
 from .tiny_gguf import make_model_dir
@@ -112,17 +114,19 @@ def test_no_padded_rows(genai: Any) -> None:
 def test_weight_options_are_checked_up_front() -> None:
     for variant, needle in (
             ("ort-genai+gguf-q4+int4-wo", "both set weight quantization"),
-            ("ort-genai[weights=gguf-q4,weight_bits=4]", "keep one"),
-            ("ort-genai[weight_group=64]", "weight_group needs weight_bits"),
-            ("ort[quantize=int8-dynamic,weight_bits=8]", "keep one"),
-            ("ort-genai[accuracy_level=0]", "applies to quantized weights"),
+            ("ort-genai[weight_bits=4]", "unknown parameter 'weight_bits'"),
+            ("ort-genai[fuse_gate_up=false]", "option fuse_gate_up shapes the GGUF's own"),
+            ("ort+int8-dynamic+int8-wo", "both set weight quantization"),
+            ("ort-genai+int8-dynamic", "'int8-dynamic' works on engines"),
             ("ort+gguf-q4", "'gguf-q4' works on engines ort-genai"),
             ("ort-genai+sdpa", "'sdpa' works on engines torch, ort")):
         with pytest.raises(UserError, match=needle):
             build_stack(variant, "cpu")
     s = build_stack("ort-genai+int4-wo[group=64,accuracy=1]", "cpu").settings
-    assert s.options == {"weight_bits": 4, "weight_group": 64, "weight_symmetric": False,
-                         "accuracy_level": 1, "lm_head": "int8"}
+    assert s.options == {} and s.weights == WeightQuant(4, group=64, symmetric=False, accuracy=1)
+    spec = weight_spec(s, "tiny-random")
+    assert (spec.source, spec.bits, spec.block, spec.symmetric, spec.accuracy, spec.lm_head) == (
+        "rtn", 4, 64, False, 1, "int8")
     assert build_stack("ort-genai+gguf-q4", "cpu").unavailable.startswith("gguf-q4: no GGUF")
 
 
@@ -141,8 +145,8 @@ def test_gguf_blocks_are_exact_at_accuracy_0(gguf_model: str) -> None:
     ref = resolve(gguf_model)
     exact = build_stack("ort-genai+gguf-q4[accuracy=0]", "cpu", gguf_model)
     assert exact.unavailable is None
-    assert exact.settings.options == {"weights": "gguf-q4", "accuracy_level": 0,
-                                      "lm_head": "fp32"}
+    assert exact.settings.options == {} and exact.settings.weights == WeightQuant(
+        4, source="gguf", accuracy=0, lm_head="fp32")
     ort = exact.engine(ref, exact.settings)
     torch_stack = build_stack("kv-cache", "cpu", gguf_model)
     torch_kv = torch_stack.engine(ref, torch_stack.settings)
@@ -155,7 +159,7 @@ def test_gguf_blocks_are_exact_at_accuracy_0(gguf_model: str) -> None:
     assert "GGUF blocks carried over (tiny.Q4_1.gguf" in ort.settings.notes[0]
     # The fast form (int8 activations, the GGUF's Q8_0 lm_head) runs and stays close.
     fast = build_stack("ort-genai+gguf-q4", "cpu", gguf_model)
-    assert fast.settings.options["lm_head"] == "int8"
+    assert fast.settings.weights.lm_head == "int8"
     approx = fast.engine(ref, fast.settings).score(ids)
     assert (approx - want).abs().mean() < 0.02 and not torch.allclose(approx, want, atol=1e-4)
 

@@ -20,6 +20,7 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.core.stack import build_stack, split_variant
 from infer_opt.core.timing import HostClock
+from infer_opt.core.weights import WeightQuant
 
 from .conftest import load_engine
 
@@ -67,16 +68,22 @@ def test_stack_applies_in_order() -> None:
     ("int8-bnb+nf4-bnb", ("both quantize at load time",)),
     ("ort+int8-bnb", ("'int8-bnb' works on engines torch", "runs on ort")),
     ("ort+int8-wo+int8-dynamic", ("'int8-wo' and 'int8-dynamic' both set weight quantization",)),
-    ("kv-cache+int4-wo[symmetric=true]", ("torchao's int4 weight-only is asymmetric only",)),
+    ("kv-cache+int4-wo[symmetric=true]", ("engine torch runs 4-bit weights (torchao int4",
+                                          "with symmetric false", "asks for symmetric true",
+                                          "set by 'int4-wo'")),
+    ("kv-cache+int4-wo[group=16]", ("with group 32, 64, 128, 256", "asks for group 16")),
+    ("openvino+int8-wo[group=32]", ("engine openvino chooses the group of 8-bit weights",)),
+    ("llamacpp+int4-wo", ("'int4-wo' works on engines openvino, ort, ort-genai, ", "torch;")),
+    ("ct2+int8-wo", ("'int8-wo' works on engines", "runs on ct2")),
     ("kv-cache+int8-wo[accuracy=4]", ("accuracy is ONNX Runtime's accuracy_level",)),
-    ("ort[weight_group=64]", ("on engine ort: weight_group needs weight_bits",)),
+    ("ort[weight_group=64]", ("unknown parameter 'weight_group'; allowed: providers",)),
     ("ort+bf16", ("'bf16' works on engines torch, vllm",)),
     ("ort+baseline", ("'baseline' works on engines torch",)),
     ("ort+vllm", ("names 2 engines",)),
     ("kv-cache+int8-dynamic-ao+bf16", ("'int8-dynamic-ao' needs dtype float32", "set by 'bf16'")),
     ("vllm+sdpa", ("'sdpa' works on engines torch, ort",)),
-    ("ort[quantise=int8-dynamic]", ("unknown parameter 'quantise'", "providers, quantize")),
-    ("ort[quantize=int4]", ("quantize must be one of none, int8-dynamic",)),
+    ("ort[quantise=int8-dynamic]", ("unknown parameter 'quantise'", "allowed: providers")),
+    ("ort[quantize=int8-dynamic]", ("unknown parameter 'quantize'",)),
     ("kv-cache+warp-drive", ("unknown plugin 'warp-drive'", "kv-cache", "engines: ")),
     ("kv-cache+sdpa[x=1]", ("unknown parameter 'x'; allowed: none",)),
     ("", ("empty variant",)),
@@ -93,14 +100,14 @@ def test_contradictory_or_unknown_stack_is_refused(variant: str, needles: tuple[
         assert n in msg, msg
 
 
-def test_engine_options_are_typed_and_set_by_plugins() -> None:
+def test_weights_are_one_setting_and_engine_options_are_typed() -> None:
     s = build_stack("ort+int8-dynamic", "cpu").settings
-    assert (s.engine, s.kv_cache, s.options) == ("ort", "dynamic", {"quantize": "int8-dynamic"})
-    assert build_stack("ort", "cpu").settings.options == {}
-    s = build_stack("ort[quantize=int8-dynamic]", "cpu").settings
-    assert s.options == {"quantize": "int8-dynamic"}
-    with pytest.raises(UserError, match="'ort' and 'int8-dynamic' both set option quantize"):
-        build_stack("ort[quantize=none]+int8-dynamic", "cpu")
+    assert (s.engine, s.kv_cache, s.options) == ("ort", "dynamic", {})
+    assert s.weights == WeightQuant(8, activations="int8") and s.owners["weights"] == (
+        "int8-dynamic")
+    assert build_stack("ort", "cpu").settings.weights is None
+    s = build_stack("ort+int4-wo[group=64,accuracy=1]", "cpu").settings
+    assert s.weights == WeightQuant(4, group=64, symmetric=False, accuracy=1)
 
 
 def test_variant_grammar() -> None:
@@ -169,7 +176,7 @@ def test_every_builtin_plugin_on_every_engine(engine: str, plugin: str) -> None:
         # Refused: either the plugin does not declare this engine, or the stack contradicts
         # itself (a plugin that needs a setting the engine cannot give).
         return
-    assert engine in cls.engines
+    assert engine in cls.engine_names()
     if stack.unavailable is not None:
         pytest.skip(stack.unavailable)
     engine_cls = registry.load("engine", engine)

@@ -55,6 +55,27 @@ class NeedsMissingPackage(Plugin):
         settings.notes.append("unreachable")
 
 
+class WritesDtypeDirectly(Plugin):
+    """Assigns a Settings field instead of claiming it with `set`: refused while it applies."""
+
+    name = "test-direct-dtype"
+    summary = "writes settings.dtype directly"
+
+    def apply(self, settings: Settings) -> None:
+        settings.dtype = "bfloat16"
+
+
+class ChangesNothing(Plugin):
+    """Only adds a note: a row named for it would measure nothing it did."""
+
+    name = "test-noop"
+    summary = "changes nothing the engine reads"
+    engines = ("torch", "ort")
+
+    def apply(self, settings: Settings) -> None:
+        settings.notes.append("test-noop: nothing")
+
+
 class Slows(Plugin):
     """Adds `pct` % to every forward step (prefill and each decode step): a known regression."""
 

@@ -38,11 +38,14 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(f"{'plugin'.ljust(width)}  here  engines          summary")
     for name, cls in plugins.items():
-        reason = cls().unavailable_reason(Settings(device=device, engine=cls.engines[0]))
+        # Declared, or derived from the engines' declarations (a weight quantization).
+        works = cls.engine_names()
+        reason = cls().unavailable_reason(Settings(device=device,
+                                                   engine=works[0] if works else "torch"))
         extra = f"  [{reason}]" if reason else ""
         params = "".join(f"\n{''.ljust(width + 8)}  [{p.describe()}]" for p in cls.params)
         print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  "
-              f"{','.join(cls.engines):15}  {cls.summary}{source('plugin', name)}{extra}{params}")
+              f"{','.join(works):15}  {cls.summary}{source('plugin', name)}{extra}{params}")
     for name, reason in broken["plugin"].items():
         print(f"{name.ljust(width)}  no    {'?':15}  [unavailable: {reason}]")
     print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic)")

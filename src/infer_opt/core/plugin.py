@@ -12,8 +12,10 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from infer_opt.core import registry
 from infer_opt.core.params import Param, check_all
 from infer_opt.core.settings import Settings
+from infer_opt.core.weights import Kind, support_for
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,12 @@ class Plugin:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    # Engines this optimization really acts on (registered engine names: torch, ort, ...).
-    engines: ClassVar[tuple[str, ...]] = ("torch",)
+    # Engines this optimization really acts on (registered engine names: torch, ort, ...);
+    # None: every engine that declares support for `weight_kind` (Engine.weight_quant), so a new
+    # engine joins the plugin by declaring it, without editing the plugin.
+    engines: ClassVar[tuple[str, ...] | None] = ("torch",)
+    # The weight quantization (bits, activations, source) the plugin sets (core/weights.py).
+    weight_kind: ClassVar[Kind | None] = None
     # Optional packages (import names) and hardware; missing ones make the row 'skipped' with the
     # reason, never a failure: the hardware may simply not be here.
     requires_packages: ClassVar[tuple[str, ...]] = ()
@@ -59,6 +65,21 @@ class Plugin:
     def __init__(self, **values: Any) -> None:
         # Checked against `params`; a bad key or value is a one-line error naming the plugin.
         self.values = check_all(self.params, values, f"variant {self.name}")
+
+    @classmethod
+    def works_on(cls, engine: Any) -> bool:
+        """Whether the plugin acts on this engine class (engines/base.Engine subclass)."""
+        if cls.engines is not None:
+            return engine.name in cls.engines
+        return (cls.weight_kind is not None
+                and support_for(engine.weight_quant, cls.weight_kind) is not None)
+
+    @classmethod
+    def engine_names(cls) -> tuple[str, ...]:
+        """The registered engines it works on (declared, or derived from the engines')."""
+        if cls.engines is not None:
+            return cls.engines
+        return tuple(n for n, e in registry.load_all("engine").items() if cls.works_on(e))
 
     def unavailable_reason(self, settings: Settings) -> str | None:
         """Why this plugin cannot run here (missing CUDA or package), or None when it can."""

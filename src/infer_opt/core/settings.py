@@ -5,16 +5,23 @@ on the default torch engine). Each plugin edits one `Settings` in order; the eng
 `Settings`, never a plugin's name. Which engine honours which field is declared by the engine
 (`Engine.honours`), and a stack whose settings use a field the engine would ignore is refused
 before anything runs (core/stack.py): a row is never named for an optimization that did not run.
+
+Two guards keep plugins honest (core/stack.py applies them): while a plugin applies, writing a
+field directly (`settings.dtype = ...`) is refused, since a field no plugin claimed would pass
+every check and could be silently ignored; and a plugin whose `apply` changes nothing an engine
+reads (`ENGINE_READS`) and pins nothing (`pin`) is refused, since its row would be named for an
+optimization that did not run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from infer_opt.core.errors import UserError
+from infer_opt.core.weights import WeightQuant
 
 # The pinned baseline: fp32, eager attention, no KV cache (every step recomputes the whole
 # sequence), batch 1 (a workload parameter). Nothing is left to a library default.
@@ -29,6 +36,11 @@ DTYPES = ("float32", "float16", "bfloat16")
 # that does not honour it refuses the stack.
 HOOKS = ("model_path", "load_kwargs", "model_transforms", "step_wrappers", "contexts",
          "decoder")
+# What an engine (or the workload running it) reads: a plugin must change one of these, or pin
+# one explicitly (`Settings.pin`), or it is refused. Notes, metrics and claims alone run nothing.
+ENGINE_READS = ("model_path", "dtype", "attn_implementation", "kv_cache", "weights",
+                "load_kwargs", "model_transforms", "step_wrappers", "contexts", "options",
+                "decoder", "warmup_full_length")
 
 # A post-load model edit (quantize, prune, ...): (model, settings) -> model.
 ModelTransform = Callable[[Any, "Settings"], Any]
@@ -55,6 +67,9 @@ class Settings:
     dtype: str = BASELINE_DTYPE
     attn_implementation: str = BASELINE_ATTENTION
     kv_cache: str = BASELINE_KV_CACHE
+    # Weight quantization (core/weights.py): what the weights become; each engine declares which
+    # ones it runs (Engine.weight_quant) and how. None: the model's own weights.
+    weights: WeightQuant | None = None
     # Extra keyword arguments for `from_pretrained` (e.g. quantization_config).
     load_kwargs: dict[str, Any] = field(default_factory=dict)
     model_transforms: list[ModelTransform] = field(default_factory=list)
@@ -77,11 +92,41 @@ class Settings:
     warmup_full_length: bool = False
     # Which plugin set which field, to refuse contradictory stacks.
     owners: dict[str, str] = field(default_factory=dict, repr=False)
+    # Fields a plugin pinned to the value they already had (the baseline), by plugin name.
+    pins: dict[str, str] = field(default_factory=dict, repr=False)
+    # The plugin applying now (`applying`); while set, fields are written through `set` only.
+    _applying: ClassVar[str | None] = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        by = self.__dict__.get("_applying")
+        if by is not None and name in FIELDS:
+            raise UserError("variant", f"plugin {by!r} writes settings.{name} directly; use "
+                                       f"settings.set({name!r}, value, by=self.name)")
+        object.__setattr__(self, name, value)
+
+    @contextmanager
+    def applying(self, by: str) -> Iterator[None]:
+        """While plugin `by` applies: direct writes of a field are refused."""
+        object.__setattr__(self, "_applying", by)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_applying", None)
 
     def set(self, name: str, value: Any, by: str) -> None:
         """Set a scalar field, refusing a second plugin that wants another value."""
+        if name not in FIELDS:
+            raise UserError("variant", f"plugin {by!r} sets unknown setting {name!r}; settings: "
+                                       f"{', '.join(ENGINE_READS)}")
         self._claim(name, getattr(self, name), value, by)
-        setattr(self, name, value)
+        object.__setattr__(self, name, value)
+
+    def pin(self, name: str, value: Any, by: str) -> None:
+        """Set a field and claim it even where the value is already the engine's default (the
+        baseline pins fp32, eager attention, no KV cache: a library default that moves must
+        not move it). A plugin that pins counts as doing something."""
+        self.set(name, value, by)
+        self.pins[name] = by
 
     def set_option(self, name: str, value: Any, by: str) -> None:
         """Set an engine option (typed by the engine), refusing a second plugin that wants
@@ -102,3 +147,20 @@ class Settings:
 
     def hooks_used(self) -> list[str]:
         return [h for h in HOOKS if getattr(self, h) not in (None, [], {})]
+
+    def engine_view(self) -> tuple[Any, ...]:
+        """What an engine reads, as a snapshot to compare before and after a plugin applies
+        (lists and dicts copied; their items compared by identity or value)."""
+        out: list[Any] = []
+        for name in ENGINE_READS:
+            value = getattr(self, name)
+            out.append(list(value) if isinstance(value, list) else
+                       dict(value) if isinstance(value, dict) else value)
+        return tuple(out)
+
+    def changed(self, before: tuple[Any, ...]) -> list[str]:
+        """The ENGINE_READS fields that differ from the snapshot `before`."""
+        return [n for n, a, b in zip(ENGINE_READS, before, self.engine_view()) if a != b]
+
+
+FIELDS = frozenset(f.name for f in fields(Settings))

@@ -10,8 +10,9 @@ with typed parameters in brackets:
 
 At most one engine per variant. The stack is refused (one line, exit 2, nothing written) when
 a name or parameter is unknown, when two plugins disagree on a field, when a plugin does not
-work on the engine, when the final settings contradict what a plugin needs, or when they use a
-setting the engine would ignore: a row must never be named for an optimization that did not run.
+work on the engine, writes a field directly or changes nothing the engine reads, when the
+engine does not run the weight quantization asked for (core/weights.py), when the final
+settings contradict what a plugin needs, or when they use a setting the engine would ignore: a row must never be named for an optimization that did not run.
 A stack that is valid but cannot run on this machine (no CUDA, a missing package) is kept: its
 rows are `skipped` with the reason.
 """
@@ -27,6 +28,7 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.params import check_all, parse_value
 from infer_opt.core.plugin import Metric, Plugin
 from infer_opt.core.settings import Settings
+from infer_opt.core.weights import refusal
 
 DEFAULT_ENGINE = "torch"
 PART = re.compile(r"^([A-Za-z0-9][\w.:-]*)(?:\[([^\[\]]*)\])?$")
@@ -120,14 +122,37 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
         if name not in plugins_known:
             raise _unknown(name, variant)
         plugin = registry.load("plugin", name)(**values)
-        if engine_name not in plugin.engines:
-            hint = "" if engine_parts else f" (add one of them, e.g. {plugin.engines[0]}+{name})"
-            raise UserError("variant", f"{name!r} works on engines {', '.join(plugin.engines)}; "
+        if not plugin.works_on(engine):
+            works = plugin.engine_names()
+            hint = ("" if engine_parts or not works else
+                    f" (add one of them, e.g. {works[0]}+{name})")
+            raise UserError("variant", f"{name!r} works on engines {', '.join(works) or 'none'}; "
                                        f"{variant!r} runs on {engine_name}{hint}")
-        plugin.apply(settings)
+        _apply(plugin, settings, engine_name, variant)
         plugins.append(plugin)
     _check(variant, engine, plugins, settings)
     return Stack(variant, engine, plugins, settings, _unavailable(engine, plugins, settings))
+
+
+def _apply(plugin: Plugin, settings: Settings, engine_name: str, variant: str) -> None:
+    """Apply one plugin under the Settings guards: a field written directly is refused (by
+    Settings), and so is a plugin that changes nothing the engine reads and pins nothing, unless
+    it cannot run here anyway (a student not built yet: its rows are skipped with the reason)."""
+    before = settings.engine_view()
+    options = dict(settings.options)
+    with settings.applying(plugin.name):
+        plugin.apply(settings)
+    for key, value in settings.options.items():
+        if options.get(key) != value and settings.owners.get(f"option {key}") != plugin.name:
+            raise UserError("variant", f"plugin {plugin.name!r} writes settings.options[{key!r}] "
+                                       f"directly; use settings.set_option({key!r}, value, "
+                                       "by=self.name)")
+    if (not settings.changed(before) and plugin.name not in settings.pins.values()
+            and plugin.unavailable_reason(settings) is None):  # (else its rows are skipped)
+        raise UserError("variant", f"{plugin.name!r} changes nothing engine {engine_name} reads "
+                                   f"in {variant!r} (no setting, option, hook or weights it "
+                                   "sets differs); drop it, or pin the value it stands for "
+                                   "with settings.pin")
 
 
 def _who(settings: Settings, field: str) -> str:
@@ -155,6 +180,10 @@ def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings)
         if not allowed and field in settings.owners and settings.owners[field] != engine.name:
             raise UserError("variant", f"engine {engine.name} chooses its own {field}; "
                                        f"{variant!r} sets it{_who(settings, field)}")
+    if settings.weights is not None:
+        why = refusal(engine.name, engine.weight_quant, settings.weights)
+        if why is not None:
+            raise UserError("variant", f"{variant!r}: {why}{_who(settings, 'weights')}")
     ignored = [h for h in settings.hooks_used() if h not in engine.honours]
     if ignored:
         raise UserError("variant", f"engine {engine.name} does not apply {ignored[0]}, which "

@@ -31,6 +31,7 @@ from infer_opt.core.plugin import Metric, missing_package
 from infer_opt.core.roofline import WeightBytes
 from infer_opt.core.settings import DTYPES, KV_CACHE_KINDS, Settings
 from infer_opt.core.timing import Clock
+from infer_opt.core.weights import WeightSupport
 
 
 def environment_python(engine: str, environment: str) -> Path | None:
@@ -144,6 +145,9 @@ class Engine:
     attn_implementations: ClassVar[tuple[str, ...]] = ("eager", "sdpa")
     # Settings hooks (core/settings.HOOKS) this engine applies; plugins using others are refused.
     honours: ClassVar[frozenset[str]] = frozenset({"step_wrappers", "contexts", "decoder"})
+    # Weight quantizations it runs (Settings.weights, core/weights.py): plugins that set a kind
+    # listed here work on this engine; a value outside what is listed is refused up front.
+    weight_quant: ClassVar[tuple[WeightSupport, ...]] = ()
     # Typed engine options (Settings.options), settable as `engine[key=value]` in a variant or
     # by a plugin through `settings.set_option`.
     options: ClassVar[tuple[Param, ...]] = ()

@@ -7,7 +7,7 @@ call goes through `Engine.step`, i.e. through every plugin's step wrapper, the e
 cache kind (dynamic, static or none) and its version-specific arguments, so a serving row of
 `kv-cache+sdpa+bf16` measures exactly that stack.
 
-A `Rows` batch holds B sequences. Shorter ones are padded on the LEFT: a 2D mask [B, L] marks
+A `DecodeBatch` holds B sequences. Shorter ones are padded on the LEFT: a 2D mask [B, L] marks
 real slots (1) and padding (0), and each row carries its own next position id, so a padded row
 computes what it would compute alone (up to float rounding). A static batch has equal-length
 rows and no mask at all, exactly as the pinned baseline runs. Without a KV cache the rows keep
@@ -38,7 +38,7 @@ class Prefix:
 
 
 @dataclass
-class Rows:
+class DecodeBatch:
     """Sequences decoded together."""
 
     cache: Any  # the engine's KV state for these rows; None without a KV cache
@@ -61,7 +61,7 @@ def _greedy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def prefill(engine: Engine, prompts: list[list[int]] | torch.Tensor, ids: list[int],
-            capacity: int, prefix: Prefix | None = None) -> tuple[Rows, torch.Tensor]:
+            capacity: int, prefix: Prefix | None = None) -> tuple[DecodeBatch, torch.Tensor]:
     """Prefill prompts (the tokens after the prefix, when one is given) as one batch.
 
     `capacity`: the most slots any row will need (prefix + prompt + new tokens), for engines
@@ -97,13 +97,13 @@ def prefill(engine: Engine, prompts: list[list[int]] | torch.Tensor, ids: list[i
         mask = torch.cat([torch.ones((b, start), dtype=torch.long, device=device), real], dim=1)
     logits = engine.step(StepInput(tokens, pos + start, mask, cache, 1))
     first = _greedy(logits)  # [B]
-    rows = Rows(cache=cache, seq=tokens if cache is None else None, mask=mask,
-                next_pos=lengths + start, last=first[:, None], ids=list(ids),
-                length=start + s, capacity=capacity)
+    rows = DecodeBatch(cache=cache, seq=tokens if cache is None else None, mask=mask,
+                       next_pos=lengths + start, last=first[:, None], ids=list(ids),
+                       length=start + s, capacity=capacity)
     return rows, first
 
 
-def decode(engine: Engine, rows: Rows) -> torch.Tensor:
+def decode(engine: Engine, rows: DecodeBatch) -> torch.Tensor:
     """One greedy step for every row; returns each row's new token [B] (on the device)."""
     b = rows.size
     device = rows.last.device
@@ -160,7 +160,7 @@ def make_prefix(engine: Engine, ids: list[int]) -> Prefix:
                   length=len(ids))
 
 
-def select(engine: Engine, rows: Rows, keep: list[int]) -> Rows | None:
+def select(engine: Engine, rows: DecodeBatch, keep: list[int]) -> DecodeBatch | None:
     """Keep rows at indices `keep` (finished rows leave); None when no row is left.
 
     Columns that became padding in every remaining row are trimmed from the left, so the
@@ -200,14 +200,14 @@ def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
 
 
-def _mask(rows: Rows) -> torch.Tensor:
+def _mask(rows: DecodeBatch) -> torch.Tensor:
     if rows.mask is not None:
         return rows.mask
     return torch.ones((rows.size, rows.length), dtype=torch.long, device=rows.last.device)
 
 
-def merge(engine: Engine, a: Rows | None, b: Rows) -> Rows:
-    """Rows of b join a between decode steps; the shorter one is padded on the left."""
+def merge(engine: Engine, a: DecodeBatch | None, b: DecodeBatch) -> DecodeBatch:
+    """The rows of b join a between decode steps; the shorter one is padded on the left."""
     if a is None:
         return b
     la, lb = a.length, b.length
@@ -224,6 +224,7 @@ def merge(engine: Engine, a: Rows | None, b: Rows) -> Rows:
                torch.cat([_left_pad(va, width - la, 2), _left_pad(vb, width - lb, 2)]))
               for (ka, va), (kb, vb) in zip(engine.kv(a.cache, la), engine.kv(b.cache, lb))]
         cache = engine.cache_from_kv(kv, capacity)
-    return Rows(cache=cache, seq=seq, mask=mask, next_pos=torch.cat([a.next_pos, b.next_pos]),
-                last=torch.cat([a.last, b.last]), ids=a.ids + b.ids, length=width,
-                capacity=capacity)
+    return DecodeBatch(cache=cache, seq=seq, mask=mask,
+                       next_pos=torch.cat([a.next_pos, b.next_pos]),
+                       last=torch.cat([a.last, b.last]), ids=a.ids + b.ids, length=width,
+                       capacity=capacity)

@@ -12,7 +12,8 @@ class Baseline(Plugin):
     summary = "pinned reference: fp32, eager attention, no KV cache (batch 1 is the workload's)"
 
     def apply(self, settings: Settings) -> None:
-        # Set every field explicitly: a library default that changes must not move the baseline.
-        settings.set("dtype", BASELINE_DTYPE, by=self.name)
-        settings.set("attn_implementation", BASELINE_ATTENTION, by=self.name)
-        settings.set("kv_cache", BASELINE_KV_CACHE, by=self.name)
+        # Pin every field explicitly, though each is the engine's default today: a library
+        # default that changes must not move the baseline (and pinning is what it does).
+        settings.pin("dtype", BASELINE_DTYPE, by=self.name)
+        settings.pin("attn_implementation", BASELINE_ATTENTION, by=self.name)
+        settings.pin("kv_cache", BASELINE_KV_CACHE, by=self.name)

@@ -88,7 +88,7 @@ class Compile(Plugin):
         settings.exclusive("decode step compilation", by=self.name)
         settings.set("kv_cache", "static", by=self.name)
         # Warm-up must meet the timed runs' shapes, or the timed runs would compile.
-        settings.warmup_full_length = True
+        settings.set("warmup_full_length", True, by=self.name)
         options = {k: True for k in ("freezing", "max_autotune") if self.values.get(k)}
         if options:
             settings.notes.append("inductor " + ", ".join(sorted(options)))

@@ -18,13 +18,15 @@ from infer_opt.core.models import source_gguf
 from infer_opt.core.params import Param
 from infer_opt.core.plugin import Plugin
 from infer_opt.core.settings import Settings
+from infer_opt.core.weights import WeightQuant
 
 
 class GGUFQ4(Plugin):
     name = "gguf-q4"
     summary = ("the GGUF's own Q4_1 blocks as MatMulNBits (exact weights), fp32 min term; "
                "lm_head from its Q8_0 embedding")
-    engines = ("ort-genai",)
+    engines = None  # every engine whose weight_quant declares the GGUF's own 4-bit blocks
+    weight_kind = (4, "none", "gguf")
     params: ClassVar[tuple[Param, ...]] = (
         Param("accuracy", int, 4, "MatMulNBits accuracy_level: 0 fp32 compute (exact), 4 int8 "
               "activations (fast)", minimum=0, maximum=4),
@@ -44,6 +46,6 @@ class GGUFQ4(Plugin):
         lm_head = self.values["lm_head"]
         if lm_head == "auto":
             lm_head = "q8" if accuracy == 4 else "fp32"
-        settings.set_option("weights", "gguf-q4", by=self.name)
-        settings.set_option("accuracy_level", accuracy, by=self.name)
-        settings.set_option("lm_head", "int8" if lm_head == "q8" else "fp32", by=self.name)
+        settings.set("weights", WeightQuant(4, source="gguf", accuracy=accuracy,
+                                            lm_head="int8" if lm_head == "q8" else "fp32"),
+                     by=self.name)

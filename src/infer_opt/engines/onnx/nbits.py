@@ -40,8 +40,8 @@ import numpy as np
 from infer_opt.core.artifacts import cached_build, file_digest
 from infer_opt.core.errors import UserError
 from infer_opt.core.models import source_gguf
-from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
+from infer_opt.core.weights import LM_HEADS, WeightSupport
 
 MS_DOMAIN = "com.microsoft"
 # Bump when a rewrite below changes, so old copies are not reused.
@@ -106,63 +106,38 @@ class WeightSpec:
                 f"accuracy_level {self.accuracy}, {lm}")
 
 
-# Options every engine with weight-only quantization declares (plugins int4-wo / int8-wo set
-# them; see README "Weight-only quantization across engines").
-WEIGHT_OPTIONS = (
-    Param("weight_bits", int, None, "weight-only quantization: bits per weight (unset: the "
-          "model's own weights)", choices=(4, 8)),
-    Param("weight_group", int, None, "weights per quantization block along K (MatMulNBits: a "
-          "power of two >= 16; default 32)", choices=(16, 32, 64, 128, 256)),
-    Param("weight_symmetric", bool, None, "symmetric blocks (no zero point); default: "
-          "asymmetric for 4 bits, symmetric for 8"),
-    Param("accuracy_level", int, None, "MatMulNBits compute: 0/1 fp32, 2 fp16, 3 bf16, 4 int8 "
-          "activations (the fast CPU path); default 4", minimum=0, maximum=4),
-    Param("lm_head", str, "fp32", "lm_head weights: fp32, or int8 (MatMulNBits 8-bit, block 32, "
-          "symmetric, accuracy_level 4)", choices=("fp32", "int8")),
-)
-
-
-def weight_conflict(options: dict[str, Any]) -> str | None:
-    """Why the weight options contradict each other (for Engine.check_settings), or None."""
-    source, bits = options.get("weights", "fp32"), options.get("weight_bits")
-    if options.get("quantize", "none") != "none" and (bits is not None
-                                                       or options.get("lm_head") == "int8"):
-        return (f"quantize={options['quantize']} re-quantizes the whole graph; weight_bits and "
-                "lm_head=int8 ask for weight-only quantization: keep one")
-    if source == "gguf-q4" and bits is not None:
-        return ("weights=gguf-q4 carries the GGUF's own blocks; weight_bits asks for a "
-                "re-quantization: keep one")
-    for key in ("weight_group", "weight_symmetric"):
-        if options.get(key) is not None and bits is None:
-            return f"{key} needs weight_bits"
-    if options.get("accuracy_level") is not None and source != "gguf-q4" and bits is None:
-        return "accuracy_level applies to quantized weights (weight_bits or weights=gguf-q4)"
-    return None
+# What ort and ort-genai run (Engine.weight_quant, core/weights.py): a MatMulNBits copy of the
+# graph, made by MatMulNBitsQuantizer (round to nearest; blocks are powers of two >= 16).
+MATMUL_NBITS = tuple(
+    WeightSupport(bits, groups=(16, 32, 64, 128, 256), lm_head=LM_HEADS, accuracy=True,
+                  how=f"MatMulNBits {bits}-bit, round to nearest, blocks of 16 to 256")
+    for bits in (4, 8))
+# ort-genai: the GGUF's own 4-bit blocks carried over (its block size and zero points).
+GGUF_BLOCKS = WeightSupport(4, source="gguf", groups=(), symmetric=(), lm_head=LM_HEADS,
+                            accuracy=True, how="the GGUF's own 4-bit blocks as MatMulNBits")
 
 
 def weight_spec(settings: Settings, model_name: str) -> WeightSpec:
-    """The engine options (WEIGHT_OPTIONS, and ort-genai's weights/gguf/fuse_gate_up) as a
-    WeightSpec; the stack has checked them (weight_conflict)."""
-    o = settings.options
-    accuracy = o.get("accuracy_level")
-    accuracy = 4 if accuracy is None else accuracy
-    lm_head = o.get("lm_head") or "fp32"
-    bits = o.get("weight_bits")
-    if o.get("weights", "fp32") == "gguf-q4":
+    """Settings.weights (and ort-genai's gguf/fuse_gate_up/block_sums options) as a WeightSpec;
+    the stack has checked them against MATMUL_NBITS / GGUF_BLOCKS. Weights with int8
+    activations (ort's quantize_dynamic) are not a MatMulNBits copy: fp32 here."""
+    wq, o = settings.weights, settings.options
+    if wq is None or wq.activations != "none":
+        return WeightSpec()
+    accuracy = 4 if wq.accuracy is None else wq.accuracy
+    lm_head = wq.lm_head or "int8"
+    if wq.source == "gguf":
         path = o.get("gguf") or source_gguf(model_name)
         if path is None:
-            raise UserError("engine options", f"weights=gguf-q4: no GGUF known for model "
+            raise UserError("engine options", f"gguf-q4: no GGUF known for model "
                                               f"{model_name!r}; set gguf=<path>")
         return WeightSpec(source="gguf-q4", accuracy=accuracy, lm_head=lm_head,
                           fuse_gate_up=bool(o.get("fuse_gate_up", True)),
                           block_sums=o.get("block_sums") or "reduce", gguf=str(path),
                           gguf_digest=file_digest(Path(path)))
-    if bits is not None:
-        symmetric = o.get("weight_symmetric")
-        return WeightSpec(source="rtn", bits=bits, block=o.get("weight_group") or 32,
-                          symmetric=(bits == 8) if symmetric is None else symmetric,
-                          accuracy=accuracy, lm_head=lm_head)
-    return WeightSpec(lm_head=lm_head)
+    return WeightSpec(source="rtn", bits=wq.bits, block=wq.group or 32,
+                      symmetric=(wq.bits == 8) if wq.symmetric is None else wq.symmetric,
+                      accuracy=accuracy, lm_head=lm_head)
 
 
 # --- graph helpers ----------------------------------------------------------------------------

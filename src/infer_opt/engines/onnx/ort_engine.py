@@ -8,11 +8,10 @@ so every ORT row has kv_cache = dynamic; the graph's attention_mask input lets p
 (online serving) run on it as well.
 
 Settings read here: device, dtype (float32 or float16), attn_implementation (used at export),
-and the engine options `quantize` (a quantized copy of the graph, set by a quantization plugin),
-the weight-only options `weight_bits`, `weight_group`, `weight_symmetric`, `accuracy_level` and
-`lm_head` (a MatMulNBits copy cached beside the export, engines/onnx/nbits.py; set by int4-wo and
-int8-wo) and `providers` (explicit provider list; default: TensorRT then CUDA on a CUDA device when
-present, else CPU). The provider that ORT actually put first goes into the row's notes.
+weights (core/weights.py: int8 weights with int8 activations are quantize_dynamic's quantized
+copy of the export, set by int8-dynamic; 4- or 8-bit weight-only a MatMulNBits copy cached
+beside it, engines/onnx/nbits.py, set by int4-wo and int8-wo) and the engine option `providers`
+(explicit provider list; default: TensorRT then CUDA on a CUDA device when present, else CPU). The provider that ORT actually put first goes into the row's notes.
 
 Inputs and outputs go through IO binding: present key/values stay where ORT put them (host or
 GPU memory) and are bound as the next step's past, so a decode step copies only the new token
@@ -34,12 +33,8 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.onnx import export as onnx_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
-from infer_opt.engines.onnx.nbits import (
-    WEIGHT_OPTIONS,
-    ensure_variant,
-    weight_conflict,
-    weight_spec,
-)
+from infer_opt.core.weights import WeightSupport
+from infer_opt.engines.onnx.nbits import MATMUL_NBITS, ensure_variant, weight_spec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -87,17 +82,15 @@ class OnnxRuntimeEngine(Engine):
     requires_packages = ("onnxruntime", "onnx", "onnxscript")
     dtypes = tuple(NP_DTYPES)
     kv_caches = ("dynamic",)
+    weight_quant = (
+        *MATMUL_NBITS,
+        WeightSupport(8, activations="int8", groups=(), symmetric=(),
+                      how="quantize_dynamic, int8 weights per channel"),
+    )
     options = (
-        Param("quantize", str, "none", "quantized copy of the graph (set by a quantization plugin)",
-              choices=("none", "int8-dynamic")),
         Param("providers", list, None, "execution providers, most preferred first "
               "(default: TensorRT, CUDA on a CUDA device, else CPU)"),
-        *WEIGHT_OPTIONS,
     )
-
-    @classmethod
-    def check_settings(cls, settings: Settings) -> str | None:
-        return weight_conflict(settings.options)
 
     @classmethod
     def defaults(cls, settings: Settings) -> None:
@@ -120,7 +113,7 @@ class OnnxRuntimeEngine(Engine):
         self.settings = settings
         self.device = settings.device
         self._ort = ort
-        int8 = settings.options.get("quantize", "none") == "int8-dynamic"
+        int8 = settings.weights is not None and settings.weights.activations == "int8"
         spec = weight_spec(settings, ref.name)
         t0 = time.perf_counter()
         path, info = onnx_export.ensure_export(ref.path, settings.dtype,

@@ -20,9 +20,8 @@ logits [B, K, V] for the last K positions only. The KV cache is the request's st
 `new_cache` resets it. Rows cannot join or leave a running batch (row_ops = False): the state
 is opaque to the loop.
 
-Weight-only quantization comes from the shared options weight_bits, weight_group,
-weight_symmetric (set by the int4-wo / int8-wo plugins, or `openvino[weight_bits=4,...]`),
-mapped to NNCF's OVWeightQuantizationConfig at export.
+Weight-only quantization comes from `Settings.weights` (core/weights.py; set by the int4-wo /
+int8-wo plugins: bits, group, symmetric), mapped to NNCF's OVWeightQuantizationConfig at export.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
+from infer_opt.core.weights import WeightSupport
 from infer_opt.engines.openvino import export as openvino_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 
@@ -146,13 +146,13 @@ class OpenVINOEngine(Engine):
     kv_caches = ("dynamic",)
     honours = frozenset({"step_wrappers", "contexts"})
     row_ops = False
+    weight_quant = (
+        WeightSupport(4, groups=openvino_export.GROUPS_4BIT,
+                      how="NNCF 4-bit, blocks that divide every input width, the embedding "
+                          "and tied lm_head in 8 bits"),
+        WeightSupport(8, groups=(), how="NNCF 8-bit, per output channel"),
+    )
     options = (
-        Param("weight_bits", int, None, "weight-only quantization at export (NNCF): 4 or 8 "
-              "bits per weight; unset: fp32 weights", choices=(4, 8)),
-        Param("weight_group", int, None, "4 bits: weights per block along K, 16, 32 or 64 "
-              "(default 32; 8 bits are per output channel)", minimum=1),
-        Param("weight_symmetric", bool, None, "symmetric blocks (no zero point); default "
-              "asymmetric"),
         Param("kv_cache_precision", str, "f16", "KV_CACHE_PRECISION of the CPU plugin "
               "(OpenVINO's default f16)", choices=tuple(KV_PRECISIONS)),
         Param("dynamic_quantization_group_size", int, None, "activations quantized in groups "
@@ -176,9 +176,10 @@ class OpenVINOEngine(Engine):
 
     @staticmethod
     def weight_config(settings: Settings) -> dict[str, Any] | None:
-        o = settings.options
-        return openvino_export.weight_config(o.get("weight_bits"), o.get("weight_group"),
-                                             o.get("weight_symmetric"))
+        wq = settings.weights
+        if wq is None:
+            return None
+        return openvino_export.weight_config(wq.bits, wq.group, wq.symmetric)
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         import openvino as ov

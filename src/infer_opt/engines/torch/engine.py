@@ -2,7 +2,8 @@
 
 Everything that varies between variants comes from `Settings`: dtype, attention implementation,
 KV-cache kind, load-time kwargs, post-load transforms, step wrappers and kernel contexts; this
-engine honours all of them.
+engine honours all of them. Weight quantization (`Settings.weights`) is torchao's, applied after
+the other post-load transforms (engines/torch/quant.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 import torch
 
 from infer_opt.core.models import ModelRef
+from infer_opt.core.plugin import missing_package
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
+from infer_opt.engines.torch.quant import SUPPORT, quantize_weights
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -37,7 +40,7 @@ def load_model(ref: ModelRef, settings: Settings) -> Any:
     model.eval()  # dropout off, always
     for transform in settings.model_transforms:
         model = transform(model, settings)
-    return model
+    return quantize_weights(model, settings)
 
 
 def tensor_bytes(t: Any) -> int:
@@ -142,6 +145,14 @@ class TorchEngine(Engine):
     attn_implementations = ("eager", "sdpa", "flash_attention_2", "flex_attention")
     honours = frozenset({"model_path", "load_kwargs", "model_transforms", "step_wrappers",
                          "contexts", "decoder"})
+    weight_quant = SUPPORT
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        reason = super().unavailable_reason(settings)
+        if reason is None and settings.weights is not None:
+            return missing_package(("torchao",))  # torch quantizes weights with torchao
+        return reason
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         t0 = time.perf_counter()

@@ -77,17 +77,17 @@ class Arrivals:
 
 
 @dataclass
-class Stats:
+class ServerCounters:
     """What the server loop saw: the batch size of every forward step."""
 
     step_batch_sizes: list[int] = field(default_factory=list)
 
 
-Policy = Any  # a callable (engine, requests, clock, options, prefix) -> Stats
+Policy = Any  # a callable (engine, requests, clock, options, prefix) -> ServerCounters
 
 
 def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefix: Any,
-                    stats: Stats) -> Any:
+                    stats: ServerCounters) -> Any:
     """Admit `batch`: prefill it as one padded batch, stamp each first token.
 
     Returns the running rows without those already finished (new_tokens == 1), or None when
@@ -109,7 +109,7 @@ def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefi
 
 
 def decode_stamped(engine: Any, run: Any, by_id: dict[int, Request], clock: ServerClock,
-                   stats: Stats) -> Any:
+                   stats: ServerCounters) -> Any:
     """One decode step for every row; finished rows leave. Returns the rows or None."""
     tokens = decode.decode(engine, run).tolist()  # waits for the device
     t = clock.now()

@@ -8,15 +8,15 @@ from infer_opt.workloads.online.server import (
     Arrivals,
     Request,
     ServerClock,
-    Stats,
+    ServerCounters,
     decode_stamped,
     prefill_stamped,
 )
 
 
 def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
-          prefix: Any = None) -> Stats:
-    stats = Stats()
+          prefix: Any = None) -> ServerCounters:
+    stats = ServerCounters()
     by_id = {r.id: r for r in requests}
     for r in Arrivals(requests).pending:
         clock.sleep_until(r.arrival_s)  # idle until it is due; later ones wait in the queue
