@@ -210,3 +210,15 @@ def test_torch_reads_the_setting() -> None:
     assert head is not None and note.startswith("torchao, group 64, asymmetric")
     _, head, note = recipe(WeightQuant(8, symmetric=True, lm_head="fp32"), "cpu")
     assert head is None and note == "torchao, symmetric, per output channel; lm_head fp32"
+
+
+def test_the_torch_engine_loads_without_torchao(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchao is optional (GPU images lack it): only a weight-quantized variant imports it."""
+    import sys
+
+    from .conftest import load_engine
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # `import torchao` now raises
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)
+    engine = load_engine("kv-cache")
+    assert engine.settings.weights is None

@@ -88,12 +88,12 @@ def recipe(wq: WeightQuant, device: str) -> tuple[Callable[[], Any], Callable[[]
 
 def quantize_weights(model: Any, settings: Settings) -> Any:
     """`model` with settings.weights applied in place (the stack checked it against SUPPORT)."""
+    wq = settings.weights
+    if wq is None:
+        return model  # torchao is optional: only a weight-quantized variant needs it
     import torch
     from torchao.quantization import quantize_
 
-    wq = settings.weights
-    if wq is None:
-        return model
     by = settings.owners.get("weights", "weights")
     body, head, note = recipe(wq, settings.device)
 
