@@ -30,7 +30,7 @@ from typing import Any
 
 from infer_opt.core.errors import UserError
 from infer_opt.run.cell import one_line
-from infer_opt.run.rounds import WORKER_ENV, Job, Row, failed_row, run_job
+from infer_opt.run.rounds import WORKER_ENV, CellResult, Job, failed_row, run_job
 
 INSTALL_HINT = "pip install 'infer-opt[cluster]' (or make setup with 'cluster' in EXTRAS)"
 # Added to a job's budget (its workers' requests each have the suite's timeout, enforced on the
@@ -84,7 +84,7 @@ def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
         return float(pool.apply(measure_bandwidth_gb_per_s, (device, threads)))
 
 
-def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[Row]:
+def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[CellResult]:
     """The Ray task. Never raises for a cell's own failure: the rows say what happened."""
     job = Job.from_dict(job_dict)
     if socket.gethostname() != driver_host:
@@ -98,7 +98,7 @@ def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[Row]:
     return list(run_job(job))
 
 
-def _failed_rows(job: Job, reason: str) -> list[Row]:
+def _failed_rows(job: Job, reason: str) -> list[CellResult]:
     return [failed_row(cell, reason) for cell in job.cells]
 
 
@@ -142,7 +142,7 @@ class RayExecutor:
         self.max_retries = max_retries
         self.num_cpus = num_cpus  # local Ray only; None = this machine's CPU count
 
-    def __call__(self, jobs: list[Job]) -> Iterator[Row]:
+    def __call__(self, jobs: list[Job]) -> Iterator[CellResult]:
         with self._session() as ray:
             yield from self._stream(ray, jobs)
 
@@ -190,7 +190,7 @@ class RayExecutor:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _stream(self, ray: Any, jobs: list[Job]) -> Iterator[Row]:
+    def _stream(self, ray: Any, jobs: list[Job]) -> Iterator[CellResult]:
         task = ray.remote(run_job_task)
         driver_host = socket.gethostname()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]

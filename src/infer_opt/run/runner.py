@@ -29,13 +29,13 @@ from infer_opt.run.plan import (
     thread_warning,
     validate_stacks,
 )
-from infer_opt.run.rounds import Job, Row, run_job
+from infer_opt.run.rounds import CellResult, Job, run_job
 from infer_opt.run.suite import Suite
 
 # An executor runs jobs and yields their rows, in any order (each carries its cell_index).
-Executor = Callable[[list[Job]], Iterable[Row]]
+Executor = Callable[[list[Job]], Iterable[CellResult]]
 
-def local_executor(jobs: list[Job]) -> Iterable[Row]:
+def local_executor(jobs: list[Job]) -> Iterable[CellResult]:
     """Every job on this machine, one after the other."""
     for job in jobs:
         yield from run_job(job)
