@@ -34,6 +34,7 @@ from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
 from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
+from infer_opt.run.progress import OnEvent, Timing, ignore
 
 
 
@@ -212,8 +213,13 @@ def round_order(variants: list[str], seed: int, workload_index: int, round_index
     return order
 
 
-def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[CellResult]:
-    """Measure a job's cells in interleaved rounds; rows come out workload by workload."""
+def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
+            on_event: OnEvent = ignore) -> Iterator[CellResult]:
+    """Measure a job's cells in interleaved rounds; rows come out workload by workload.
+    `on_event` hears of each timed run before it starts (run/progress.Timing).
+
+    Left early (an interrupt, or the caller closing the generator), the workers are killed
+    rather than asked to exit: one may be in the middle of a long timed run."""
     import json
 
     from infer_opt.core.stack import build_stack
@@ -225,6 +231,7 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[
     workers: dict[str, WorkerHandle] = {}
     gone: dict[str, str] = {}  # variant -> why its worker is gone
     env = {k: os.environ.get(k) for k in WORKER_ENV} | job.env
+    finished = False
     try:
         for v in job.variants:  # load one at a time: loading is not what is measured
             if stacks[v].unavailable is not None:
@@ -240,10 +247,14 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[
                 log(f"  {v}: worker did not start: {exc}")
         for wi, wkey in enumerate(job.workloads):
             yield from _run_workload(job, wi, wkey, stacks, by_key, workers, gone,
-                                     workload_from_dict(json.loads(wkey)), log)
+                                     workload_from_dict(json.loads(wkey)), log, on_event)
+        finished = True
     finally:
         for handle in workers.values():
-            handle.close()
+            if finished:
+                handle.close()
+            else:
+                handle.kill()
 
 
 def run_cell(cell: Cell, timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -254,8 +265,8 @@ def run_cell(cell: Cell, timeout_s: float) -> tuple[dict[str, Any], dict[str, An
 
 def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
                   by_key: dict[tuple[str, str], Cell], workers: dict[str, WorkerHandle],
-                  gone: dict[str, str], workload: Any, log: Callable[[str], None]
-                  ) -> Iterator[CellResult]:
+                  gone: dict[str, str], workload: Any, log: Callable[[str], None],
+                  on_event: OnEvent = ignore) -> Iterator[CellResult]:
     done: list[CellResult] = []
     sampling: list[str] = []
     for v in job.variants:
@@ -285,9 +296,14 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
     telemetry = Telemetry().start()  # the machine while this workload's rounds ran
     active = list(sampling)
     round_index = 0
+    cells = sum(1 for v in job.variants if (v, wkey) in by_key)
     while active:
         for v in round_order(active, job.seed, wi, round_index):
             cell = by_key[(v, wkey)]
+            on_event(Timing(group=cell.group, workload=cell.label().removeprefix(v).strip(),
+                            workload_index=wi, workloads=len(job.workloads),
+                            round_index=round_index, max_rounds=workload.max_repeats,
+                            variant=v, cells=cells))
             try:
                 figure, seconds = workers[v].call("run", round_index)
             except (WorkerGone, RuntimeError) as exc:
