@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from infer_opt.run import faults
 
     quiet_libraries()
-    faults.install()  # Ctrl-C and SIGTERM: one line below, exit 130 / 143
+    saved = faults.install()  # Ctrl-C and SIGTERM: one line below, exit 130 / 143
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except UserError as exc:
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"infer-opt: interrupted by {signal.Signals(signum).name}; finished rows are kept",
               file=sys.stderr)
         return 128 + signum
+    finally:
+        faults.restore(saved)  # main() called in-process (tests) leaves the handlers as found
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,12 +53,20 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install() -> None:
-    """SIGINT and SIGTERM raise Interrupted from now on (main thread only)."""
+Handlers = dict[int, Any]
+
+
+def install() -> Handlers:
+    """SIGINT and SIGTERM raise Interrupted from now on (main thread only); returns the
+    handlers they had, for restore()."""
     global _held, _pending, _fired
     _held, _pending, _fired = 0, None, False
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore(handlers: Handlers) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 @contextmanager
