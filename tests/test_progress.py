@@ -13,7 +13,7 @@ import pytest
 from infer_opt.commands.display import Display, cell_line
 from infer_opt.core.quiet import MAX_NOTES, recorded
 from infer_opt.run.cell import Cell
-from infer_opt.run.progress import CellDone, RunStarted, Timing
+from infer_opt.run.progress import CellDone, Loading, RunStarted, Timing
 
 CELL = Cell(run_id="r", suite="s", index=0, model={"name": "m"}, variant="kv-cache",
             workload={"batch_size": 1, "prompt_tokens": 8, "new_tokens": 4}, device="cpu",
@@ -47,8 +47,11 @@ def test_live_status_names_group_round_variant_and_times(monkeypatch: pytest.Mon
     now = [100.0]
     monkeypatch.setattr("infer_opt.commands.display.time.monotonic", lambda: now[0])
     d = Display(io.StringIO(), live=False)
+    assert d.status() == "checking the suite and the machine · 0:00"
     d.on_event(RunStarted("r", Path("x.csv"), 4, 1))
     assert d.status() == "0/4 cells · 0:00 elapsed"
+    d.on_event(Loading("g", "kv-cache", 1, 3))
+    assert d.status() == "group g · loading kv-cache (2 of 3) · 0/4 cells · 0:00 elapsed"
     now[0] = 160.0
     d.on_event(CellDone(1, 4, CELL, OK, 60.0))
     d.on_event(_timing(4))

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from infer_opt.run.progress import CellDone, Event, RunStarted, Timing
+from infer_opt.run.progress import CellDone, Event, Loading, RunStarted, Timing
 
 
 def cell_line(ev: CellDone) -> str:
@@ -47,7 +47,8 @@ class Display:
         self.csv_path: Path | None = None  # known once the run has started writing
         self._total = 0
         self._done = 0
-        self._timing: Timing | None = None
+        self._timing: Timing | Loading | None = None
+        self._started = False
         self._start = time.monotonic()
         self._live: Any = None
         self._console: Any = None
@@ -63,14 +64,15 @@ class Display:
 
     def log(self, message: str) -> None:
         if self._console is not None:
-            self._console.print(message, markup=False, highlight=False)
+            self._console.print(message, markup=False, highlight=False, soft_wrap=True)
         else:
             print(message, file=self.stream, flush=True)
 
     def on_event(self, ev: Event) -> None:
         if isinstance(ev, RunStarted):
             self.csv_path, self._total, self._start = ev.csv_path, ev.cells, time.monotonic()
-        elif isinstance(ev, Timing):
+            self._started = True
+        elif isinstance(ev, (Loading, Timing)):
             self._timing = ev
         elif isinstance(ev, CellDone):
             self._done = ev.done
@@ -80,10 +82,15 @@ class Display:
     def status(self) -> str:
         """The live line: where the run is and how long it has left."""
         elapsed = time.monotonic() - self._start
+        if not self._started:
+            return f"checking the suite and the machine · {_clock(elapsed)}"
         parts = []
         t = self._timing
         done = float(self._done)
-        if t is not None:
+        if isinstance(t, Loading):
+            parts.append(f"group {t.group or '-'} · loading {t.variant} ({t.index + 1} of "
+                         f"{t.variants})")
+        elif t is not None:
             parts.append(f"group {t.group or '-'} · workload {t.workload_index + 1}/"
                          f"{t.workloads} ({t.workload}) · round {t.round_index + 1} of "
                          f"<={t.max_rounds} · timing {t.variant}")
@@ -97,7 +104,7 @@ class Display:
     def __rich__(self) -> Any:
         from rich.text import Text
 
-        return Text(self.status(), style="dim")
+        return Text(self.status(), style="dim", no_wrap=True, overflow="ellipsis")
 
     def close(self) -> None:
         if self._live is not None:

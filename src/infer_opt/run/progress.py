@@ -23,6 +23,16 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class Loading:
+    """A job's worker for `variant` is loading its engine (run/rounds.py)."""
+
+    group: str
+    variant: str
+    index: int  # 0-based, of the job's `variants`
+    variants: int
+
+
+@dataclass(frozen=True)
 class Timing:
     """One timed run of `variant` is about to start (run/rounds.py)."""
 
@@ -45,7 +55,7 @@ class CellDone:
     elapsed_s: float  # since the run's first job started
 
 
-Event = Union[RunStarted, Timing, CellDone]
+Event = Union[RunStarted, Loading, Timing, CellDone]
 OnEvent = Callable[[Event], None]
 
 

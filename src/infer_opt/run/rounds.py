@@ -34,7 +34,7 @@ from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
 from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
-from infer_opt.run.progress import OnEvent, Timing, ignore
+from infer_opt.run.progress import Loading, OnEvent, Timing, ignore
 
 
 
@@ -233,10 +233,11 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
     env = {k: os.environ.get(k) for k in WORKER_ENV} | job.env
     finished = False
     try:
-        for v in job.variants:  # load one at a time: loading is not what is measured
+        for i, v in enumerate(job.variants):  # one at a time: loading is not what is measured
             if stacks[v].unavailable is not None:
                 continue
             cell = next(c for c in job.cells if c.variant == v)
+            on_event(Loading(cell.group, v, i, len(job.variants)))
             engine = stacks[v].engine
             python = (environment_python(engine.name, engine.environment)
                       if engine.environment else None)
