@@ -5,6 +5,8 @@ round i of at most n, the variant being timed, elapsed and expected time; a line
 cell above it. Otherwise (a pipe, a file, CI): the plain lines only, one per finished cell.
 The expected time assumes the cells left take as long as those done, and a workload's rounds
 run to the sampling rule's cap; rounds that stop earlier make it an overestimate.
+The live line is redrawn once a second by a thread of the coordinating process, while a
+worker is timed: a few milliseconds of one core per second (off a terminal, nothing).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Display:
 
             self._console = Console(file=self.stream, highlight=False)
             self._live = Live(self, console=self._console, transient=True,
-                              refresh_per_second=2, redirect_stdout=False,
+                              refresh_per_second=1, redirect_stdout=False,
                               redirect_stderr=False)
             self._live.start()
 

@@ -37,7 +37,6 @@ from infer_opt.run.cell import Cell, identity_row
 from infer_opt.run.progress import Loading, OnEvent, Timing, ignore
 
 
-
 class CellResult(NamedTuple):
     """What measuring one cell gives: its row (a CSV line) and its samples (a JSONL line)."""
 
