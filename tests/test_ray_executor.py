@@ -128,7 +128,7 @@ def local_ray():
     """One local Ray for the module; the executors below find it running and leave it up."""
     if not HAVE_RAY:
         pytest.skip("ray not installed")
-    with rx.RayExecutor(num_cpus=2)._session() as ray:
+    with rx.RayExecutor(num_cpus=2).session() as ray:
         tmp = os.environ["RAY_TMPDIR"]
         yield ray, tmp
     assert not Path(tmp).exists(), "Ray's temp dir must go with the run"

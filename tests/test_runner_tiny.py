@@ -11,6 +11,7 @@ from infer_opt import SCHEMA_VERSION
 from infer_opt.format.columns import COLUMNS
 from infer_opt.core.greedy import greedy_match
 from infer_opt.results.table import render
+from infer_opt.run.progress import CellDone, RunStarted, Timing
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
@@ -33,11 +34,14 @@ warmup_runs = 1
 """
 
 
+EVENTS: list = []  # progress events of tiny_run (run/progress.py)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], Path]:
     tmp = tmp_path_factory.mktemp("run")
     suite = load_suite(str(write_suite(tmp / "tiny.toml", SUITE)))
-    csv_path = run_suite(suite, tmp / "results", log=lambda _m: None)
+    csv_path = run_suite(suite, tmp / "results", log=lambda _m: None, on_event=EVENTS.append)
     with open(csv_path, newline="") as fh:
         return list(csv.DictReader(fh)), csv_path
 
@@ -52,7 +56,30 @@ def test_every_cell_has_a_row_with_the_schema(tiny_run) -> None:
     assert list(rows[0]) == COLUMNS
     # Written as they finish: in plan order within a group's chunk of variants.
     assert sorted(int(r["cell_index"]) for r in rows) == list(range(14))
-    assert csv_path.with_suffix(".md").is_file()
+    # The runner measures; presenting (the table) is the command's work.
+    assert not csv_path.with_suffix(".md").exists()
+
+
+def test_progress_events_follow_the_rounds(tiny_run) -> None:
+    rows, csv_path = tiny_run
+    started = [e for e in EVENTS if isinstance(e, RunStarted)]
+    assert started == [RunStarted(started[0].run_id, csv_path, len(rows), 1)]
+    assert EVENTS[0] == started[0]
+    done = [e for e in EVENTS if isinstance(e, CellDone)]
+    assert [e.done for e in done] == list(range(1, len(rows) + 1))
+    assert {e.total for e in done} == {len(rows)}
+    assert sorted(e.cell.index for e in done) == sorted(int(r["cell_index"]) for r in rows)
+    # One Timing event before each timed run: as many per variant and workload as its row's
+    # timed_runs, round by round, and a workload's rounds before its cells are done.
+    timing = [e for e in EVENTS if isinstance(e, Timing)]
+    for r in rows:
+        mine = [e for e in timing if e.variant == r["variant"]
+                and e.workload.startswith(f"bs={r['batch_size']} ")]
+        assert [e.round_index for e in mine] == list(range(int(r["timed_runs"] or 0)))
+    assert {(e.group, e.workloads, e.max_rounds, e.cells) for e in timing} == {
+        (rows[0]["group"], 2, 2, 7)}
+    first_done = EVENTS.index(done[0])
+    assert all(e.workload_index == 0 for e in EVENTS[:first_done] if isinstance(e, Timing))
 
 
 def test_ok_rows_have_metrics(tiny_run) -> None:

@@ -125,7 +125,7 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
     from infer_opt.core import registry
     from infer_opt.engines import decode
     from infer_opt.workloads.online.measure import build_requests
-    from infer_opt.workloads.online.server import ServerClock
+    from infer_opt.core.timing import HostClock
     from infer_opt.workloads.online.workload import OnlineWorkload
 
     base = dict(num_requests=7, arrival="poisson", arrival_rate_per_s=300.0, prompt_tokens=10,
@@ -139,7 +139,7 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
     try:
         with backend.context():
             prefix = decode.make_prefix(backend, prefix_ids) if w.prefix_reuse else None
-            stats = registry.load("policy", w.policy)(backend, reqs, ServerClock(), w, prefix)
+            stats = registry.load("policy", w.policy)(backend, reqs, HostClock(), w, prefix)
     finally:
         backend.step = step
     return reqs, prefix_ids, stats

@@ -71,9 +71,9 @@ def main() -> int:
     code = compare(first, second, *ref)
     compare(first, second, "--absolute", *ref)
     from infer_opt.core.stats import percentile
-    from infer_opt.results.io import read_run
+    from infer_opt.format.io import read_results
 
-    a, b = read_run(first), read_run(second)
+    a, b = read_results(first), read_results(second)
     old = {(r["variant"], r["cell_index"]): r for r in a.rows if r["status"] == "ok"}
     by_workload: dict[str, list[float]] = {}
     for r in b.rows:

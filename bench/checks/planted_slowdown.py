@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="where the runs go (default: a temp dir)")
     args = ap.parse_args()
     from infer_opt.results.compare import compare
-    from infer_opt.results.io import read_run
+    from infer_opt.format.io import read_results
 
     out = Path(args.out or tempfile.mkdtemp(prefix="infer-opt-planted-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def main() -> int:
         runs = out / f"rep{rep}"
         subprocess.run([sys.executable, "-m", "infer_opt.cli", "run", "--suite", str(suite),
                         "--out", str(runs)], env=env, check=True, stdout=subprocess.DEVNULL)
-        run = read_run(next(runs.glob("*.csv")))
+        run = read_results(next(runs.glob("*.csv")))
         cmp = compare(run, maps=[f"{SLOW}=kv-cache", f"{TWIN}=kv-cache"],
                       thresholds=["1000%", "tpot_ms_p50=0%"])
         line = []

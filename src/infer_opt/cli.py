@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from infer_opt.core.errors import UserError
@@ -45,16 +46,25 @@ def main(argv: list[str] | None = None) -> int:
 
         forbid_downloads()  # before huggingface_hub is imported: it reads the flag once
     from infer_opt.core.quiet import quiet_libraries
+    from infer_opt.run import faults
 
     quiet_libraries()
+    saved = faults.install()  # Ctrl-C and SIGTERM: one line below, exit 130 / 143
     try:
         return int(importlib.import_module(args._module).main(args) or 0)
     except UserError as exc:
         print(f"infer-opt: error: {exc}", file=sys.stderr)
         return UserError.exit_code
-    except KeyboardInterrupt:
-        print("infer-opt: interrupted; finished rows are kept", file=sys.stderr)
-        return 130
+    except faults.WriteFailed as exc:
+        print(f"infer-opt: error: {exc}", file=sys.stderr)
+        return faults.WriteFailed.exit_code
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"infer-opt: interrupted by {signal.Signals(signum).name}; finished rows are kept",
+              file=sys.stderr)
+        return 128 + signum
+    finally:
+        faults.restore(saved)  # main() called in-process (tests) leaves the handlers as found
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from infer_opt.commands.display import Display
+    from infer_opt.results.table import write_table
     from infer_opt.run.executors import make_executor
     from infer_opt.run.plan import cli_strings
     from infer_opt.run.runner import run_suite
@@ -42,11 +44,21 @@ def main(args: argparse.Namespace) -> int:
     variants = cli_strings(args.model, args.variants)
     suite = load_suite(name, allow_long_cells=args.allow_long_cells)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
-    csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
-                         executor=executor)
-    table = csv_path.with_suffix(".md")  # run_suite wrote it, with the suite's references
-    print(table.read_text(encoding="utf-8"))
-    print(f"results: {csv_path}\ntable:   {table}", file=sys.stderr)
+    with Display() as display:
+        try:
+            csv_path = run_suite(suite, Path(args.out), model=args.model,
+                                 variants_filter=variants, executor=executor,
+                                 log=display.log, on_event=display.on_event)
+        except KeyboardInterrupt:
+            display.close()
+            if display.csv_path is not None:  # the finished rows get their table too
+                write_table(display.csv_path, reference=suite.reference,
+                            also=suite.also_reference)
+            raise
+    table = write_table(csv_path, reference=suite.reference, also=suite.also_reference)
+    if table is not None:
+        print(table.read_text(encoding="utf-8"))
+    print(f"results: {csv_path}" + (f"\ntable:   {table}" if table else ""), file=sys.stderr)
     from infer_opt.results.serving_plot import write_plot
 
     png = write_plot(csv_path)  # online rows only: latency vs throughput per policy

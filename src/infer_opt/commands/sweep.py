@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,30 +23,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="directory for result files")
     p.add_argument("--allow-long-cells", action="store_true",
                    help="accept sampling values above the per-cell ceilings (as `run`)")
+    p.add_argument("--executor", default="local",
+                   help="local: every probe here; ray: each probe a Ray task (needs the "
+                        "'cluster' extra)")
+    p.add_argument("--address", default=None,
+                   help="with --executor ray: an existing cluster (default: a local Ray)")
+    p.add_argument("--max-retries", type=int, default=1,
+                   help="with --executor ray: retries of a task whose worker or node died")
 
 
 def main(args: argparse.Namespace) -> int:
+    from infer_opt.commands.display import Display
     from infer_opt.core.errors import UserError
-    from infer_opt.core.models import resolve
-    from infer_opt.core.roofline import measure_bandwidth_gb_per_s
-    from infer_opt.format.io import ResultsWriter
-    from infer_opt.results.serving_plot import write_plot
     from infer_opt.results.table import write_table
-    from infer_opt.run.cell import Cell
-    from infer_opt.run.plan import (
-        check_against_model,
-        check_out_dir,
-        cli_strings,
-        new_run_id,
-        resolve_device,
-        validate_stacks,
-    )
-    from infer_opt.run.rounds import run_cell
+    from infer_opt.run.executors import make_executor
+    from infer_opt.run.plan import cli_strings
     from infer_opt.run.suite import load_suite
-    from infer_opt.workloads.online.sweep import search_max_rate
 
     wanted = cli_strings(args.model, args.variants)
     suite = load_suite(args.suite, allow_long_cells=args.allow_long_cells)
+    executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
               and g.workloads[0].slos_ms() and g.workloads[0].arrival != "offline"]
     if args.group is not None:
@@ -63,45 +60,72 @@ def main(args: argparse.Namespace) -> int:
         variants = [v for v in variants if v in want]
         if not variants:
             raise UserError("variants", f"none of {want} is in group {group.name!r}: {group.variants}")
-    templates = {}
-    for w in group.workloads:  # one per policy (and prefix_reuse); the first rate is the start
-        templates.setdefault((w.policy, w.prefix_reuse), w)
+    with Display() as display:
+        try:
+            csv_path, summary = _sweep(args, suite, group, variants, executor, display)
+        except KeyboardInterrupt:
+            display.close()
+            if display.csv_path is not None:  # the probes that finished get their table
+                write_table(display.csv_path, reference=suite.reference,
+                            also=suite.also_reference)
+            raise
+    write_table(csv_path, reference=suite.reference, also=suite.also_reference)
+    from infer_opt.results.serving_plot import write_plot
 
-    # The same checks as `run` (run/plan.py), before the first probe.
-    check_out_dir(Path(args.out))
-    device = resolve_device(suite.device)
-    stacks = validate_stacks(suite, device, model=args.model)
-    ref = resolve(args.model or suite.model)
-    check_against_model(suite, stacks, ref)
-    for v in variants:
-        if not stacks[v].engine.step_api:
-            raise UserError("variants", f"{v!r} runs on an engine without the decode loop; "
-                                        "online policies cannot serve it")
-    bandwidth = measure_bandwidth_gb_per_s(device, suite.threads)
-    run_id = new_run_id(f"{suite.name}-sweep")
-    writer = ResultsWriter(Path(args.out), run_id)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    png = write_plot(csv_path)
+    summary_path = csv_path.with_name(csv_path.name.removesuffix(".csv") + ".sweep.md")
+    summary_path.write_text("\n".join(summary) + "\n", encoding="utf-8")
+    print("\n".join(summary))
+    print(f"results: {csv_path}\nsummary: {summary_path}"
+          + (f"\nplot:    {png}" if png else ""), file=sys.stderr)
+    return 0
+
+
+def _sweep(args: argparse.Namespace, suite: Any, group: Any, variants: list[str],
+           executor: Any, display: Any) -> tuple[Path, list[str]]:
+    """Plans the group's cells as `run` does (run/runner.plan_run: the same checks, the
+    plugins' metric columns), then probes rates, one job of one cell per probe, through the
+    executor; every probe is a row. Returns the CSV and the summary lines."""
+    from infer_opt.run.executors import opened
+    from infer_opt.run.progress import RunStarted
+    from infer_opt.run.rounds import Job
+    from infer_opt.run.runner import Recorder, plan_run
+    from infer_opt.workloads.online.sweep import search_max_rate
+
+    planned = plan_run(replace(suite, groups=[group]), Path(args.out), args.model, variants,
+                       display.log, run_name=f"{suite.name}-sweep")
+    # One template per policy (and prefix_reuse): the group's first rate is where search starts.
+    templates: dict[tuple[str, bool], Any] = {}
+    for w in group.workloads:
+        templates.setdefault((w.policy, w.prefix_reuse), w)
     first = next(iter(templates.values()))
+    run_id = planned.run_id
     summary = [f"# Rate sweep {run_id}: group {group.name}, SLO {first.slos_ms()} ms, met by "
                f">= {first.slo_target_pct}% of requests", ""]
     index = 0
-    try:
+    with opened(executor) as run_jobs, \
+            Recorder(Path(args.out), run_id, planned.cells[0].metric_columns) as rec:
+        display.log(f"infer-opt: writing {rec.csv_path} (one row per probe)")
+        display.on_event(RunStarted(run_id, rec.csv_path, 0, 0))
         for variant in variants:
             for (policy, reuse), template in templates.items():
+                base = next(c for c in planned.cells if c.variant == variant
+                            and c.workload == template.to_dict())
+
                 def passes(rate: float) -> bool:
                     nonlocal index
                     w = replace(template, arrival_rate_per_s=round(rate, 4))
-                    w.validate(ref.max_context)
-                    cell = Cell(run_id=run_id, suite=suite.name, index=index, model=asdict(ref),
-                                variant=variant, workload=w.to_dict(), device=device,
-                                threads=suite.threads, bandwidth_gb_per_s=bandwidth,
-                                seed=suite.seed, group=group.name)
+                    w.validate(planned.ref.max_context)
+                    cell = replace(base, index=index, workload=w.to_dict())
                     index += 1
-                    row, samples = run_cell(cell, suite.timeout_s)
-                    writer.add(row, samples)
+                    job = Job([cell], suite.timeout_s, suite.seed)
+                    [result] = list(run_jobs([job], display.on_event))
+                    rec.add(result)
+                    row = result.row
                     ok = row["status"] == "ok" and row.get("meets_slo") is True
-                    log(f"  {variant} {policy} rate {w.arrival_rate_per_s}/s: {row['status']} "
-                        f"SLO met {row.get('slo_met_pct', '')}% -> {'pass' if ok else 'fail'}")
+                    display.log(f"  {variant} {policy} rate {w.arrival_rate_per_s}/s: "
+                                f"{row['status']} SLO met {row.get('slo_met_pct', '')}% -> "
+                                f"{'pass' if ok else 'fail'}")
                     if row["status"] != "ok":
                         raise _Stop(row.get("reason", ""))
                     return ok
@@ -119,17 +143,8 @@ def main(args: argparse.Namespace) -> int:
                 except _Stop as stop:
                     line = f"- {variant} · {policy}: probe did not run ({stop})"
                 summary.append(line)
-                log(line)
-    finally:
-        writer.close()
-        write_table(writer.csv_path, reference=suite.reference, also=suite.also_reference)
-    png = write_plot(writer.csv_path)
-    summary_path = writer.csv_path.with_name(run_id + ".sweep.md")
-    summary_path.write_text("\n".join(summary) + "\n", encoding="utf-8")
-    print("\n".join(summary))
-    print(f"results: {writer.csv_path}\nsummary: {summary_path}"
-          + (f"\nplot:    {png}" if png else ""), file=sys.stderr)
-    return 0
+                display.log(line)
+    return rec.csv_path, summary
 
 
 class _Stop(Exception):

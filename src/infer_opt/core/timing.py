@@ -1,4 +1,4 @@
-"""The suite's one timing primitive.
+"""The suite's one timing primitive (the online server's wall clock is HostClock too).
 
 CPU: `time.perf_counter` after any pending device work is done (there is none on CPU).
 CUDA: one `torch.cuda.Event(enable_timing=True)` per stamp, recorded on the current stream, and
@@ -21,13 +21,24 @@ class Clock(Protocol):
 
 
 class HostClock:
+    """perf_counter seconds since start() (or creation). The online server also reads it
+    directly (`now`) and sleeps on its scale until a request is due (`sleep_until`)."""
+
     def __init__(self) -> None:
-        self._t0 = 0.0
+        self._t0 = time.perf_counter()
         self._stamps: list[float] = []
 
     def start(self) -> None:
         self._stamps = []
         self._t0 = time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def sleep_until(self, t: float) -> None:
+        delay = t - self.now()
+        if delay > 0:
+            time.sleep(delay)
 
     def stamp(self) -> None:
         self._stamps.append(time.perf_counter())

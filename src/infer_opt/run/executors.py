@@ -1,8 +1,8 @@
 """Executors: how a run's jobs reach a machine.
 
 A job (run/rounds.py) is one group's variants x workloads: one worker process per variant, all
-loaded, timed in interleaved rounds. An executor is a callable `(jobs) -> iterable of rows`;
-rows may come back in any order (each carries its `cell_index`). Every executor ends in
+loaded, timed in interleaved rounds. An executor is a callable `(jobs, on_event) -> iterable of CellResult`;
+results may come back in any order (each carries its cell). Every executor ends in
 `rounds.run_job`, so a job is the same plain data whichever one runs it.
 
 Executors register under the entry-point group `infer_opt.executors` as factories
@@ -14,6 +14,9 @@ file is written:
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from infer_opt.core import registry
 from infer_opt.core.errors import UserError
@@ -31,4 +34,16 @@ def make_executor(name: str, address: str | None = None, max_retries: int = 1) -
     return registry.load("executor", name)(address=address, max_retries=max_retries)
 
 
-__all__ = ["Executor", "local_executor", "make_executor", "make_local"]
+@contextmanager
+def opened(executor: Executor) -> Iterator[Executor]:
+    """The executor with its session open for several calls (Ray: one cluster connection for
+    all of a sweep's probes); an executor without a session is used as it is."""
+    session = getattr(executor, "session", None)
+    if session is None:
+        yield executor
+        return
+    with session():
+        yield executor
+
+
+__all__ = ["Executor", "local_executor", "make_executor", "make_local", "opened"]

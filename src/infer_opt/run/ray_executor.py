@@ -30,7 +30,8 @@ from typing import Any
 
 from infer_opt.core.errors import UserError
 from infer_opt.run.cell import one_line
-from infer_opt.run.rounds import WORKER_ENV, Job, Row, failed_row, run_job
+from infer_opt.run.progress import OnEvent, ignore
+from infer_opt.run.rounds import WORKER_ENV, CellResult, Job, failed_row, run_job
 
 INSTALL_HINT = "pip install 'infer-opt[cluster]' (or make setup with 'cluster' in EXTRAS)"
 # Added to a job's budget (its workers' requests each have the suite's timeout, enforced on the
@@ -84,7 +85,7 @@ def _node_bandwidth_gb_per_s(device: str, threads: int) -> float:
         return float(pool.apply(measure_bandwidth_gb_per_s, (device, threads)))
 
 
-def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[Row]:
+def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[CellResult]:
     """The Ray task. Never raises for a cell's own failure: the rows say what happened."""
     job = Job.from_dict(job_dict)
     if socket.gethostname() != driver_host:
@@ -98,7 +99,7 @@ def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[Row]:
     return list(run_job(job))
 
 
-def _failed_rows(job: Job, reason: str) -> list[Row]:
+def _failed_rows(job: Job, reason: str) -> list[CellResult]:
     return [failed_row(cell, reason) for cell in job.cells]
 
 
@@ -141,15 +142,24 @@ class RayExecutor:
         self.address = address
         self.max_retries = max_retries
         self.num_cpus = num_cpus  # local Ray only; None = this machine's CPU count
+        self._ray: Any = None  # the Ray module while session() is open
 
-    def __call__(self, jobs: list[Job]) -> Iterator[Row]:
-        with self._session() as ray:
+    def __call__(self, jobs: list[Job], on_event: OnEvent = ignore) -> Iterator[CellResult]:
+        """Rounds run on the nodes: progress shows each job's cells as they come back."""
+        if self._ray is not None:
+            yield from self._stream(self._ray, jobs)
+            return
+        with self.session() as ray:
             yield from self._stream(ray, jobs)
 
     @contextmanager
-    def _session(self) -> Iterator[Any]:
+    def session(self) -> Iterator[Any]:
         """Connects to `address`, or starts a local Ray whose files live in a temp dir of this
-        run (never the home directory) and is shut down at the end."""
+        run (never the home directory) and is shut down at the end. Calls made while it is
+        open share it (`infer-opt sweep` sends one small job per probe)."""
+        if self._ray is not None:
+            yield self._ray
+            return
         saved = {k: os.environ.get(k) for k in _ENV_KEYS}
         tmp: str | None = None
         started = False
@@ -176,8 +186,10 @@ class RayExecutor:
                         raise UserError("address", f"cannot join the Ray cluster at "
                                         f"{self.address}: {one_line(exc)}") from None
                 started = True
+            self._ray = ray
             yield ray
         finally:
+            self._ray = None
             if started:
                 import ray
 
@@ -190,7 +202,7 @@ class RayExecutor:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _stream(self, ray: Any, jobs: list[Job]) -> Iterator[Row]:
+    def _stream(self, ray: Any, jobs: list[Job]) -> Iterator[CellResult]:
         task = ray.remote(run_job_task)
         driver_host = socket.gethostname()
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]

@@ -27,15 +27,23 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from infer_opt.core.sampling import SamplingRule
 from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
 from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
+from infer_opt.run.progress import Loading, OnEvent, Timing, ignore
 
-Row = tuple[Cell, dict[str, Any], dict[str, Any]]
+
+class CellResult(NamedTuple):
+    """What measuring one cell gives: its row (a CSV line) and its samples (a JSONL line)."""
+
+    cell: Cell
+    row: dict[str, Any]
+    samples: dict[str, Any]
+
 # A worker that has just finished a run keeps its OpenMP threads spinning for a moment; the next
 # variant's run waits this long so it does not share the cores with them.
 SETTLE_S = 0.05
@@ -172,14 +180,19 @@ def _exit_reason(code: int | None) -> str:
     return f"crashed: exit code {code} before answering"
 
 
-def failed_row(cell: Cell, reason: str) -> Row:
+def samples_head(cell: Cell) -> dict[str, Any]:
+    """The samples line of a cell that measured nothing: its identity only."""
+    return {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
+            "workload": cell.workload}
+
+
+def failed_row(cell: Cell, reason: str) -> CellResult:
     row = identity_row(cell)
     row.update(status="failed", reason=reason)
-    return cell, row, {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
-                       "workload": cell.workload}
+    return CellResult(cell, row, samples_head(cell))
 
 
-def _skipped(cell: Cell, stack: Any, reason: str) -> Row:
+def _skipped(cell: Cell, stack: Any, reason: str) -> CellResult:
     from infer_opt.core.env import environment
 
     row = identity_row(cell)
@@ -187,8 +200,7 @@ def _skipped(cell: Cell, stack: Any, reason: str) -> Row:
     row.update(environment(cell.device, cell.threads))
     row.update(status="skipped", reason=reason, engine=s.engine, dtype=s.dtype,
                attn_implementation=s.attn_implementation, kv_cache=s.kv_cache)
-    return cell, row, {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
-                       "workload": cell.workload}
+    return CellResult(cell, row, samples_head(cell))
 
 
 def round_order(variants: list[str], seed: int, workload_index: int, round_index: int
@@ -200,8 +212,13 @@ def round_order(variants: list[str], seed: int, workload_index: int, round_index
     return order
 
 
-def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[Row]:
-    """Measure a job's cells in interleaved rounds; rows come out workload by workload."""
+def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
+            on_event: OnEvent = ignore) -> Iterator[CellResult]:
+    """Measure a job's cells in interleaved rounds; rows come out workload by workload.
+    `on_event` hears of each timed run before it starts (run/progress.Timing).
+
+    Left early (an interrupt, or the caller closing the generator), the workers are killed
+    rather than asked to exit: one may be in the middle of a long timed run."""
     import json
 
     from infer_opt.core.stack import build_stack
@@ -213,11 +230,13 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[
     workers: dict[str, WorkerHandle] = {}
     gone: dict[str, str] = {}  # variant -> why its worker is gone
     env = {k: os.environ.get(k) for k in WORKER_ENV} | job.env
+    finished = False
     try:
-        for v in job.variants:  # load one at a time: loading is not what is measured
+        for i, v in enumerate(job.variants):  # one at a time: loading is not what is measured
             if stacks[v].unavailable is not None:
                 continue
             cell = next(c for c in job.cells if c.variant == v)
+            on_event(Loading(cell.group, v, i, len(job.variants)))
             engine = stacks[v].engine
             python = (environment_python(engine.name, engine.environment)
                       if engine.environment else None)
@@ -228,23 +247,27 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None) -> Iterator[
                 log(f"  {v}: worker did not start: {exc}")
         for wi, wkey in enumerate(job.workloads):
             yield from _run_workload(job, wi, wkey, stacks, by_key, workers, gone,
-                                     workload_from_dict(json.loads(wkey)), log)
+                                     workload_from_dict(json.loads(wkey)), log, on_event)
+        finished = True
     finally:
         for handle in workers.values():
-            handle.close()
+            if finished:
+                handle.close()
+            else:
+                handle.kill()
 
 
 def run_cell(cell: Cell, timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """One cell alone (its own worker, its timed runs one after another): a job of one."""
-    [(_, row, samples)] = list(run_job(Job([cell], timeout_s, cell.seed)))
-    return row, samples
+    [result] = list(run_job(Job([cell], timeout_s, cell.seed)))
+    return result.row, result.samples
 
 
 def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
                   by_key: dict[tuple[str, str], Cell], workers: dict[str, WorkerHandle],
-                  gone: dict[str, str], workload: Any, log: Callable[[str], None]
-                  ) -> Iterator[Row]:
-    done: list[Row] = []
+                  gone: dict[str, str], workload: Any, log: Callable[[str], None],
+                  on_event: OnEvent = ignore) -> Iterator[CellResult]:
+    done: list[CellResult] = []
     sampling: list[str] = []
     for v in job.variants:
         cell = by_key.get((v, wkey))
@@ -273,9 +296,14 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
     telemetry = Telemetry().start()  # the machine while this workload's rounds ran
     active = list(sampling)
     round_index = 0
+    cells = sum(1 for v in job.variants if (v, wkey) in by_key)
     while active:
         for v in round_order(active, job.seed, wi, round_index):
             cell = by_key[(v, wkey)]
+            on_event(Timing(group=cell.group, workload=cell.label().removeprefix(v).strip(),
+                            workload_index=wi, workloads=len(job.workloads),
+                            round_index=round_index, max_rounds=workload.max_repeats,
+                            variant=v, cells=cells))
             try:
                 figure, seconds = workers[v].call("run", round_index)
             except (WorkerGone, RuntimeError) as exc:
@@ -296,20 +324,20 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
             continue  # failed mid-way: its row is already in `done`
         cell = by_key[(v, wkey)]
         try:
-            _, row, samples = (cell, *workers[v].call("finish"))
+            row, samples = workers[v].call("finish")
         except (WorkerGone, RuntimeError) as exc:
             done.append(_lost(cell, v, exc, workers, gone))
             continue
         row.update(timed_runs=len(figures[v]), timed_s=round(timed[v], 3),
                    sampling_stop=stops[v], **machine)
         _intervals(row, samples, job.seed)
-        done.append((cell, row, samples))
-    done.sort(key=lambda r: r[0].index)
+        done.append(CellResult(cell, row, samples))
+    done.sort(key=lambda r: r.cell.index)
     yield from done
 
 
 def _lost(cell: Cell, variant: str, exc: BaseException, workers: dict[str, WorkerHandle],
-          gone: dict[str, str]) -> Row:
+          gone: dict[str, str]) -> CellResult:
     if isinstance(exc, WorkerGone):
         gone[variant] = str(exc)
         workers.pop(variant, None)

@@ -71,6 +71,7 @@ class VariantWorker:
         from infer_opt.core.env import environment
         from infer_opt.core.memory import reset_device_peak, rss_mb
         from infer_opt.core.models import load_tokenizer
+        from infer_opt.core.quiet import recorded
         from infer_opt.core.stack import build_stack
 
         torch.set_num_threads(first.threads)
@@ -81,8 +82,9 @@ class VariantWorker:
         self.env = environment(first.device, first.threads)
         self.rss_before_load_mb = round(rss_mb(), 1)
         reset_device_peak(first.device)
-        self.engine = self.stack.engine(self.ref, self.settings)
-        self.tokenizer = load_tokenizer(self.ref)
+        with recorded(self.settings.notes):  # library warnings: to the notes, not the terminal
+            self.engine = self.stack.engine(self.ref, self.settings)
+            self.tokenizer = load_tokenizer(self.ref)
         self.base_notes = list(self.settings.notes)  # the engine's and plugins' own remarks
         self.load_metrics = dict(self.settings.metrics)  # measured while loading (pruning)
         self.cell: Cell | None = None
@@ -171,6 +173,10 @@ def worker_main(conn: Any, first_cell: dict[str, Any], env: dict[str, str | None
     """The worker process: load, then serve requests from the coordinator until "exit"."""
     import os
 
+    from infer_opt.core.quiet import silence_warnings
+    from infer_opt.run.faults import ignore_interrupts
+
+    ignore_interrupts()  # Ctrl-C reaches the whole process group; the coordinator ends us
     die_with_parent()
     for key, value in env.items():  # e.g. CUDA_VISIBLE_DEVICES of a Ray task, before CUDA init
         if value is None:
@@ -184,6 +190,7 @@ def worker_main(conn: Any, first_cell: dict[str, Any], env: dict[str, str | None
         conn.send(("error", one_line(exc)))
         return
     conn.send(("ok", None))
+    silence_warnings()
     while True:
         try:
             msg = conn.recv()
@@ -213,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     talking to the coordinator over the inherited socket FD (run/rounds.WorkerHandle)."""
     from multiprocessing.connection import Connection
 
+    from infer_opt.run.faults import ignore_interrupts
+
+    ignore_interrupts()
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
     first_cell, env = conn.recv()

@@ -6,11 +6,12 @@ import time
 from typing import Any
 
 from infer_opt.core import registry
+from infer_opt.core.timing import HostClock
 from infer_opt.engines import decode
 from infer_opt.workloads.online.arrivals import arrival_times, lengths
 from infer_opt.workloads.online.metrics import RequestTimes, run_columns
 from infer_opt.workloads.online.prompts import shared_prefix_prompts, text_prompts
-from infer_opt.workloads.online.server import Request, ServerClock
+from infer_opt.workloads.online.server import Request
 
 
 def build_requests(w: Any, vocab_size: int, tokenizer: Any, seed: int
@@ -67,14 +68,14 @@ class OnlineSession:
             n_warm = min(w.warmup_requests, w.num_requests)
             if n_warm:
                 warm = self._fresh(arrive_at_once=True, max_new=4)[:n_warm]
-                self.serve(self.engine, warm, ServerClock(), w, self.prefix)
+                self.serve(self.engine, warm, HostClock(), w, self.prefix)
                 self.first_call_ms = warm[0].stamps_s[0] * 1e3  # cold: first kernels
         self.ctx.settings.counters.clear()
 
     def run_once(self, round_index: int) -> float:
         reqs = self._fresh()
         with self.engine.context():
-            clock = ServerClock()
+            clock = HostClock()
             clock.start()
             stats = self.serve(self.engine, reqs, clock, self.w, self.prefix)
         self.runs.append(reqs)

@@ -8,10 +8,10 @@ device, so CUDA work is finished when a stamp is taken).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from infer_opt.core.timing import HostClock
 from infer_opt.engines import decode
 
 
@@ -36,24 +36,6 @@ class Request:
         if not self.done:
             self.tokens.append(token)
             self.stamps_s.append(t)
-
-
-class ServerClock:
-    """Seconds since start(), and sleeping until a time on that scale."""
-
-    def __init__(self) -> None:
-        self._t0 = time.perf_counter()
-
-    def start(self) -> None:
-        self._t0 = time.perf_counter()
-
-    def now(self) -> float:
-        return time.perf_counter() - self._t0
-
-    def sleep_until(self, t: float) -> None:
-        delay = t - self.now()
-        if delay > 0:
-            time.sleep(delay)
 
 
 class Arrivals:
@@ -86,7 +68,7 @@ class ServerCounters:
 Policy = Any  # a callable (engine, requests, clock, options, prefix) -> ServerCounters
 
 
-def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefix: Any,
+def prefill_stamped(engine: Any, batch: list[Request], clock: HostClock, prefix: Any,
                     stats: ServerCounters) -> Any:
     """Admit `batch`: prefill it as one padded batch, stamp each first token.
 
@@ -108,7 +90,7 @@ def prefill_stamped(engine: Any, batch: list[Request], clock: ServerClock, prefi
     return decode.select(engine, run, [i for i, r in enumerate(batch) if not r.done])
 
 
-def decode_stamped(engine: Any, run: Any, by_id: dict[int, Request], clock: ServerClock,
+def decode_stamped(engine: Any, run: Any, by_id: dict[int, Request], clock: HostClock,
                    stats: ServerCounters) -> Any:
     """One decode step for every row; finished rows leave. Returns the rows or None."""
     tokens = decode.decode(engine, run).tolist()  # waits for the device

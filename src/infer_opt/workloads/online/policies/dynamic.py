@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from infer_opt.core.timing import HostClock
 from infer_opt.workloads.online.server import (
     Arrivals,
     Request,
-    ServerClock,
     ServerCounters,
     decode_stamped,
     prefill_stamped,
 )
 
 
-def serve(engine: Any, requests: list[Request], clock: ServerClock, opts: Any,
+def serve(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
           prefix: Any = None) -> ServerCounters:
     stats = ServerCounters()
     by_id = {r.id: r for r in requests}

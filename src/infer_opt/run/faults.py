@@ -1,0 +1,89 @@
+"""Ending a run on a fault without leaving half a result behind.
+
+Ctrl-C (SIGINT) and SIGTERM raise `Interrupted` in the main thread (a KeyboardInterrupt, so
+every `finally` runs: workers are killed, the writer is closed); a second signal while the run
+is already ending is dropped, so cleanup is not cut short. Inside `held()` a signal waits until
+the block ends: a row is written whole or not at all. Workers ignore SIGINT (run/worker.py):
+the terminal sends it to the whole process group, and the coordinator ends them itself.
+
+A results file that cannot be written (a full disk) raises `WriteFailed`: the run stops, the
+rows written before stay, the half-written one is cut off.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the process exits with 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class WriteFailed(Exception):
+    """A results file could not be written (e.g. ENOSPC); one line for the user, exit 1."""
+
+    exit_code = 1
+
+
+_held = 0  # depth of held() blocks
+_pending: int | None = None  # a signal that arrived inside held()
+_fired = False  # Interrupted was raised once: the run is ending
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    global _pending, _fired
+    if _fired:
+        return
+    if _held:
+        _pending = signum
+        return
+    _fired = True
+    raise Interrupted(signum)
+
+
+Handlers = dict[int, Any]
+
+
+def install() -> Handlers:
+    """SIGINT and SIGTERM raise Interrupted from now on (main thread only); returns the
+    handlers they had, for restore()."""
+    global _held, _pending, _fired
+    _held, _pending, _fired = 0, None, False
+    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def restore(handlers: Handlers) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+@contextmanager
+def held() -> Iterator[None]:
+    """A signal arriving inside waits until the block is done, then interrupts."""
+    global _held, _pending, _fired
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+    if not _held and _pending is not None and not _fired:
+        signum, _pending = _pending, None
+        _fired = True
+        raise Interrupted(signum)
+
+
+def ignore_interrupts() -> None:
+    """In a worker: the coordinator ends it; a Ctrl-C meant for the run must not print here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
