@@ -19,7 +19,9 @@ from infer_opt.core.stats import STAT_NAMES
 
 IDENTITY = ["schema_version", "run_id", "cell_index", "suite", "group", "model", "variant",
             "engine", "device", "workload", "batch_size", "prompt_tokens", "new_tokens",
-            "warmup_runs", "dtype", "attn_implementation", "kv_cache"]
+            "warmup_runs", "dtype", "attn_implementation", "kv_cache",
+            "depth_tokens",  # context already in the KV cache when the timed run starts
+            ]
 STATUS = ["status", "reason", "notes"]
 LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
 # p90 is empty below 10 samples and p99 below 100 (stats.MIN_SAMPLES).
@@ -33,10 +35,24 @@ THROUGHPUT = ["decode_tokens_per_s", "output_tokens_per_s", "prefill_tokens_per_
 SAMPLING = ["timed_runs", "timed_s", "sampling_stop", "tpot_ms_p50_ci_low", "tpot_ms_p50_ci_high",
             "decode_tokens_per_s_ci_low", "decode_tokens_per_s_ci_high"]
 COST = ["first_call_ms", "load_s", "cell_s"]
-MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb"]
+# kv_*: the KV cache as the engine really stored it (kv_dtype, bytes per token by dtype and
+# layout, allocated and used after the first timed run); run_added_mb: what one timed run
+# adds to the process's resident memory (peak during the run - before it), median and 95%
+# interval over timed runs (core/memory.py): a figure that repeats, unlike peak_rss_mb.
+MEMORY = ["weight_mb", "rss_before_load_mb", "peak_rss_mb", "peak_device_mem_mb",
+          "kv_dtype",
+          "kv_bytes_per_token",
+          "kv_allocated_mb",
+          "kv_used_mb",
+          "run_added_mb_p50",
+          "run_added_mb_ci_low",
+          "run_added_mb_ci_high",
+          ]
 # roofline_pct is empty where the decode step is not memory-bound (core/roofline.py).
 ROOFLINE = ["bytes_per_decode_step_mb", "achieved_gb_per_s", "bandwidth_gb_per_s", "roofline_pct",
-            "arithmetic_intensity_flop_per_byte"]
+            "arithmetic_intensity_flop_per_byte",
+            "bandwidth_method",  # how bandwidth_gb_per_s was measured (core/roofline.py)
+            ]
 ENVIRONMENT = ["host", "cpu_model", "cpu_count", "gpu_name", "torch_threads", "python_version",
                "torch_version", "transformers_version", "cuda_version", "package_versions",
                "infer_opt_version", "git_commit", "timestamp_utc"]
@@ -102,6 +118,8 @@ DESCRIPTIVE = (set(IDENTITY) | set(STATUS) | set(ENVIRONMENT) | set(SAMPLING) | 
                    "mean_batch_size", "meets_slo"})
 # (regex on the column name, better direction or None = shown but never gated); first match wins.
 METRIC_RULES: list[tuple[str, str | None]] = [
+    (r"_ci_(low|high)$", None),  # bounds of an interval: they describe its median
+    (r"^kv_(dtype|bytes_per_token)$", None),  # what the cache stores, not a measurement
     (r"(^|_)kl(_|$)", "lower"),  # KL divergence from the reference (kl_max included)
     (r"_(std|min|max)$", None),  # spread and extremes: context, too noisy to gate on
     (r"^(load_s|cell_s|first_call_ms)$", None),  # one-off costs, noisy

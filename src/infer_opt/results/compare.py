@@ -64,7 +64,9 @@ __all__ = ["compare", "compare_runs", "read_run", "render", "samples_path_for"]
 
 # Identity columns a join uses from the CSV (the samples' workload dict adds the rest).
 JOIN_COLUMNS = ["model", "variant", "engine", "device", "workload", "batch_size",
-                "prompt_tokens", "new_tokens"]
+                "prompt_tokens", "new_tokens",
+                "depth_tokens",
+                ]
 # Workload keys that change how long a cell is measured, not what it measures.
 NOT_IDENTITY_WORKLOAD_KEYS = {"repeats", "warmup_runs", "warmup_new_tokens", "min_repeats",
                               "max_repeats", "min_timed_s", "max_timed_s",

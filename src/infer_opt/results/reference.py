@@ -7,10 +7,11 @@ from __future__ import annotations
 from infer_opt.results.io import parse_number as _num
 
 
-def workload_key(row: dict[str, str]) -> tuple[str, str, str, str]:
-    """(model, workload, prompt_tokens, new_tokens): rows comparable apart from batch size."""
+def workload_key(row: dict[str, str]) -> tuple[str, str, str, str, str]:
+    """(model, workload, prompt_tokens, new_tokens, depth_tokens): rows comparable apart from
+    batch size (a row at depth 2048 is measured against its reference at depth 2048)."""
     return (row.get("model", ""), row.get("workload", ""), row.get("prompt_tokens", ""),
-            row.get("new_tokens", ""))
+            row.get("new_tokens", ""), row.get("depth_tokens", ""))
 
 
 def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: str
