@@ -52,3 +52,26 @@ def test_complexity_command_on_tiny_model(tmp_path: Path, capsys: pytest.Capture
 def test_complexity_bad_lengths(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["complexity", "--gen-lengths", "8"]) == 2
     assert "lengths: need at least two distinct integers" in capsys.readouterr().err
+
+
+def test_complexity_over_depth_on_tiny_model(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["complexity", "--model", "tiny-random", "--threads", "1", "--repeats", "2",
+                 "--attn-lengths", "32,64", "--gen-lengths", "4,8", "--cached-lengths", "4,8",
+                 "--prefill-lengths", "64,128", "--depths", "32,96,160", "--depth-new-tokens",
+                 "4", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for series in ("prefill-vs-length", "decode-step-at-depth", "kv-bytes-at-depth"):
+        assert f"| {series} |" in out
+    [csv_path] = tmp_path.glob("*-complexity.csv")
+    with open(csv_path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["series"] == "kv-bytes-at-depth"]
+    # 128 fp32 values per token after depth + 4 tokens (the last new one is never fed: +3 + 1).
+    assert [int(r["kv_bytes"]) for r in rows] == [(d + 4) * 128 * 4 for d in (32, 96, 160)]
+    # The KV bytes fit exactly: slope 512 bytes per token, interval of width zero.
+    assert "| kv-bytes-at-depth |" in out and "| 512 bytes | [512, 512] |" in out
+
+
+def test_complexity_depth_beyond_context(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["complexity", "--model", "tiny-random", "--depths", "64,500"]) == 2
+    assert "depths: 517 tokens" in capsys.readouterr().err

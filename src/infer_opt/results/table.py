@@ -157,11 +157,12 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
         return ""
     out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
            "nats; * = Pareto front)\n"]
-    for (_model, _kind, prompt, new, bs), items in groups.items():
+    for (_model, _kind, prompt, new, depth, bs), items in groups.items():
         items.sort(key=lambda x: (-x[0], x[1]))
         front = pareto_front([(s, k) for s, k, _ in items])
         others = [v for v in also if v != reference]
-        out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
+        at = f", depth {depth}" if depth not in ("", "0") else ""
+        out.append(f"bs {bs}, prompt {prompt}, new {new}{at}\n")
         head = ["front", "variant", "speedup", *[f"vs {v}" for v in others], "KL mean", "top-1 %",
                 "greedy match", "weight MB"]
         out.append("| " + " | ".join(head) + " |")
