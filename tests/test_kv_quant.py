@@ -91,3 +91,14 @@ max_repeats = 1
     assert_one_line_error(cli("run", "--suite", str(suite), "--out", str(out), cwd=tmp_path),
                           *needles)
     assert not out.exists()
+
+
+def test_fidelity_scores_through_the_quantized_cache() -> None:
+    """score() of kv-int4 must read the quantized cache: a cache-less forward would return the
+    fp32 model's logits and a KL of 0 for a row named kv-int4."""
+    ids = torch.randint(3, 512, (2, 64), generator=torch.Generator().manual_seed(3))
+    fp32, int4 = load_engine("kv-cache").score(ids), load_engine("kv-int4").score(ids)
+    assert int4.shape == fp32.shape == (2, 64, 512)
+    # The first half is prefilled (its own attention is exact); the second half reads it back.
+    assert torch.allclose(int4[:, :32], fp32[:, :32], atol=1e-5)
+    assert (int4[:, 32:] - fp32[:, 32:]).abs().max() > 1e-4

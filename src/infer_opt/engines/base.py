@@ -235,6 +235,13 @@ class Engine:
         cannot forget slots overrides it)."""
         return lambda: self.crop(cache, length)
 
+    @classmethod
+    def starts_at_depth(cls) -> bool:
+        """Whether checkpoint can restore a prefilled context: an engine's own checkpoint or
+        crop, or the default crop through kv / cache_from_kv (row_ops)."""
+        return (cls.step_api and (cls.row_ops or cls.checkpoint is not Engine.checkpoint
+                                  or cls.crop is not Engine.crop))
+
     def kv_memory(self, cache: Any, length: int) -> KVMemory | None:
         """The cache as stored after `length` slots per row (core/memory.KVMemory); None when
         the engine cannot tell (no cache)."""

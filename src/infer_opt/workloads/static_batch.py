@@ -92,6 +92,9 @@ class StaticBatch(Sampled):
         if not engine.step_api:
             return (f"depth_tokens {self.depth_tokens}: engine {engine.name} ({variant!r}) "
                     "generates itself and cannot start from a prefilled context")
+        if not engine.starts_at_depth():
+            return (f"depth_tokens {self.depth_tokens}: engine {engine.name} ({variant!r}) "
+                    "cannot restore a prefilled context (no crop, no kv/cache_from_kv)")
         if settings.kv_cache == "none":
             return (f"depth_tokens {self.depth_tokens}: {variant!r} has no KV cache, so every "
                     "timed step would recompute the whole context; add kv-cache")

@@ -339,6 +339,27 @@ class TorchEngine(Engine):
         ids = ids.to(self.device)
         batch, length = ids.shape
         positions = torch.arange(length, device=self.device).expand(batch, length)
+        if self.kv_bits is not None and length > 1:
+            return self._score_through_quantized_cache(ids, positions)
         with self.context():
             logits = self._forward(StepInput(ids, positions, None, None, length))
         return logits.float().cpu()  # [B, T, V]
+
+    def _score_through_quantized_cache(self, ids: torch.Tensor,
+                                       positions: torch.Tensor) -> torch.Tensor:
+        """A quantized cache only matters where a step reads it back: one cache-less forward
+        would score the fp32 model and claim the int8 cache costs nothing. So the first half
+        of every sequence is prefilled into the quantized cache (stored quantized, as a prompt
+        is) and the second half is decoded one token at a time, reading it, exactly as
+        generation does (the fidelity set's halves are its prompt and its continuation)."""
+        batch, length = ids.shape
+        half = length // 2
+        out: list[torch.Tensor] = []
+        with self.context():
+            cache = self.new_cache(batch, length)
+            out.append(self._forward(StepInput(ids[:, :half], positions[:, :half], None, cache,
+                                               half)))
+            for i in range(half, length):
+                out.append(self._forward(StepInput(ids[:, i:i + 1], positions[:, i:i + 1], None,
+                                                   cache, 1)))
+        return torch.cat(out, dim=1).float().cpu()  # [B, T, V]
