@@ -163,3 +163,10 @@ bench-ct2: model setup-ct2
 
 test-ct2: setup-ct2
 	$(CT2_VENV)/bin/python -m pytest -q tests/test_ct2_engine.py
+
+# Complexity over depth on the default model: prefill time vs prompt length to 8192 (eager),
+# decode step time and KV bytes vs depth, fits with bootstrap intervals (results/*-complexity.*).
+complexity-long: setup
+	$(BIN)/infer-opt complexity --repeats 3 --attn-lengths 512,1024,2048 \
+		--gen-lengths 64,128 --cached-lengths 64,128 \
+		--prefill-lengths 512,1024,2048,4096,8192 --depths 512,1024,2048,4096,8160

@@ -167,7 +167,8 @@ def test_depth_rows_through_the_runner(tmp_path: Path) -> None:
                                                           depths="0, 32"))
     out = tmp_path / "results"
     assert cli("run", "--suite", str(suite), "--out", str(out), cwd=tmp_path).returncode == 0
-    with open(next(out.glob("*.csv")), newline="") as fh:
+    csv_path = next(out.glob("*.csv"))
+    with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((r["variant"], r["depth_tokens"]) for r in rows) == [
         ("kv-cache", "0"), ("kv-cache", "32"), ("kv-cache+sdpa", "0"), ("kv-cache+sdpa", "32")]
@@ -178,3 +179,11 @@ def test_depth_rows_through_the_runner(tmp_path: Path) -> None:
         assert r["kv_dtype"] == "float32"
         assert r["run_added_mb_p50"] != "" and r["bandwidth_method"].startswith("cpu streaming")
         assert ("context prefilled once" in r["notes"]) == (d > 0)
+    # The report plots decode tok/s and KV MB against depth, one curve per variant.
+    from infer_opt.results.depth_plot import curves
+    from infer_opt.results.report import write_report
+
+    assert list(curves(rows)) == ["kv-cache bs1", "kv-cache+sdpa bs1"]
+    report = write_report(csv_path, reference="kv-cache").read_text()
+    assert "## Decode speed and KV memory vs depth" in report
+    assert csv_path.with_name(csv_path.stem + ".depth.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
+from infer_opt.results.depth_plot import report_section as depth_section
 from infer_opt.results.io import parse_number as _num
 from infer_opt.results.io import read_run, samples_path_for
 from infer_opt.results.reference import speedup
@@ -295,6 +296,7 @@ def write_report(csv_path: Path, reference: str = "baseline") -> Path:
     else:
         skipped.append("serving curves: no ok row of a serving workload with an offered-load "
                        f"column ({', '.join(LOAD_COLUMNS[:3])}, ...)")
+    lines += depth_section(csv_path)  # <stem>.depth.png: decode tok/s and KV MB vs depth
     lines += ["## Table", "", render_run(run, reference)]
     if skipped:
         lines += ["## Not plotted", ""] + [f"- {s}" for s in skipped] + [""]
