@@ -10,7 +10,7 @@ SMOLLM2_VERSION ?= 0.1.2
 EXTRAS ?= quant,onnx,report,dev,cluster,kvquant
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
+.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm complexity-long \
 	setup-llamacpp bench-llamacpp test-llamacpp setup-openvino bench-openvino test-openvino \
 	setup-ct2 bench-ct2 test-ct2
 

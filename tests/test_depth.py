@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from infer_opt.core.models import resolve
-from infer_opt.core.roofline import mean_cached_len
 from infer_opt.engines.decode import generate
 from infer_opt.workloads.static_batch import StaticBatch
 
@@ -120,11 +119,6 @@ def test_static_cache_allocates_its_capacity() -> None:
     assert kv.used_bytes == (d + p + n - 1) * VALUES_PER_TOKEN * 4
 
 
-def test_roofline_reads_the_context_at_depth() -> None:
-    # The mean cached length of a decode step at depth d counts the context.
-    assert mean_cached_len(512 + 16, 8) == 512 + 16 + 4
-
-
 def test_from_group_makes_one_workload_per_batch_size_and_depth() -> None:
     ws = StaticBatch.from_group({"batch_sizes": [1, 2], "depths": [0, 64], "prompt_tokens": 8})
     assert [(w.batch_size, w.depth_tokens) for w in ws] == [(1, 0), (1, 64), (2, 0), (2, 64)]
@@ -187,3 +181,68 @@ def test_depth_rows_through_the_runner(tmp_path: Path) -> None:
     report = write_report(csv_path, reference="kv-cache").read_text()
     assert "## Decode speed and KV memory vs depth" in report
     assert csv_path.with_name(csv_path.stem + ".depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_decode_step_bytes_include_the_kv_read_at_depth() -> None:
+    from infer_opt.core.roofline import DecodeStep, decode_step_bytes
+
+    d, p, n = 400, 8, 4
+    w = StaticBatch(batch_size=1, prompt_tokens=p, new_tokens=n, depth_tokens=d, min_repeats=2)
+    session, _, engine = session_for("kv-cache", w)
+    session.warm_up()
+    session.run_once(0)
+    session.run_once(1)
+    row: dict[str, Any] = {}
+    session.finish(row, {})
+    weights = decode_step_bytes(DecodeStep(engine.facts.weights, 1, "none"))
+    # Each decode step reads the weights and, on average, d + p + n/2 cached tokens.
+    kv = VALUES_PER_TOKEN * 4 * (d + p + n / 2)
+    assert row["bytes_per_decode_step_mb"] == round((weights + kv) / 2**20, 2)
+    assert row["kv_used_mb"] == round((d + p + n - 1) * VALUES_PER_TOKEN * 4 / 2**20, 3)
+
+
+def test_run_memory_measures_what_a_run_adds() -> None:
+    from infer_opt.core.memory import RunMemory, peak_rss_mb, reset_peak_rss
+
+    reset_peak_rss()
+    memory = RunMemory()
+    for _ in range(3):
+        with memory.measure():
+            x = torch.ones(32 * 2**20 // 4)  # 32 MiB, touched
+            del x
+    assert len(memory.added_mb) == 3 and all(30 < v < 100 for v in memory.added_mb)
+    cols = memory.columns()
+    assert cols["run_added_mb_ci_low"] <= cols["run_added_mb_p50"] <= cols["run_added_mb_ci_high"]
+    # The cell's peak still counts the runs although each one restarted the kernel's count.
+    assert peak_rss_mb() >= max(memory.added_mb)
+
+
+def test_roofline_above_100_percent_is_kept_and_explained() -> None:
+    from infer_opt.core.roofline import (
+        DecodeStep,
+        Weight,
+        WeightBytes,
+        bandwidth_method,
+        cpu_buffer_mib,
+        roofline_pct,
+    )
+
+    step = DecodeStep(WeightBytes((Weight("w", 1000, 4000),)), 1, "dynamic",
+                      kv_bytes_per_token=8, mean_context_len=0.0)
+    # 4000 bytes in 1 ms = 0.004 GB/s against a 0.0032 GB/s ceiling: 125%, never clamped.
+    pct, why = roofline_pct(step, 1.0, 0.0032, 8.0)
+    assert pct == pytest.approx(125.0) and "above the measured read ceiling" in why
+    assert cpu_buffer_mib() == 64  # tests/conftest.py
+    assert bandwidth_method("cpu", 2) == ("cpu streaming read (torch sum, 2 threads) over 64 MiB "
+                                          "fp32, 2 passes per try, best of 7 tries")
+
+
+def test_read_ceiling_buffer_is_far_larger_than_the_last_level_cache(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from infer_opt.core import roofline
+
+    monkeypatch.delenv("INFER_OPT_BANDWIDTH_MIB")
+    monkeypatch.setattr(roofline, "_last_level_cache_bytes", lambda: 300 * 2**20)  # 300 MiB L3
+    assert roofline.cpu_buffer_mib() == 2048
+    monkeypatch.setattr(roofline, "_last_level_cache_bytes", lambda: 1024 * 2**20)
+    assert roofline.cpu_buffer_mib() == 4096

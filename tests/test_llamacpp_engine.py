@@ -47,6 +47,15 @@ def test_declarations_and_refusals() -> None:
         build_stack("llamacpp[kv_cache_type=q8_0]", "cpu")
     s = build_stack("llamacpp[type_k=q8_0,type_v=q4_0,flash_attn=true]", "cpu").settings
     assert s.options == {"type_k": "q8_0", "type_v": "q4_0", "flash_attn": True}
+    # A depth beyond n_ctx is refused before anything loads.
+    from infer_opt.run.plan import check_fit
+    from infer_opt.workloads.static_batch import StaticBatch
+
+    stack = build_stack("llamacpp[n_ctx=512]", "cpu")
+    with pytest.raises(UserError, match="= 1040 do not fit 'llamacpp\\[n_ctx=512\\]', which "
+                                        "holds 512 tokens per sequence"):
+        check_fit(stack, StaticBatch(prompt_tokens=8, new_tokens=8, depth_tokens=1024), "g")
+    check_fit(stack, StaticBatch(prompt_tokens=8, new_tokens=8, depth_tokens=496), "g")
     for plugin in ("bf16", "sdpa", "kv-cache"):  # dtype, kernel and cache are llama.cpp's own
         with pytest.raises(UserError, match=f"'llamacpp\\+{plugin}' runs on llamacpp"):
             build_stack(f"llamacpp+{plugin}", "cpu")

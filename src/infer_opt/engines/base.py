@@ -236,6 +236,12 @@ class Engine:
         return lambda: self.crop(cache, length)
 
     @classmethod
+    def max_sequence_tokens(cls, settings: Settings) -> int | None:
+        """The longest sequence (context + prompt + new tokens) the engine's options leave
+        room for, or None when only the model's context limits it."""
+        return None
+
+    @classmethod
     def starts_at_depth(cls) -> bool:
         """Whether checkpoint can restore a prefilled context: an engine's own checkpoint or
         crop, or the default crop through kv / cache_from_kv (row_ops)."""

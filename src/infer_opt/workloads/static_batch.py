@@ -86,9 +86,14 @@ class StaticBatch(Sampled):
 
     def unfit_reason(self, stack: Any) -> str | None:
         """Why this stack cannot start at the workload's depth (run/plan.check_fit), or None."""
+        engine, settings, variant = stack.engine, stack.settings, stack.variant
+        room = engine.max_sequence_tokens(settings)
+        total = self.depth_tokens + self.prompt_tokens + self.new_tokens
+        if room is not None and total > room:
+            return (f"depth + prompt_tokens + new_tokens = {total} do not fit {variant!r}, which "
+                    f"holds {room} tokens per sequence; raise its n_ctx")
         if not self.depth_tokens:
             return None
-        engine, settings, variant = stack.engine, stack.settings, stack.variant
         if not engine.step_api:
             return (f"depth_tokens {self.depth_tokens}: engine {engine.name} ({variant!r}) "
                     "generates itself and cannot start from a prefilled context")

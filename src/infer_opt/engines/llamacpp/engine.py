@@ -146,6 +146,10 @@ class LlamaCppEngine(Engine):
         return options.get("type_k") or both, options.get("type_v") or both
 
     @classmethod
+    def max_sequence_tokens(cls, settings: Settings) -> int | None:
+        return int(settings.options.get("n_ctx", 1024))  # KV cells per sequence
+
+    @classmethod
     def check_settings(cls, settings: Settings) -> str | None:
         _, type_v = cls.kv_types(settings.options)
         if type_v.startswith("q") and not settings.options.get("flash_attn", False):
