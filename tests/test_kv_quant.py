@@ -102,3 +102,22 @@ def test_fidelity_scores_through_the_quantized_cache() -> None:
     # The first half is prefilled (its own attention is exact); the second half reads it back.
     assert torch.allclose(int4[:, :32], fp32[:, :32], atol=1e-5)
     assert (int4[:, 32:] - fp32[:, 32:]).abs().max() > 1e-4
+
+
+def test_fidelity_at_depth_reads_the_quantized_cache() -> None:
+    """kl_at_depth: along the fp32 kv-cache reference's continuation of the row's own
+    200-token context; the fp32 row matches it, the int4 row reads a quantized context."""
+    kl = {}
+    for variant in ("kv-cache", "kv-int4"):
+        w = StaticBatch(batch_size=1, prompt_tokens=8, new_tokens=6, depth_tokens=200,
+                        min_repeats=2)
+        session, _, _ = session_for(variant, w)
+        session.warm_up()
+        session.run_once(0)
+        session.run_once(1)
+        row: dict = {}
+        session.finish(row, {})
+        assert "fidelity at depth failed" not in "; ".join(session.ctx.settings.notes)
+        kl[variant] = (float(row["kl_at_depth_mean"]), float(row["top1_at_depth_pct"]))
+    assert kl["kv-cache"] == (0.0, 100.0)  # the same computation as the reference
+    assert kl["kv-int4"][0] > 1e-6

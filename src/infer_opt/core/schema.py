@@ -62,7 +62,13 @@ TELEMETRY = ["load_avg_1m_start", "load_avg_1m_end", "cpu_steal_pct", "other_cpu
              "torch_threads_in_effect", "cpu_mhz", "machine_busy"]
 # Output fidelity against the pinned fp32 baseline (see fidelity.py), untimed.
 FIDELITY = ["kl_mean", "kl_max", "top1_agreement_pct", "greedy_match_tokens", "perplexity",
-            "logits_nonfinite_count"]
+            "logits_nonfinite_count",
+            # Depth rows: along the fp32 reference's continuation of the row's own context,
+            # the variant reading its KV cache at that depth (run/depth_fidelity.py).
+            "kl_at_depth_mean",
+            "kl_at_depth_max",
+            "top1_at_depth_pct",
+            ]
 # Online serving workloads (workload = "online"): the load, the policy, and what it achieved.
 # ttft/tpot/itl/e2e, output_tokens_per_s and requests_per_s above keep their meaning, per request.
 SERVING_LOAD = ["policy", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",

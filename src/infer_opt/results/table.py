@@ -50,6 +50,12 @@ def _ci(row: dict[str, str], column: str, digits: int = 2) -> str:
     return "" if lo is None or hi is None else f"{lo:.{digits}f}..{hi:.{digits}f}"
 
 
+def _prompt(row: dict[str, str]) -> str:
+    """The prompt length, and the context depth it was appended at ('64 @4096')."""
+    depth = row.get("depth_tokens", "")
+    return row["prompt_tokens"] + (f" @{depth}" if depth not in ("", "0") else "")
+
+
 def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) -> str:
     rows = sorted(run.rows, key=lambda r: int(r["cell_index"]))  # Ray writes as cells finish
     tokens = {i: s.get("tokens") for i, s in run.samples.items()}
@@ -73,7 +79,7 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
                 match = f"{same}/{n}"
         why = r.get("reason") or r.get("notes") or ""
         lines.append("| " + " | ".join([
-            r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
+            r["variant"], r["batch_size"], _prompt(r), r["new_tokens"], r["status"],
             _n(r), _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _ci(r, "tpot_ms_p50"),
             _f(r["itl_ms_p99"], 2), _f(r["decode_tokens_per_s"]), ratio_text, match,
             _f(r["weight_mb"]), _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]),

@@ -247,6 +247,15 @@ class StaticSession:
             self.ctx.settings.notes.append(why)
         row["bandwidth_method"] = bandwidth_method(cell.device, cell.threads)
 
+    def _fidelity_at_depth(self, row: dict[str, Any]) -> None:
+        from infer_opt.run.depth_fidelity import measure
+
+        try:
+            measure(self, row)
+        except Exception as exc:  # the timings stand; the row says why the columns are empty
+            self.ctx.settings.notes.append(f"fidelity at depth failed: {type(exc).__name__}: "
+                                           f"{' '.join(str(exc).split())[:200]}")
+
     def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
         b, p, n = self.w.batch_size, self.w.prompt_tokens, self.w.new_tokens
         runs = self.runs
@@ -275,6 +284,8 @@ class StaticSession:
         row.update(self.memory.columns())
         if self.kv is not None:
             row.update(self.kv.columns())
+        if self._at_depth is not None:  # untimed, after the runs and their memory readings
+            self._fidelity_at_depth(row)
         row["first_call_ms"] = round(self.first_call_ms if self.first_call_ms is not None
                                      else per_run["ttft_ms"][0], 3)
         samples["runs"] = {"round": list(self.rounds), **per_run,
