@@ -179,6 +179,10 @@ def test_depth_rows_through_the_runner(tmp_path: Path) -> None:
         assert r["kv_dtype"] == "float32"
         assert r["run_added_mb_p50"] != "" and r["bandwidth_method"].startswith("cpu streaming")
         assert ("context prefilled once" in r["notes"]) == (d > 0)
+        # Fidelity at depth on depth rows only; fp32 rows match the fp32 reference.
+        assert (r["top1_at_depth_pct"] != "") == (d > 0), r["notes"]
+        if d:
+            assert float(r["top1_at_depth_pct"]) == 100.0 and float(r["kl_at_depth_mean"]) < 1e-6
     # The report plots decode tok/s and KV MB against depth, one curve per variant.
     from infer_opt.results.depth_plot import curves
     from infer_opt.results.report import write_report
