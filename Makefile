@@ -10,9 +10,9 @@ SMOLLM2_VERSION ?= 0.1.2
 EXTRAS ?= quant,onnx,report,dev,cluster,kvquant
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm complexity-long \
+.PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
 	setup-llamacpp bench-llamacpp test-llamacpp setup-openvino bench-openvino test-openvino \
-	setup-ct2 bench-ct2 test-ct2
+	setup-ct2 bench-ct2 test-ct2 complexity-long
 
 help:
 	@echo "make bench [SUITE=quick|default|gpu|path.toml]   run a suite, print the table"
@@ -22,6 +22,7 @@ help:
 	@echo "make distill                                    build the distilled student (7-13 min, cached)"
 	@echo "make bench-llamacpp | bench-openvino | bench-ct2  a CPU engine (own .venv-<engine>) beside kv-cache+sdpa"
 	@echo "make setup-<engine> / test-<engine>             build that environment / run its tests there"
+	@echo "make complexity-long                            prefill vs length to 8192, decode step and KV bytes vs depth"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
