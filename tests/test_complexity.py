@@ -75,3 +75,16 @@ def test_complexity_over_depth_on_tiny_model(tmp_path: Path,
 def test_complexity_depth_beyond_context(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["complexity", "--model", "tiny-random", "--depths", "64,500"]) == 2
     assert "depths: 517 tokens" in capsys.readouterr().err
+
+
+def test_fit_interval_by_hand() -> None:
+    from infer_opt.tools.complexity import fit_interval, fit_linear
+
+    # Exact lines: every resample fits the same slope, a zero-width interval.
+    assert fit_interval({1: [2.0, 2.0], 2: [4.0, 4.0], 3: [6.0, 6.0]}, linear=True) == (2.0, 2.0)
+    assert fit_interval({1: [2.0], 2: [4.0]}, linear=True) is None  # one repeat: no interval
+    # Spread at n = 2 (3 or 5): slopes from 1 to 3 over the points (1, 2) and (2, 3..5).
+    lo, hi = fit_interval({1: [2.0, 2.0], 2: [3.0, 5.0]}, linear=True)
+    assert 1.0 <= lo <= hi <= 3.0 and lo < hi
+    f = fit_linear([0, 512, 1024], [10.0, 11.0, 12.0])
+    assert (f.slope, f.intercept, f.r2) == (pytest.approx(1 / 512), pytest.approx(10.0), 1.0)

@@ -132,8 +132,8 @@ def _median(values: list[float]) -> float:
 
 
 def time_attention(n: int, heads: int, head_dim: int, repeats: int, device: str,
-                   seed: int = 0) -> float:
-    """Median seconds of one eager causal attention op on [1, heads, n, head_dim] inputs."""
+                   seed: int = 0) -> list[float]:
+    """Seconds of one eager causal attention op on [1, heads, n, head_dim] inputs, per repeat."""
     import torch
 
     from infer_opt.core.timing import clock_for
@@ -157,11 +157,11 @@ def time_attention(n: int, heads: int, head_dim: int, repeats: int, device: str,
             op()
             clock.stamp()
             times.append(clock.finish()[-1])
-    return _median(times)
+    return times
 
 
-def time_generation(engine: Any, prompts: Any, n: int, repeats: int, device: str) -> float:
-    """Median seconds to generate n tokens (prefill included) through the decode loop."""
+def time_generation(engine: Any, prompts: Any, n: int, repeats: int, device: str) -> list[float]:
+    """Seconds to generate n tokens (prefill included) through the decode loop, per repeat."""
     from infer_opt.core.timing import clock_for
     from infer_opt.engines.decode import generate
 
@@ -171,7 +171,7 @@ def time_generation(engine: Any, prompts: Any, n: int, repeats: int, device: str
         for _ in range(repeats):
             run = generate(engine, prompts, n, clock)
             times.append(run.e2e_s)
-    return _median(times)
+    return times
 
 
 @dataclass(frozen=True)
@@ -257,9 +257,9 @@ def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     for n in attn_lengths:
-        t = time_attention(n, heads, head_dim, attn_repeats, device)
-        points.append(Point("attention", n, t))
-        log(f"attention n={n}: {t * 1e3:.2f} ms")
+        ts = time_attention(n, heads, head_dim, attn_repeats, device)
+        points.append(Point("attention", n, _median(ts), tuple(ts)))
+        log(f"attention n={n}: {_median(ts) * 1e3:.2f} ms")
     prompts = prompt_batch(1, prompt_tokens, ref.vocab_size, load_tokenizer(ref))  # [1, P]
     for series, lengths, kv in (("generate-no-cache", gen_lengths, "none"),
                                 ("generate-kv-cache", cached_lengths, "dynamic")):
@@ -269,9 +269,9 @@ def measure(model: str, device: str, threads: int, attn_lengths: Sequence[int],
             engine = cached.engine(ref, cached.settings)
         time_generation(engine, prompts, min(lengths), 1, device)  # warm-up, untimed
         for n in lengths:
-            t = time_generation(engine, prompts, n, repeats, device)
-            points.append(Point(series, n, t))
-            log(f"{series} n={n}: {t:.3f} s")
+            ts = time_generation(engine, prompts, n, repeats, device)
+            points.append(Point(series, n, _median(ts), tuple(ts)))
+            log(f"{series} n={n}: {_median(ts):.3f} s")
     if prefill_lengths or depths:
         cached = build_stack("kv-cache", device)  # fp32, eager attention, dynamic cache
         engine = cached.engine(ref, cached.settings)
