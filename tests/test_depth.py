@@ -183,6 +183,11 @@ def test_depth_rows_through_the_runner(tmp_path: Path) -> None:
         assert (r["top1_at_depth_pct"] != "") == (d > 0), r["notes"]
         if d:
             assert float(r["top1_at_depth_pct"]) == 100.0 and float(r["kl_at_depth_mean"]) < 1e-6
+    # compare joins rows by depth: the run against itself pairs all four rows, no regression.
+    proc = cli("compare", str(csv_path), str(csv_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no regression in 4 matched rows" in proc.stdout
+    assert "kv-cache static-batch bs=1 prompt=8 new=4 depth=32 |" in proc.stdout
     # The report plots decode tok/s and KV MB against depth, one curve per variant.
     from infer_opt.results.depth_plot import curves
     from infer_opt.results.report import write_report

@@ -219,6 +219,8 @@ def _label(row: dict[str, str]) -> str:
                        ("prompt_tokens", "prompt"), ("new_tokens", "new")):
         if row.get(col):
             parts.append(f"{short}={row[col]}")
+    if row.get("depth_tokens") not in (None, "", "0"):  # context already in the KV cache
+        parts.append(f"depth={row['depth_tokens']}")
     return " ".join(parts)
 
 
