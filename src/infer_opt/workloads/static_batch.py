@@ -104,8 +104,9 @@ class StaticBatch(Sampled):
             return (f"depth_tokens {self.depth_tokens}: {variant!r} has no KV cache, so every "
                     "timed step would recompute the whole context; add kv-cache")
         if settings.decoder is not None:
-            return (f"depth_tokens {self.depth_tokens}: {settings.owners.get('decoder', 'a plugin')!r}"
-                    f" in {variant!r} replaces whole-sequence generation from the prompt")
+            by = settings.owners.get("decoder", "a plugin")
+            return (f"depth_tokens {self.depth_tokens}: {by!r} in {variant!r} replaces "
+                    "whole-sequence generation from the prompt")
         return None
 
     def row_columns(self) -> dict[str, Any]:
