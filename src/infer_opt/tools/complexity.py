@@ -312,6 +312,11 @@ def interval(points: Sequence[Point], series: str) -> tuple[float, float] | None
     return fit_interval(samples, series in LINEAR)
 
 
+def _value(p: Point) -> float:
+    """A point as the report shows it: bytes for kv-bytes-at-depth, else milliseconds."""
+    return p.seconds if p.series == "kv-bytes-at-depth" else p.seconds * 1e3
+
+
 def _ci(ci: tuple[float, float] | None, fmt: str) -> str:
     return "n/a (1 repeat)" if ci is None else f"[{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
 
@@ -340,9 +345,7 @@ def render(points: Sequence[Point], header: str, plot_name: str | None) -> str:
                          f"{f.points} | {f.slope * scale:.6g} {unit} | {_ci(ci_scaled, '.6g')} "
                          f"| {f.intercept * scale:.6g} {unit} | {f.r2:.4f} |")
     lines += ["", "| series | n | time ms (bytes for kv-bytes-at-depth) |", "|---|---|---|"]
-    lines += [f"| {p.series} | {p.n} | "
-              f"{p.seconds if p.series in LINEAR and p.series.startswith('kv') else p.seconds * 1e3:.6g} |"
-              for p in points]
+    lines += [f"| {p.series} | {p.n} | {_value(p):.6g} |" for p in points]
     if plot_name:
         lines += ["", f"![log-log plot of time vs n]({plot_name})"]
     return "\n".join(lines) + "\n"

@@ -29,8 +29,8 @@ with logits for every position (teacher forcing).
 Options (typed; `llamacpp[key=value]`): n_ctx (per sequence), n_batch, flash_attn,
 kv_cache_type (K and V), type_k / type_v (each on its own; f32, f16, q8_0, q4_0). llama.cpp
 quantizes the V cache only inside its flash-attention kernel, so a quantized type_v without
-flash_attn is refused up front. Threads: the suite's `threads` (torch.get_num_threads() in the worker) for
-decode and prompt processing.
+flash_attn is refused up front. Threads: the suite's `threads` (torch.get_num_threads() in the
+worker) for decode and prompt processing.
 """
 
 from __future__ import annotations
