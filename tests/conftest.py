@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(FIXTURE_PLUGINS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 sys.path.insert(0, str(FIXTURE_PLUGINS))
+# The read-ceiling probe streams 2+ GiB (core/roofline.py): tests never quote a roofline.
+os.environ.setdefault("INFER_OPT_BANDWIDTH_MIB", "64")
 
 
 @pytest.fixture(scope="session", autouse=True)

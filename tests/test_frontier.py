@@ -37,7 +37,7 @@ def rows(extra_no_kl: bool = False) -> list[dict[str, str]]:
 
 def test_fastest_per_level_and_the_front() -> None:
     [(key, items)] = frontier_groups(rows()).items()
-    assert key == ("tiny-random", "8", "16", "1")
+    assert key == ("tiny-random", "8", "16", "1", "")  # (model, prompt, new, bs, depth)
     pick = {limit: fastest(items, limit)[2]["variant"] for limit in (1e-3, 1e-2, float("inf"))}
     # <= 1e-3: the exact GGUF graph; <= 1e-2: llama.cpp (9 ms) beats gguf-q4 (10 ms); any: int4.
     assert pick == {1e-3: "ort-genai+gguf-q4[accuracy=0]", 1e-2: "llamacpp",

@@ -37,8 +37,25 @@ def test_declarations_and_refusals() -> None:
     assert (s.engine, s.kv_cache, s.dtype, s.attn_implementation) == (
         "llamacpp", "dynamic", "gguf", "llamacpp")
     assert s.options == {"kv_cache_type": "f32", "n_ctx": 512}
-    with pytest.raises(UserError, match="kv_cache_type must be one of f16, f32; got 'q8_0'"):
+    with pytest.raises(UserError, match="kv_cache_type must be one of f32, f16, q8_0, q4_0; "
+                                        "got 'q5_1'"):
+        build_stack("llamacpp[kv_cache_type=q5_1]", "cpu")
+    with pytest.raises(UserError, match="type_k must be one of f32, f16, q8_0, q4_0; got 'int8'"):
+        build_stack("llamacpp[type_k=int8]", "cpu")
+    # llama.cpp quantizes V only inside its flash-attention kernel.
+    with pytest.raises(UserError, match="type_v q8_0 needs flash_attn=true"):
         build_stack("llamacpp[kv_cache_type=q8_0]", "cpu")
+    s = build_stack("llamacpp[type_k=q8_0,type_v=q4_0,flash_attn=true]", "cpu").settings
+    assert s.options == {"type_k": "q8_0", "type_v": "q4_0", "flash_attn": True}
+    # A depth beyond n_ctx is refused before anything loads.
+    from infer_opt.run.plan import check_fit
+    from infer_opt.workloads.static_batch import StaticBatch
+
+    stack = build_stack("llamacpp[n_ctx=512]", "cpu")
+    with pytest.raises(UserError, match="= 1040 do not fit 'llamacpp\\[n_ctx=512\\]', which "
+                                        "holds 512 tokens per sequence"):
+        check_fit(stack, StaticBatch(prompt_tokens=8, new_tokens=8, depth_tokens=1024), "g")
+    check_fit(stack, StaticBatch(prompt_tokens=8, new_tokens=8, depth_tokens=496), "g")
     for plugin in ("bf16", "sdpa", "kv-cache"):  # dtype, kernel and cache are llama.cpp's own
         with pytest.raises(UserError, match=f"'llamacpp\\+{plugin}' runs on llamacpp"):
             build_stack(f"llamacpp+{plugin}", "cpu")
@@ -217,3 +234,31 @@ def test_suite_runs_llamacpp_in_its_environment(tmp_path: Path) -> None:
     assert float(row["kl_mean"]) < 1e-6 and float(row["top1_agreement_pct"]) == 100.0
     assert float(row["weight_mb"]) > 0 and float(row["decode_tokens_per_s"]) > 0
     assert samples["llamacpp[kv_cache_type=f32]"]["tokens"] == samples["kv-cache"]["tokens"]
+
+
+@needs_llama_cpp
+def test_depth_and_quantized_kv_bytes_by_hand() -> None:
+    """q8_0 K / q4_0 V with flash attention: bytes by hand (tiny: 128 cached values per
+    token, K and V 64 each; q8_0 34 bytes per 32 values, q4_0 18), and a depth row starts from
+    its context (crop back after each run: the same tokens twice)."""
+    from types import SimpleNamespace
+
+    from infer_opt.core.models import resolve
+    from infer_opt.workloads.static_batch import StaticBatch
+
+    engine = load_engine("llamacpp[type_k=q8_0,type_v=q4_0,flash_attn=true,n_ctx=256]")
+    per_token = 64 * 34 / 32 + 64 * 18 / 32
+    assert engine.facts.kv_bytes_per_token == per_token
+    w = StaticBatch(batch_size=1, prompt_tokens=8, new_tokens=4, depth_tokens=64)
+    ctx = SimpleNamespace(cell=SimpleNamespace(seed=0, device="cpu", threads=1),
+                          ref=resolve("tiny-random"), settings=engine.settings, engine=engine,
+                          tokenizer=None)
+    session = w.session(ctx)
+    session.warm_up()
+    session.run_once(0)
+    session.run_once(1)
+    assert torch.equal(session.runs[0].tokens, session.runs[1].tokens)
+    kv = session.kv
+    assert kv.dtype == "K q8_0 / V q4_0"
+    assert kv.used_bytes == round(per_token * (64 + 8 + 4 - 1))
+    assert kv.allocated_bytes == round(per_token * 256)

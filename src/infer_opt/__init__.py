@@ -5,4 +5,5 @@ __version__ = "0.1.0"
 # Bumped whenever a core column is added, renamed, removed or changes meaning (2: sampling,
 # telemetry and arithmetic-intensity columns; samples lines keep per-run values under "runs").
 # 3: plugin_sources (which distribution provided each part of the variant).
-SCHEMA_VERSION = 3
+# 4: depth_tokens, KV-cache memory, run_added_mb, bandwidth_method, fidelity at depth.
+SCHEMA_VERSION = 4

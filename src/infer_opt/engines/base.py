@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from infer_opt.core.memory import KVMemory
 from infer_opt.core.params import Param
 from infer_opt.core.plugin import Metric, missing_package
 from infer_opt.core.roofline import WeightBytes
@@ -103,6 +104,9 @@ class BatchRun:
 
     stamps_s: list[float]
     tokens: torch.Tensor
+    # The KV state at the end of the run (decode loop only), for Engine.kv_memory; the
+    # workload reads it once after the run's memory is measured, then drops it.
+    cache: Any = None
 
     @property
     def ttft_s(self) -> float:
@@ -122,12 +126,12 @@ class ModelFacts:
     """Sizes a row reports and the roofline needs (core/roofline.py)."""
 
     weight_bytes: int  # all stored weights: quantized data plus scales
-    kv_bytes_per_token: int  # per sequence, all layers, K and V; 0 when nothing is cached
+    kv_bytes_per_token: float  # per sequence, all layers, K and V; 0 when nothing is cached
     load_s: float
     # What a decode step reads of each weight (lookup-only tables, tied lm_head); None when
     # the engine cannot tell, and then the roofline columns stay empty.
     weights: WeightBytes | None = None
-    kv_element_bytes: int = 4
+    kv_element_bytes: float = 4  # a quantized cache: data plus scales per value
     query_groups: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -227,6 +231,31 @@ class Engine:
         draft tokens); the default rebuilds it through kv / cache_from_kv."""
         kv = self.kv(cache, length)
         return self.cache_from_kv(kv, max(length, 1))
+
+    def checkpoint(self, cache: Any, length: int) -> Callable[[], Any]:
+        """Start at depth: `cache` holds a long context of `length` slots, prefilled once;
+        the returned function gives, before every run, a cache holding exactly those slots,
+        ready to extend. The default crops the later slots off in place (a cache whose crop
+        cannot forget slots overrides it)."""
+        return lambda: self.crop(cache, length)
+
+    @classmethod
+    def max_sequence_tokens(cls, settings: Settings) -> int | None:
+        """The longest sequence (context + prompt + new tokens) the engine's options leave
+        room for, or None when only the model's context limits it."""
+        return None
+
+    @classmethod
+    def starts_at_depth(cls) -> bool:
+        """Whether checkpoint can restore a prefilled context: an engine's own checkpoint or
+        crop, or the default crop through kv / cache_from_kv (row_ops)."""
+        return (cls.step_api and (cls.row_ops or cls.checkpoint is not Engine.checkpoint
+                                  or cls.crop is not Engine.crop))
+
+    def kv_memory(self, cache: Any, length: int) -> KVMemory | None:
+        """The cache as stored after `length` slots per row (core/memory.KVMemory); None when
+        the engine cannot tell (no cache)."""
+        return None
 
     # --- engines that schedule requests themselves ----------------------------------------
     def generate(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:

@@ -150,7 +150,53 @@ def generate(engine: Engine, prompts: torch.Tensor, new_tokens: int, clock: Cloc
         out.append(decode(engine, rows))
         clock.stamp()
     stamps = clock.finish()
-    return BatchRun(stamps_s=stamps, tokens=torch.stack(out, dim=1).cpu())
+    return BatchRun(stamps_s=stamps, tokens=torch.stack(out, dim=1).cpu(), cache=rows.cache)
+
+
+def extend(engine: Engine, rows: DecodeBatch, tokens: torch.Tensor) -> torch.Tensor:
+    """Append tokens [B, T] to rows that hold a KV cache, at positions length..length+T-1 (a
+    chunk of a long context, or the prompt chunk appended at depth); returns each row's greedy
+    token after them [B]."""
+    batch, chunk = tokens.shape
+    device = rows.last.device
+    tokens = tokens.to(device)
+    pos = torch.arange(chunk, device=device).expand(batch, chunk) + rows.next_pos[:, None]
+    mask = None if rows.mask is None else torch.cat(
+        [rows.mask, torch.ones((batch, chunk), dtype=rows.mask.dtype, device=device)], dim=1)
+    logits = engine.step(StepInput(tokens, pos, mask, rows.cache, 1))
+    nxt = _greedy(logits)  # [B]
+    rows.mask, rows.length = mask, rows.length + chunk
+    rows.next_pos, rows.last = rows.next_pos + chunk, nxt[:, None]
+    return nxt
+
+
+def prefill_context(engine: Engine, context: torch.Tensor, capacity: int,
+                    chunk: int = 512) -> DecodeBatch:
+    """A long context [B, D] into a new KV cache with room for `capacity` slots, `chunk`
+    tokens per step (eager attention over all 8192 positions at once would hold a
+    [B, heads, 8192, 8192] score matrix). Untimed: the context a depth row starts from."""
+    batch, depth = context.shape
+    rows, _ = prefill(engine, context[:, :chunk], list(range(batch)), capacity)
+    for lo in range(chunk, depth, chunk):
+        extend(engine, rows, context[:, lo:lo + chunk])
+    return rows
+
+
+def generate_at_depth(engine: Engine, rows: DecodeBatch, prompts: torch.Tensor, new_tokens: int,
+                      clock: Clock) -> BatchRun:
+    """generate() from `rows` that already hold a long context (depth D = rows.length,
+    prefilled before the clock starts): the chunk prompts [B, P] is appended at positions
+    D..D+P-1 (TTFT = its prefill at depth, llama-bench's pp at depth), then new_tokens - 1
+    decode steps, each attending over D + P + i cached positions (tg at depth)."""
+    out: list[torch.Tensor] = []
+    clock.start()
+    out.append(extend(engine, rows, prompts))
+    clock.stamp()
+    for _ in range(new_tokens - 1):
+        out.append(decode(engine, rows))
+        clock.stamp()
+    stamps = clock.finish()
+    return BatchRun(stamps_s=stamps, tokens=torch.stack(out, dim=1).cpu(), cache=rows.cache)
 
 
 def make_prefix(engine: Engine, ids: list[int]) -> Prefix:

@@ -29,6 +29,7 @@ IDENTITY = [
     "schema_version", "run_id", "cell_index", "suite", "group", "model", "variant",
     "engine", "device", "workload", "batch_size", "prompt_tokens", "new_tokens",
     "warmup_runs", "dtype", "attn_implementation", "kv_cache",
+    "depth_tokens",  # context already in the KV cache when the timed run starts
 ]
 STATUS = ["status", "reason", "notes"]
 LATENCY_METRICS = ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"]
@@ -58,11 +59,22 @@ COST = [
     "load_s",
     "cell_s",
 ]
+# kv_*: the KV cache as the engine really stored it (kv_dtype, bytes per token by dtype and
+# layout, allocated and used after the first timed run); run_added_mb: what one timed run
+# adds to the process's resident memory (peak during the run - before it), median and 95%
+# interval over timed runs (core/memory.py): a figure that repeats, unlike peak_rss_mb.
 MEMORY = [
     "weight_mb",
     "rss_before_load_mb",
     "peak_rss_mb",
     "peak_device_mem_mb",
+    "kv_dtype",
+    "kv_bytes_per_token",
+    "kv_allocated_mb",
+    "kv_used_mb",
+    "run_added_mb_p50",
+    "run_added_mb_ci_low",
+    "run_added_mb_ci_high",
 ]
 # roofline_pct is empty where the decode step is not memory-bound (core/roofline.py).
 ROOFLINE = [
@@ -71,6 +83,7 @@ ROOFLINE = [
     "bandwidth_gb_per_s",
     "roofline_pct",
     "arithmetic_intensity_flop_per_byte",
+    "bandwidth_method",  # how bandwidth_gb_per_s was measured (core/roofline.py)
 ]
 # plugin_sources: JSON, the distribution and version that provided the engine and each plugin
 # of the row's variant (core/registry.py), e.g. {"engine torch": "infer-opt 0.1.0", ...}.
@@ -99,6 +112,11 @@ FIDELITY = [
     "greedy_match_tokens",
     "perplexity",
     "logits_nonfinite_count",
+    # Depth rows: along the fp32 reference's continuation of the row's own context,
+    # the variant reading its KV cache at that depth (run/depth_fidelity.py).
+    "kl_at_depth_mean",
+    "kl_at_depth_max",
+    "top1_at_depth_pct",
 ]
 # Online serving workloads (workload = "online"): the load, the policy, and what it achieved.
 # ttft/tpot/itl/e2e, output_tokens_per_s and requests_per_s above keep their meaning, per request.
@@ -138,6 +156,9 @@ STATUSES = ("ok", "skipped", "failed")
 # so. A rename or a change of meaning cannot be migrated: bump MIN_READABLE_SCHEMA then.
 ADDED_IN: dict[int, list[str]] = {
     3: ["plugin_sources"],
+    4: ["depth_tokens", "kv_dtype", "kv_bytes_per_token", "kv_allocated_mb", "kv_used_mb",
+        "run_added_mb_p50", "run_added_mb_ci_low", "run_added_mb_ci_high", "bandwidth_method",
+        "kl_at_depth_mean", "kl_at_depth_max", "top1_at_depth_pct"],
 }
 MIN_READABLE_SCHEMA = 2
 
@@ -221,12 +242,21 @@ METRICS: list[Column] = [
     # One number per row, whose run-to-run spread nobody measured (issue 22): shown, not gated.
     Column("peak_rss_mb", "MiB", LOWER, gateable=False, floor=1.0, shown=True),
     Column("peak_device_mem_mb", "MiB", LOWER, gateable=False, floor=1.0),
+    # The KV cache as allocated and used: sizes the code decides, the same in every run.
+    Column("kv_allocated_mb", "MiB", LOWER, gated=True, floor=1.0),
+    Column("kv_used_mb", "MiB", LOWER, gated=True, floor=1.0, shown=True),
+    # What a timed run adds to resident memory, median over timed runs with its interval:
+    # repeatable within a run, but its spread across runs is not yet known: shown, not gated.
+    Column("run_added_mb_p50", "MiB", LOWER, floor=1.0, shown=True),
     Column("kl_mean", "nats", LOWER, gated=True, floor=1e-6),
     Column("kl_max", "nats", LOWER, gated=True, floor=1e-6),
     Column("top1_agreement_pct", "%", HIGHER, gated=True, floor=1.0),
     Column("greedy_match_tokens", "tokens", HIGHER, gated=True, floor=1.0),
     Column("perplexity", "", LOWER, gated=True),
     Column("logits_nonfinite_count", "count", LOWER, gated=True),
+    Column("kl_at_depth_mean", "nats", LOWER, gated=True, floor=1e-6),
+    Column("kl_at_depth_max", "nats", LOWER, gated=True, floor=1e-6),
+    Column("top1_at_depth_pct", "%", HIGHER, gated=True, floor=1.0),
     # An unloaded server admits within a scheduling tick: 1 ms of queueing is nothing.
     *(Column(f"queue_ms_{s}", "ms", LOWER, timed=True, gated=s == "p50", floor=1.0)
       for s in STAT_NAMES if s not in ("std", "min", "max")),

@@ -32,7 +32,7 @@ KL_FLOOR = 1e-12
 
 def _workload(r: dict[str, str]) -> tuple[str, ...]:
     return (r.get("model", ""), r.get("prompt_tokens", ""), r.get("new_tokens", ""),
-            r.get("batch_size", ""))
+            r.get("batch_size", ""), r.get("depth_tokens", ""))
 
 
 def frontier_groups(rows: list[dict[str, str]]
@@ -110,10 +110,11 @@ def render_frontier(rows: list[dict[str, str]]) -> str:
            "generate gives; `vs llamacpp`: the llama.cpp row of the same workload. "
            "(own) = the fastest torch / ONNX Runtime stack where another runtime leads.", ""]
     for key, items in groups.items():
-        model, prompt, new, bs = key
+        model, prompt, new, bs, depth = key
         hf = _reference(rows, key, HF_VARIANT)
         llama = _reference(rows, key, LLAMACPP) or _fastest_of_engine(rows, key, LLAMACPP)
         out.append(f"{model}, bs {bs}, prompt {prompt}, new {new}"
+                   + (f", depth {depth}" if depth not in ("", "0") else "")
                    + (f"; llamacpp: {_tps(llama)} tok/s, TTFT {_num(llama.get('ttft_ms_p50')) or 0:.0f} ms"
                       if llama else "; no llamacpp row"))
         out.append("")
@@ -156,7 +157,7 @@ def plot_frontier(rows: list[dict[str, str]], path: Path) -> bool:
 
     fig, axes = figure(1, len(groups), figsize=(8.5 * len(groups), 5.5))
     for ax, (key, items) in zip(axes[0], groups.items()):
-        model, prompt, new, bs = key
+        model, prompt, new, bs, _depth = key
         labels = []
         for tps, kl, r in items:
             x = max(kl, KL_FLOOR)

@@ -7,12 +7,15 @@ from __future__ import annotations
 from infer_opt.format.io import parse_number as _num
 
 
-def workload_key(row: dict[str, str]) -> tuple[str, str, str, str, str]:
-    """(model, device, workload, prompt_tokens, new_tokens): what a row was measured on, apart
-    from its variant, engine and batch size. The one workload key: compare's join adds the
-    batch size and the samples' workload (results/compare/join.py)."""
+def workload_key(row: dict[str, str]) -> tuple[str, str, str, str, str, str]:
+    """(model, device, workload, prompt_tokens, new_tokens, depth_tokens): what a row was
+    measured on, apart from its variant, engine and batch size (a row at depth 2048 is measured
+    against its reference at depth 2048; a row written before depths existed is at depth 0).
+    The one workload key: compare's join adds the batch size and the samples' workload
+    (results/compare/join.py)."""
     return (row.get("model", ""), row.get("device", ""), row.get("workload", ""),
-            row.get("prompt_tokens", ""), row.get("new_tokens", ""))
+            row.get("prompt_tokens", ""), row.get("new_tokens", ""),
+            row.get("depth_tokens") or "0")
 
 
 def find_reference(row: dict[str, str], rows: list[dict[str, str]], reference: str

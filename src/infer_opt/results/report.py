@@ -19,6 +19,7 @@ from pathlib import Path
 from infer_opt.core.errors import UserError
 from infer_opt.format.io import parse_number as _num
 from infer_opt.format.io import read_results, samples_path_for
+from infer_opt.results.depth_plot import report_section as depth_section
 from infer_opt.results.plots import figure, label_points, save
 from infer_opt.results.reference import speedup
 from infer_opt.results.table import render_run
@@ -280,6 +281,7 @@ def write_report(csv_path: Path, reference: str = "baseline", point_ratios: bool
     else:
         skipped.append("serving curves: no ok row of a serving workload with an offered-load "
                        f"column ({', '.join(LOAD_COLUMNS[:3])}, ...)")
+    lines += depth_section(csv_path)  # <stem>.depth.png: decode tok/s and KV MB vs depth
     lines += ["## Table", "", render_run(run, reference)]
     if skipped:
         lines += ["## Not plotted", ""] + [f"- {s}" for s in skipped] + [""]

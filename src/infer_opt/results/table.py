@@ -49,6 +49,12 @@ def _ci(row: dict[str, str], column: str, digits: int = 2) -> str:
     return "" if lo is None or hi is None else f"{lo:.{digits}f}..{hi:.{digits}f}"
 
 
+def _prompt(row: dict[str, str]) -> str:
+    """The prompt length, and the context depth it was appended at ('64 @4096')."""
+    depth = row.get("depth_tokens", "")
+    return row["prompt_tokens"] + (f" @{depth}" if depth not in ("", "0") else "")
+
+
 def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str] = ()) -> str:
     rows = sorted(run.rows, key=lambda r: int(r["cell_index"]))  # Ray writes as cells finish
     tokens = {i: s.get("tokens") for i, s in run.samples.items()}
@@ -71,7 +77,7 @@ def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str
                 match = f"{greedy_match(a, b)}/{len(a[0]) if a else 0}"
         why = r.get("reason") or r.get("notes") or ""
         body.append([
-            r["variant"], r["batch_size"], r["prompt_tokens"], r["new_tokens"], r["status"],
+            r["variant"], r["batch_size"], _prompt(r), r["new_tokens"], r["status"],
             _n(r), _f(r["ttft_ms_p50"]), _f(r["tpot_ms_p50"], 2), _ci(r, "tpot_ms_p50"),
             _f(r["itl_ms_p99"], 2), _f(r["decode_tokens_per_s"]), ratio_text, match,
             _f(r["weight_mb"]), _f(r["peak_rss_mb"], 0), _f(r["roofline_pct"]),
@@ -155,11 +161,12 @@ def pareto_section(rows: list[dict[str, str]], reference: str = "baseline",
         return ""
     out = [f"\n## Speedup vs fidelity (decode tok/s vs {reference}; KL(baseline || variant), "
            "nats; * = Pareto front)\n"]
-    for (_model, _device, _kind, prompt, new, bs), items in groups.items():
+    for (_model, _device, _kind, prompt, new, depth, bs), items in groups.items():
         items.sort(key=lambda x: (-x[0], x[1]))
         front = pareto_front([(s, k) for s, k, _ in items])
         others = [v for v in also if v != reference]
-        out.append(f"bs {bs}, prompt {prompt}, new {new}\n")
+        at = f", depth {depth}" if depth not in ("", "0") else ""
+        out.append(f"bs {bs}, prompt {prompt}, new {new}{at}\n")
         head = ["front", "variant", "speedup", *[f"vs {v}" for v in others], "KL mean", "top-1 %",
                 "greedy match", "weight MB"]
         body = []

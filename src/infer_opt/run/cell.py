@@ -38,7 +38,8 @@ class Cell:
                     f"n={w.get('num_requests')}"
                     + (" prefix-reuse" if w.get("prefix_reuse") else ""))
         return (f"{self.variant} bs={w.get('batch_size')} prompt={w.get('prompt_tokens')} "
-                f"new={w.get('new_tokens')}")
+                f"new={w.get('new_tokens')}"
+                + (f" depth={w['depth_tokens']}" if w.get("depth_tokens") else ""))
 
 
 def one_line(exc: BaseException) -> str:

@@ -126,6 +126,10 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
         raise UserError(where, f"the {w.kind} workload joins rows of different lengths in one "
                                f"batch; engine {engine.name} ({variant!r}) cannot: run it in a "
                                "static-batch group")
+    unfit = getattr(w, "unfit_reason", None)  # the workload's own demands (a depth)
+    why = unfit(stack) if unfit is not None else None
+    if why:
+        raise UserError(where, why)
     bs = getattr(w, "batch_size", 1)
     if engine.max_batch_size is not None and bs > engine.max_batch_size:
         raise UserError(where, f"engine {engine.name} serves batches of at most "

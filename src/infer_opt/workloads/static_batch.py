@@ -1,5 +1,14 @@
 """The `static-batch` workload: B prompts of P tokens, each extended by exactly N greedy tokens.
 
+At depth D (`depths = [0, 512, ...]` in a suite group, `depth_tokens` in a row) each row first
+holds D tokens of context in its KV cache, prefilled once before any timed run and restored
+before every run (Engine.checkpoint), never inside the timed region; the timed run then
+appends the P-token prompt at positions D.. (TTFT and prefill_tokens_per_s: llama-bench's pp
+at depth) and decodes N tokens over D + P + i cached positions (tg at depth). A depth needs a
+KV cache and the decode loop: the cache-less baseline would recompute the whole context inside
+every timed step (a D-token prefill per token), so it is refused at depth > 0, like engines
+that generate themselves and plugins that replace generation (speculative decoding).
+
 Measured through the one decode loop (engines/decode.generate). The runner drives a session:
 warm-up, then timed runs one at a time (interleaved with the group's other variants), then
 statistics, throughput and roofline over all of them.
@@ -17,10 +26,12 @@ from infer_opt.core.roofline import (
     DEFAULT_RIDGE_FLOP_PER_BYTE,
     DecodeStep,
     arithmetic_intensity,
+    bandwidth_method,
     decode_step_bytes,
     mean_cached_len,
     roofline_pct,
 )
+from infer_opt.core.memory import KVMemory, RunMemory
 from infer_opt.core.stats import Stats
 from infer_opt.core.timing import clock_for
 from infer_opt.engines.base import BatchRun
@@ -43,6 +54,7 @@ class StaticBatch(Sampled):
     new_tokens: int = 128
     warmup_runs: int = 1
     warmup_new_tokens: int = 0
+    depth_tokens: int = 0  # context already in the KV cache when a timed run starts
     kind: str = "static-batch"
     # Runs on any engine: through the decode loop, or the engine's own generate (vLLM).
     needs_step_api: ClassVar[bool] = False
@@ -57,25 +69,62 @@ class StaticBatch(Sampled):
         Param("new_tokens", int, 128, "tokens generated per prompt", greater_than=0),
         Param("warmup_runs", int, 1, "untimed runs first", minimum=0),
         Param("warmup_new_tokens", int, 0, "tokens per warm-up run (0: new_tokens)", minimum=0),
+        Param("depth_tokens", int, 0, "context already in the KV cache when a timed run starts",
+              minimum=0),
         *SAMPLING_PARAMS,
     )
+    # Fields a suite [[group]] gives as a list: one workload per value (batch_sizes x depths).
+    EXPANDED: ClassVar[dict[str, str]] = {"batch_size": "batch_sizes", "depth_tokens": "depths"}
 
     @classmethod
     def group_params(cls) -> tuple[Param, ...]:
-        """Keys a suite [[group]] may set: batch_sizes expands to one workload per size."""
-        size = replace(cls.params[0], name="batch_sizes")
-        return (Param("batch_sizes", list, [1], "one workload per batch size", item=size),
-                *cls.params[1:])
+        """Keys a suite [[group]] may set: batch_sizes and depths expand to one workload per
+        value (their product)."""
+        lists = tuple(
+            Param(group_key, list, [p.default], f"one workload per value of {p.name}",
+                  item=replace(p, name=group_key))
+            for p in cls.params for field, group_key in cls.EXPANDED.items() if p.name == field)
+        return (*lists, *(p for p in cls.params if p.name not in cls.EXPANDED))
 
     def validate(self, max_context: int | None = None) -> None:
         check_fields(self, self.params)
         self.validate_sampling()
-        if max_context is not None and self.prompt_tokens + self.new_tokens > max_context:
+        total = self.depth_tokens + self.prompt_tokens + self.new_tokens
+        if max_context is not None and total > max_context:
+            what = f"depth {self.depth_tokens} + " if self.depth_tokens else ""
             raise UserError(
-                "workload.prompt_tokens",
-                f"prompt_tokens + new_tokens = {self.prompt_tokens + self.new_tokens} exceeds the "
-                f"model's context of {max_context} tokens",
+                "workload.depths" if self.depth_tokens else "workload.prompt_tokens",
+                f"{what}prompt_tokens + new_tokens = {total} exceeds the model's context of "
+                f"{max_context} tokens",
             )
+
+    def unfit_reason(self, stack: Any) -> str | None:
+        """Why this stack cannot start at the workload's depth (run/plan.check_fit), or None."""
+        engine, settings, variant = stack.engine, stack.settings, stack.variant
+        room = engine.max_sequence_tokens(settings)
+        total = self.depth_tokens + self.prompt_tokens + self.new_tokens
+        if room is not None and total > room:
+            return (f"depth + prompt_tokens + new_tokens = {total} do not fit {variant!r}, which "
+                    f"holds {room} tokens per sequence; raise its n_ctx")
+        if not self.depth_tokens:
+            return None
+        if not engine.step_api:
+            return (f"depth_tokens {self.depth_tokens}: engine {engine.name} ({variant!r}) "
+                    "generates itself and cannot start from a prefilled context")
+        if not engine.starts_at_depth():
+            return (f"depth_tokens {self.depth_tokens}: engine {engine.name} ({variant!r}) "
+                    "cannot restore a prefilled context (no crop, no kv/cache_from_kv)")
+        if settings.kv_cache == "none":
+            return (f"depth_tokens {self.depth_tokens}: {variant!r} has no KV cache, so every "
+                    "timed step would recompute the whole context; add kv-cache")
+        if settings.decoder is not None:
+            by = settings.owners.get("decoder", "a plugin")
+            return (f"depth_tokens {self.depth_tokens}: {by!r} in {variant!r} replaces "
+                    "whole-sequence generation from the prompt")
+        return None
+
+    def row_columns(self) -> dict[str, Any]:
+        return {"depth_tokens": self.depth_tokens}
 
     @property
     def warmup_tokens(self) -> int:
@@ -97,8 +146,9 @@ class StaticBatch(Sampled):
     def from_group(cls, group: dict[str, Any]) -> list[StaticBatch]:
         """One workload per batch size of a suite group (keys already checked)."""
         values = check_all(cls.group_params(), group, "workload", what="key")
-        shared = {p.name: values[p.name] for p in cls.params[1:]}
-        return [cls(batch_size=bs, **shared) for bs in values["batch_sizes"]]
+        shared = {p.name: values[p.name] for p in cls.params if p.name not in cls.EXPANDED}
+        return [cls(batch_size=bs, depth_tokens=d, **shared)
+                for bs in values["batch_sizes"] for d in values["depths"]]
 
     def session(self, ctx: Any) -> StaticSession:
         return StaticSession(self, ctx)
@@ -109,21 +159,57 @@ class StaticSession:
 
     def __init__(self, w: StaticBatch, ctx: Any) -> None:
         self.w, self.ctx = w, ctx
-        # [B, P]: windows of the bundled text (seeded random ids without a tokenizer).
-        self.prompts = prompt_batch(w.batch_size, w.prompt_tokens, ctx.ref.vocab_size,
-                                    ctx.tokenizer, seed=ctx.cell.seed)
+        # [B, D + P]: windows of the bundled text (seeded random ids without a tokenizer); the
+        # first D tokens are the context at depth, the last P the prompt appended to it.
+        d = w.depth_tokens
+        text = prompt_batch(w.batch_size, d + w.prompt_tokens, ctx.ref.vocab_size,
+                            ctx.tokenizer, seed=ctx.cell.seed)
+        self.context, self.prompts = text[:, :d], text[:, d:]
         self.clock = clock_for(ctx.cell.device)
         self.runs: list[BatchRun] = []
         self.rounds: list[int] = []
         self.first_call_ms: float | None = None
+        self.memory = RunMemory()
+        self.kv: KVMemory | None = None
+        self._at_depth: Any = None  # (rows holding the context, engine.checkpoint's restore)
 
-    def _generate(self, n: int) -> BatchRun:
-        from infer_opt.engines.decode import generate
+    def _start_at_depth(self) -> None:
+        """Prefill the context once, before any run and outside every timed region."""
+        import time
 
-        with self.ctx.engine.context():
-            return generate(self.ctx.engine, self.prompts, n, self.clock)
+        from infer_opt.engines.decode import prefill_context
+
+        w, engine = self.w, self.ctx.engine
+        t0 = time.perf_counter()
+        with engine.context():
+            rows = prefill_context(engine, self.context,
+                                   w.depth_tokens + w.prompt_tokens + w.new_tokens)
+        self._at_depth = (rows, engine.checkpoint(rows.cache, w.depth_tokens))
+        self.ctx.settings.notes.append(
+            f"depth {w.depth_tokens}: context prefilled once in {time.perf_counter() - t0:.1f} s"
+            " outside the timed runs and restored before each (not timed)")
+
+    def _generate(self, n: int, memory: RunMemory | None = None) -> BatchRun:
+        """One run of n tokens; `memory` measures what it adds (not the context's restore)."""
+        from contextlib import nullcontext
+        from dataclasses import replace
+
+        from infer_opt.engines.decode import generate, generate_at_depth
+
+        engine = self.ctx.engine
+        with engine.context():
+            start = None
+            if self._at_depth is not None:
+                rows, restore = self._at_depth
+                start = replace(rows, cache=restore())  # untimed: the clock starts inside
+            with memory.measure() if memory is not None else nullcontext():
+                if start is None:
+                    return generate(engine, self.prompts, n, self.clock)
+                return generate_at_depth(engine, start, self.prompts, n, self.clock)
 
     def warm_up(self) -> None:
+        if self.w.depth_tokens:
+            self._start_at_depth()
         n = self.w.new_tokens if self.ctx.settings.warmup_full_length else self.w.warmup_tokens
         for i in range(self.w.warmup_runs):
             warm = self._generate(n)
@@ -132,7 +218,12 @@ class StaticSession:
         self.ctx.settings.counters.clear()  # what plugins counted in the warm-up is not measured
 
     def run_once(self, round_index: int) -> float:
-        run = self._generate(self.w.new_tokens)
+        run = self._generate(self.w.new_tokens, self.memory)
+        if self.kv is None and run.cache is not None:
+            # Slots cached at the end: the context, the prompt and every new token but the last.
+            self.kv = self.ctx.engine.kv_memory(run.cache, self.w.depth_tokens
+                                                + self.w.prompt_tokens + self.w.new_tokens - 1)
+        run.cache = None  # the run's KV is freed here, after its memory was read
         self.runs.append(run)
         self.rounds.append(round_index)
         n = self.w.new_tokens
@@ -146,11 +237,12 @@ class StaticSession:
         if facts.weights is None:
             return
         b, p, n = self.w.batch_size, self.w.prompt_tokens, self.w.new_tokens
+        d = self.w.depth_tokens  # the context read by every step at depth
         step = DecodeStep(facts.weights, b, self.ctx.settings.kv_cache,
                           kv_bytes_per_token=facts.kv_bytes_per_token,
                           kv_element_bytes=facts.kv_element_bytes,
-                          query_groups=facts.query_groups, allocated_len=p + n,
-                          mean_context_len=mean_cached_len(p, n))
+                          query_groups=facts.query_groups, allocated_len=d + p + n,
+                          mean_context_len=mean_cached_len(d + p, n))
         step_bytes = decode_step_bytes(step)
         row["bytes_per_decode_step_mb"] = round(step_bytes / 2**20, 2)
         row["achieved_gb_per_s"] = round(step_bytes / (row["tpot_ms_p50"] / 1e3) / 1e9, 2)
@@ -159,8 +251,18 @@ class StaticSession:
         pct, why = roofline_pct(step, row["tpot_ms_p50"], cell.bandwidth_gb_per_s, ridge)
         if pct is not None:
             row["roofline_pct"] = round(pct, 1)
-        else:
+        if why:  # no percentage, or one above 100% and why
             self.ctx.settings.notes.append(why)
+        row["bandwidth_method"] = bandwidth_method(cell.device, cell.threads)
+
+    def _fidelity_at_depth(self, row: dict[str, Any]) -> None:
+        from infer_opt.run.depth_fidelity import measure
+
+        try:
+            measure(self, row)
+        except Exception as exc:  # the timings stand; the row says why the columns are empty
+            self.ctx.settings.notes.append(f"fidelity at depth failed: {type(exc).__name__}: "
+                                           f"{' '.join(str(exc).split())[:200]}")
 
     def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
         b, p, n = self.w.batch_size, self.w.prompt_tokens, self.w.new_tokens
@@ -187,9 +289,15 @@ class StaticSession:
             # Inter-token gaps of every run, pooled (percentiles over gaps, not over runs).
             row.update(Stats.of([x * 1e3 for r in runs for x in r.itl_s]).columns("itl_ms"))
             self._roofline(row)
+        row.update(self.memory.columns())
+        if self.kv is not None:
+            row.update(self.kv.columns())
+        if self._at_depth is not None:  # untimed, after the runs and their memory readings
+            self._fidelity_at_depth(row)
         row["first_call_ms"] = round(self.first_call_ms if self.first_call_ms is not None
                                      else per_run["ttft_ms"][0], 3)
-        samples["runs"] = {"round": list(self.rounds), **per_run}
+        samples["runs"] = {"round": list(self.rounds), **per_run,
+                           "run_added_mb": [round(x, 3) for x in self.memory.added_mb]}
         samples["itl_ms"] = [[x * 1e3 for x in r.itl_s] for r in runs]
         samples["tokens"] = runs[0].tokens.tolist()  # [B, N] greedy ids of the first timed run
         samples["warmup"] = {"runs": self.w.warmup_runs,

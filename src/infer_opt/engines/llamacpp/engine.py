@@ -27,8 +27,10 @@ be fake). `crop` rewinds the sequences (speculative decoding). `score` decodes e
 with logits for every position (teacher forcing).
 
 Options (typed; `llamacpp[key=value]`): n_ctx (per sequence), n_batch, flash_attn,
-kv_cache_type. Threads: the suite's `threads` (torch.get_num_threads() in the worker) for
-decode and prompt processing.
+kv_cache_type (K and V), type_k / type_v (each on its own; f32, f16, q8_0, q4_0). llama.cpp
+quantizes the V cache only inside its flash-attention kernel, so a quantized type_v without
+flash_attn is refused up front. Threads: the suite's `threads` (torch.get_num_threads() in the
+worker) for decode and prompt processing.
 """
 
 from __future__ import annotations
@@ -49,12 +51,16 @@ from infer_opt.core.models import (
     ModelRef,
     smollm2_gguf_dir,
 )
+from infer_opt.core.memory import KVMemory
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 from infer_opt.engines.llamacpp import gguf_file
 
-KV_TYPES = {"f16": (1, 2), "f32": (0, 4)}  # name -> (GGML_TYPE_*, bytes per value)
+# name -> (GGML_TYPE_*, bytes per cached value): q8_0 stores blocks of 32 values as 32 int8
+# plus an f16 scale (34 bytes), q4_0 as 16 bytes of 4-bit codes plus an f16 scale (18 bytes).
+KV_TYPES: dict[str, tuple[int, float]] = {"f32": (0, 4.0), "f16": (1, 2.0),
+                                          "q8_0": (8, 34 / 32), "q4_0": (2, 18 / 32)}
 
 
 def find_gguf(ref: ModelRef) -> Path | None:
@@ -127,7 +133,29 @@ class LlamaCppEngine(Engine):
         Param("flash_attn", bool, False, "llama.cpp's flash-attention kernel"),
         Param("kv_cache_type", str, "f16", "element type of the cached keys and values",
               choices=tuple(KV_TYPES)),
+        Param("type_k", str, None, "element type of the cached keys (default: kv_cache_type)",
+              choices=tuple(KV_TYPES)),
+        Param("type_v", str, None, "element type of the cached values (default: "
+              "kv_cache_type; quantized needs flash_attn)", choices=tuple(KV_TYPES)),
     )
+
+    @staticmethod
+    def kv_types(options: dict[str, Any]) -> tuple[str, str]:
+        """(type of K, type of V) the options ask for."""
+        both = options.get("kv_cache_type") or "f16"
+        return options.get("type_k") or both, options.get("type_v") or both
+
+    @classmethod
+    def max_sequence_tokens(cls, settings: Settings) -> int | None:
+        return int(settings.options.get("n_ctx", 1024))  # KV cells per sequence
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        _, type_v = cls.kv_types(settings.options)
+        if type_v.startswith("q") and not settings.options.get("flash_attn", False):
+            return (f"llamacpp type_v {type_v} needs flash_attn=true: llama.cpp quantizes the V "
+                    "cache only inside its flash-attention kernel")
+        return None
 
     @classmethod
     def defaults(cls, settings: Settings) -> None:
@@ -148,7 +176,9 @@ class LlamaCppEngine(Engine):
         self.n_ctx = int(opts["n_ctx"])
         self.n_batch = int(opts["n_batch"])
         self.flash_attn = bool(opts["flash_attn"])
-        self.kv_type, kv_elem = KV_TYPES[opts["kv_cache_type"]]
+        self.kv_names = self.kv_types(opts)
+        (self.type_k, k_elem), (self.type_v, v_elem) = (KV_TYPES[t] for t in self.kv_names)
+        kv_elem = (k_elem + v_elem) / 2  # K and V are half of the cached values each
         t0 = time.perf_counter()
         path, convert_s = ensure_gguf(ref)
         facts = gguf_file.read_facts(path)
@@ -176,7 +206,8 @@ class LlamaCppEngine(Engine):
         if facts.activation_types:
             note += (f"; activations quantized to {'/'.join(facts.activation_types)} inside "
                      "the quantized matmuls")
-        note += (f"; KV cache {opts['kv_cache_type']}, n_ctx {self.n_ctx} per sequence, "
+        note += (f"; KV cache K {self.kv_names[0]} / V {self.kv_names[1]}, n_ctx {self.n_ctx} "
+                 "per sequence, "
                  f"flash_attn {'on' if self.flash_attn else 'off'}")
         if convert_s:
             note += f"; converted to an F32 GGUF in {convert_s:.1f} s (in load_s)"
@@ -194,7 +225,7 @@ class LlamaCppEngine(Engine):
         p.n_batch = p.n_ubatch = self.n_batch
         p.n_seq_max = sequences
         p.n_threads = p.n_threads_batch = self.threads
-        p.type_k = p.type_v = self.kv_type
+        p.type_k, p.type_v = self.type_k, self.type_v
         p.flash_attn_type = (lc.LLAMA_FLASH_ATTN_TYPE_ENABLED if self.flash_attn
                              else lc.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         p.kv_unified = False
@@ -294,6 +325,16 @@ class LlamaCppEngine(Engine):
                 self._lc.llama_memory_seq_rm(self._memory, r, length, -1)
             cache.length = length
         return cache
+
+    def kv_memory(self, cache: Any, length: int) -> KVMemory | None:
+        """llama.cpp's cells: n_ctx per sequence allocated at context creation, `length` used
+        by each of the batch's rows (bytes per token from the GGUF's shapes and the K/V types)."""
+        per_token = self.facts.kv_bytes_per_token
+        rows = cache.batch if isinstance(cache, Sequences) else 1
+        return KVMemory(dtype=f"K {self.kv_names[0]} / V {self.kv_names[1]}",
+                        bytes_per_token=per_token,
+                        allocated_bytes=round(per_token * self.n_ctx * self.sequences),
+                        used_bytes=round(per_token * rows * length))
 
     def kv(self, cache: Any, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError("llama.cpp's KV cache stays inside its context (row_ops)")

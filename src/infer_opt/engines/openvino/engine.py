@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from infer_opt.core.models import ModelRef
+from infer_opt.core.memory import KVMemory
 from infer_opt.core.params import Param
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
@@ -212,6 +213,7 @@ class OpenVINOEngine(Engine):
         kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
         actual_kv = precision(self.compiled.get_property("KV_CACHE_PRECISION"))
+        self.kv_precision = actual_kv  # what the compiled model reports, not what was asked
         elem = KV_PRECISIONS.get(actual_kv, 2)
         self.facts = ModelFacts(
             weight_bytes=sum(w.stored_bytes for w in weights.weights),
@@ -268,6 +270,14 @@ class OpenVINOEngine(Engine):
         self.request.reset_state()
         self._serial += 1
         return State(batch=batch_size, length=0, serial=self._serial)
+
+    def kv_memory(self, cache: Any, length: int) -> KVMemory | None:
+        """The request state's precision as compiled; bytes from the shapes (the plugin's own
+        allocation is not exposed: allocated = used)."""
+        rows = cache.batch if isinstance(cache, State) else 1
+        used = round(self.facts.kv_bytes_per_token * rows * length)
+        return KVMemory(dtype=self.kv_precision, bytes_per_token=self.facts.kv_bytes_per_token,
+                        allocated_bytes=used, used_bytes=used)
 
     def kv(self, cache: Any, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError("OpenVINO's KV cache is the request's state (row_ops)")

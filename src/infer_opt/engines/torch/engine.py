@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from infer_opt.core.memory import KVMemory
 from infer_opt.core.models import ModelRef
+from infer_opt.core.params import Param
 from infer_opt.core.plugin import missing_package
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
@@ -132,11 +134,36 @@ def query_groups(config: Any) -> int:
     return heads // (getattr(config, "num_key_value_heads", None) or heads)
 
 
-def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+def kv_values_per_token(config: Any) -> int:
+    """Cached values per token of one sequence: K and V, every layer, every KV head."""
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    elem = torch.tensor([], dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * elem
+    return 2 * config.num_hidden_layers * kv_heads * head_dim
+
+
+def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+    return kv_values_per_token(config) * torch.tensor([], dtype=dtype).element_size()
+
+
+# kv_cache_type -> bits per cached value in transformers' QuantizedCache (HQQ backend).
+KV_QUANT_BITS = {"int8": 8, "int4": 4}
+
+
+def quantized_kv_bytes_per_value(bits: int, group_size: int, compute: torch.dtype) -> float:
+    """HQQ's storage of one cached value: `bits` of packed uint8 data plus a scale and a zero
+    point (compute dtype) per group of `group_size` values."""
+    return bits / 8 + 2 * torch.tensor([], dtype=compute).element_size() / group_size
+
+
+def _tensor_tree_bytes(x: Any) -> int:
+    """Bytes of every tensor in x: a tensor, or a (data, meta dict) pair as HQQ keeps them."""
+    if isinstance(x, torch.Tensor):
+        return x.numel() * x.element_size()
+    if isinstance(x, (tuple, list)):
+        return sum(_tensor_tree_bytes(v) for v in x)
+    if isinstance(x, dict):
+        return sum(_tensor_tree_bytes(v) for v in x.values())
+    return 0
 
 
 class TorchEngine(Engine):
@@ -153,6 +180,24 @@ class TorchEngine(Engine):
         if reason is None and settings.weights is not None:
             return missing_package(("torchao",))  # torch quantizes weights with torchao
         return reason
+
+    options = (
+        Param("kv_cache_type", str, "model", "what a dynamic KV cache stores: the model's dtype, "
+              "or int8/int4 through transformers' QuantizedCache (HQQ backend; kv-int8/kv-int4)",
+              choices=("model", *KV_QUANT_BITS)),
+        Param("kv_group_size", int, 64, "values per scale/zero of a quantized KV cache",
+              choices=(32, 64, 128)),
+        Param("kv_residual_length", int, 128, "newest tokens a quantized KV cache keeps in the "
+              "model's dtype before quantizing them", minimum=1),
+    )
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        kind = settings.options.get("kv_cache_type", "model")
+        if kind != "model" and settings.kv_cache != "dynamic":
+            return (f"kv_cache_type {kind} quantizes a dynamic KV cache; the stack's kv_cache is "
+                    f"{settings.kv_cache}")
+        return None
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         t0 = time.perf_counter()
@@ -176,11 +221,24 @@ class TorchEngine(Engine):
         self.device = settings.device
         self.config = self.model.config
         dtype = DTYPES[settings.dtype]
-        kv = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, dtype)
+        opts = {p.name: settings.options.get(p.name, p.default) for p in self.options}
+        self.kv_bits = KV_QUANT_BITS.get(opts["kv_cache_type"])
+        self.kv_group_size, self.kv_residual = opts["kv_group_size"], opts["kv_residual_length"]
+        kv: float = 0 if settings.kv_cache == "none" else kv_bytes_per_token(self.config, dtype)
+        element: float = torch.tensor([], dtype=dtype).element_size()
+        if self.kv_bits is not None and settings.kv_cache != "none":
+            # The quantized part: a decode step at depth reads it (the residual window of at
+            # most kv_residual_length tokens stays in the model's dtype).
+            element = quantized_kv_bytes_per_value(self.kv_bits, self.kv_group_size, dtype)
+            kv = kv_values_per_token(self.config) * element
+            settings.notes.append(
+                f"KV cache int{self.kv_bits} (transformers QuantizedCache, HQQ, group "
+                f"{self.kv_group_size}, newest {self.kv_residual} tokens in {settings.dtype}); "
+                "it is dequantized in full for every step")
         weights = model_weights(self.model)
         self.facts = ModelFacts(weight_bytes=sum(w.stored_bytes for w in weights.weights),
                                 kv_bytes_per_token=kv, load_s=load_s, weights=weights,
-                                kv_element_bytes=torch.tensor([], dtype=dtype).element_size(),
+                                kv_element_bytes=element,
                                 query_groups=query_groups(self.config))
         self._static_cache: Any = None
         self._static_shape: tuple[int, int] = (0, 0)
@@ -205,6 +263,12 @@ class TorchEngine(Engine):
     def new_cache(self, batch_size: int, max_len: int) -> Any:
         from transformers import DynamicCache, StaticCache
 
+        if self.settings.kv_cache == "dynamic" and self.kv_bits is not None:
+            from transformers import QuantizedCache
+
+            return QuantizedCache(backend="hqq", config=self.config, nbits=self.kv_bits,
+                                  q_group_size=self.kv_group_size,
+                                  residual_length=self.kv_residual)
         if self.settings.kv_cache == "dynamic":
             return DynamicCache(config=self.config)
         if self.settings.kv_cache == "static":
@@ -244,12 +308,71 @@ class TorchEngine(Engine):
             cache.crop(drop)
         return cache
 
+    def checkpoint(self, cache: Any, length: int) -> Any:
+        """A quantized cache cannot forget slots (QuantizedCache is not croppable): every
+        restore is a fresh copy of the cache as it holds the context now."""
+        if self.kv_bits is None:
+            return super().checkpoint(cache, length)
+        import copy
+
+        return lambda: copy.deepcopy(cache)
+
+    def kv_memory(self, cache: Any, length: int) -> KVMemory | None:
+        """What the cache's layers hold: static, [B, H, max_len, D] per layer allocated and
+        `length` slots used; dynamic, exactly the slots used; quantized, HQQ's packed data,
+        scales and zero points plus the residual window in the model's dtype."""
+        if cache is None:
+            return None
+        allocated = used = 0
+        dtype = ""
+        for layer in cache.layers:
+            quantized = getattr(layer, "_quantized_keys", None)
+            if quantized is not None:
+                stored = (_tensor_tree_bytes(quantized)
+                          + _tensor_tree_bytes(layer._quantized_values)
+                          + _tensor_tree_bytes(layer.keys) + _tensor_tree_bytes(layer.values))
+                allocated += stored
+                used += stored
+                data = quantized[0]
+                dtype = (f"int{layer.nbits} (hqq {str(data.dtype).removeprefix('torch.')} data, "
+                         f"group {layer.q_group_size}, residual {self.settings.dtype})")
+                continue
+            keys, values = layer.keys, layer.values
+            size = _tensor_tree_bytes(keys) + _tensor_tree_bytes(values)
+            allocated += size
+            slots = keys.shape[-2] if keys.dim() == 4 else 0
+            used += size * min(length, slots) // slots if slots else 0
+            dtype = str(keys.dtype).removeprefix("torch.")
+        return KVMemory(dtype=dtype, bytes_per_token=float(self.facts.kv_bytes_per_token),
+                        allocated_bytes=allocated, used_bytes=used)
+
     # --- fidelity --------------------------------------------------------------------------
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         """One teacher-forced forward without a cache, outside the step wrappers."""
         ids = ids.to(self.device)
         batch, length = ids.shape
         positions = torch.arange(length, device=self.device).expand(batch, length)
+        if self.kv_bits is not None and length > 1:
+            return self._score_through_quantized_cache(ids, positions)
         with self.context():
             logits = self._forward(StepInput(ids, positions, None, None, length))
         return logits.float().cpu()  # [B, T, V]
+
+    def _score_through_quantized_cache(self, ids: torch.Tensor,
+                                       positions: torch.Tensor) -> torch.Tensor:
+        """A quantized cache only matters where a step reads it back: one cache-less forward
+        would score the fp32 model and claim the int8 cache costs nothing. So the first half
+        of every sequence is prefilled into the quantized cache (stored quantized, as a prompt
+        is) and the second half is decoded one token at a time, reading it, exactly as
+        generation does (the fidelity set's halves are its prompt and its continuation)."""
+        batch, length = ids.shape
+        half = length // 2
+        out: list[torch.Tensor] = []
+        with self.context():
+            cache = self.new_cache(batch, length)
+            out.append(self._forward(StepInput(ids[:, :half], positions[:, :half], None, cache,
+                                               half)))
+            for i in range(half, length):
+                out.append(self._forward(StepInput(ids[:, i:i + 1], positions[:, i:i + 1], None,
+                                                   cache, 1)))
+        return torch.cat(out, dim=1).float().cpu()  # [B, T, V]

@@ -13,7 +13,9 @@ from infer_opt.results.reference import workload_key
 
 # Identity columns a join uses from the CSV (the samples' workload dict adds the rest).
 JOIN_COLUMNS = ["model", "variant", "engine", "device", "workload", "batch_size",
-                "prompt_tokens", "new_tokens"]
+                "prompt_tokens", "new_tokens",
+                "depth_tokens",
+                ]
 # Workload keys that change how long a cell is measured, not what it measures.
 NOT_IDENTITY_WORKLOAD_KEYS = {"repeats", "warmup_runs", "warmup_new_tokens", "min_repeats",
                               "max_repeats", "min_timed_s", "max_timed_s",
@@ -27,6 +29,8 @@ def label(row: dict[str, str]) -> str:
                        ("prompt_tokens", "prompt"), ("new_tokens", "new")):
         if row.get(col):
             parts.append(f"{short}={row[col]}")
+    if row.get("depth_tokens") not in (None, "", "0"):  # context already in the KV cache
+        parts.append(f"depth={row['depth_tokens']}")
     return " ".join(parts)
 
 
@@ -40,6 +44,8 @@ def join_key(run: ResultsFile, row: dict[str, str], use_workload: bool) -> tuple
     w = dict(s.get("workload") or {}) if s else {}
     for k in NOT_IDENTITY_WORKLOAD_KEYS:
         w.pop(k, None)
+    if w.get("depth_tokens", 0) == 0:  # in the row's key already; runs before depths had none
+        w.pop("depth_tokens", None)
     return key + (json.dumps(w, sort_keys=True),)
 
 
