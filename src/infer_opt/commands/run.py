@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="with --executor ray: an existing cluster (HOST:6379, or ray://HOST:10001);"
                         " default starts a local Ray for the run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the whole plan (stacks, workloads, sampling, jobs) "
+                        "without loading a model or writing anything")
     p.add_argument("--max-retries", type=int, default=1,
                    help="with --executor ray: retries of a task whose worker or node died")
 
@@ -35,9 +38,13 @@ def main(args: argparse.Namespace) -> int:
         import torch
 
         name = "gpu" if torch.cuda.is_available() else "default"
-    executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     suite = load_suite(name)
     variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    if args.dry_run:
+        from infer_opt.run.dry_run import main as dry_run
+
+        return dry_run(suite, args.model, variants)
+    executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
                          executor=executor)
     table = csv_path.with_suffix(".md")  # run_suite wrote it, with the suite's references

@@ -305,6 +305,36 @@ def resolve(name: str) -> ModelRef:
     )
 
 
+def model_facts(name: str) -> tuple[int | None, int, bool]:
+    """(max context, vocab size, has a tokenizer) of a model name without building, converting
+    or downloading anything (`infer-opt run --dry-run`); context None when it cannot be known
+    offline (a Hugging Face id not in the local cache). Raises UserError like resolve()."""
+    if name in (DEFAULT_MODEL, SHAPE_MODEL):
+        prepared = cache_root() / "models" / (
+            f"smollm2-135m-instruct-v{RECIPE_VERSION}" if name == DEFAULT_MODEL
+            else f"smollm2-135m-shape-v{RECIPE_VERSION}-seed{SHAPE_SEED}")
+        if (prepared / "config.json").is_file():
+            return (*_config_facts(prepared / "config.json"),
+                    (prepared / "tokenizer.json").is_file())
+        cfg = shape_config_dict()  # the default model has this architecture too
+        return int(cfg["max_position_embeddings"]), int(cfg["vocab_size"]), name == DEFAULT_MODEL
+    if name == TINY_MODEL:
+        cfg = tiny_config_dict()
+        return int(cfg["max_position_embeddings"]), int(cfg["vocab_size"]), False
+    p = Path(name).expanduser()
+    if p.exists() or not HF_ID.match(name) or name.startswith((".", "/", "~")):
+        ref = resolve(name)  # a directory: checked, nothing built; anything else: the error
+        return ref.max_context, ref.vocab_size, ref.has_tokenizer
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(name, local_files_only=True)
+    except Exception:
+        return None, 0, True
+    return int(getattr(cfg, "max_position_embeddings", 2048) or 2048), int(
+        getattr(cfg, "vocab_size", 0)), True
+
+
 def load_tokenizer(ref: ModelRef) -> Any:
     if not ref.has_tokenizer:
         return None
