@@ -72,6 +72,8 @@ def dry_plan(suite: Suite, model: str | None = None,
     ref = ModelRef(name=name, path="", has_tokenizer=has_tok, max_context=max_context,
                    vocab_size=vocab, local=True)
     cells = plan_cells(suite, "dry-run", ref, device, 0.0, variants_filter)
+    planned = {c.variant for c in cells}  # all were validated; `--variants` keeps some
+    stacks = {v: s for v, s in stacks.items() if v in planned}
     jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
     return DryPlan(suite, ref, device, note, stacks, cells, jobs)
 
