@@ -81,10 +81,10 @@ REFERENCE_CANDIDATES = ("baseline", "kv-cache")
 DRIFT_METRIC = "tpot_ms_p50"
 # Metrics printed by default (all compared metrics with --all).
 SHOWN = ["ttft_ms_p50", "tpot_ms_p50", "e2e_ms_p50", "itl_ms_p99", "decode_tokens_per_s",
-         "output_tokens_per_s", "peak_rss_mb"]
+         "output_tokens_per_s", "peak_rss_mb", "energy_j_per_output_token"]
 # Latency, throughput and the per-run SLO share of online rows: they vary run to run, so they
 # need enough timed runs for a verdict (memory and fidelity are single measurements).
-_TIMED = re.compile(r"_ms(_[a-z0-9]+)?$|_per_s$|^slo_met_pct$")
+_TIMED = re.compile(r"_ms(_[a-z0-9]+)?$|_per_s$|^slo_met_pct$|_per_output_token$|_per_j$")
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
