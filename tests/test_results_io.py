@@ -52,14 +52,15 @@ BAD: list[tuple[str, bytes | str, str]] = [
     ("foreign", "a,b\n1,2\n",
      "is not an infer-opt results CSV (no column schema_version, variant, status, model)"),
     ("header-only", HEADER + "\r\n", "has a header but no rows"),
-    ("only-row-torn", HEADER + "\r\n" + ",".join(["2"] * 5),
+    ("only-row-torn", HEADER + "\r\n" + ",".join([str(SCHEMA_VERSION)] * 5),
      "has a header but no rows (its only row was cut"),
     ("short-middle", "SHORT", f"line 2: 5 fields where the header has {len(COLUMNS)}"),
     ("other-version", "OTHER",
      f"has schema version '1'; this infer-opt reads version {SCHEMA_VERSION}"),
-    ("missing-core", "schema_version,variant,status,model\n2,v,ok,m\n",
-     "lacks core columns of schema version 2: run_id, cell_index, suite, group, engine and"),
-    ("out-of-order", "SWAP", "column 6 is 'variant' where schema version 2 has 'model'"),
+    ("missing-core", f"schema_version,variant,status,model\n{SCHEMA_VERSION},v,ok,m\n",
+     f"lacks core columns of schema version {SCHEMA_VERSION}: run_id, cell_index, suite, group, engine and"),
+    ("out-of-order", "SWAP",
+     f"column 6 is 'variant' where schema version {SCHEMA_VERSION} has 'model'"),
     ("bad-extra", "EXTRA", "extra column 'bad name' is not a metric name"),
     ("bad-status", "STATUS", "line 2: status 'done' is not one of ok, skipped, failed"),
 ]
@@ -67,7 +68,8 @@ BAD: list[tuple[str, bytes | str, str]] = [
 
 def bad_file(tmp: Path, name: str, content: bytes | str) -> Path:
     if content == "SHORT":
-        content = HEADER + "\r\n" + ",".join(["2"] * 5) + "\r\n" + good_row_line() + "\r\n"
+        content = (HEADER + "\r\n" + ",".join([str(SCHEMA_VERSION)] * 5) + "\r\n"
+                   + good_row_line() + "\r\n")
     elif content == "OTHER":
         content = other_version_text()
     elif content == "SWAP":
