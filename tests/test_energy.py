@@ -207,3 +207,20 @@ def test_tiny_run_has_energy_columns_and_the_reason(tmp_path: Path) -> None:
         else:
             assert row["energy_method"] == "" and row["energy_j_per_output_token"] == ""
             assert "energy: no RAPL counters" in row["notes"]
+
+
+def test_table_shows_energy_only_where_measured() -> None:
+    from infer_opt.results.energy_table import render_energy
+
+    row = {"status": "ok", "variant": "kv-cache+bf16", "workload": "static-batch",
+           "batch_size": "1", "prompt_tokens": "128", "new_tokens": "32",
+           "energy_method": "nvml_energy_counter", "energy_j_per_output_token": "0.0123456",
+           "output_tokens_per_j": "81.0", "power_w_mean": "250.5", "gpu_sm_clock_mhz_min": "1980",
+           "gpu_mem_clock_mhz_min": "2619", "gpu_power_draw_w_max": "300.25",
+           "gpu_power_limit_w": "700", "gpu_temp_c_max": "45", "gpu_throttle_reasons": "none"}
+    text = render_energy([row])
+    assert "(nvml_energy_counter)" in text
+    assert ("| kv-cache+bf16 | bs1 p128/n32 | 0.0123 | 81.0 | 250.5 | 1980 | 2619 | 300.2 | "
+            "700 | 45 | none |") in text
+    cpu_row = {k: "" for k in row} | {"status": "ok", "variant": "kv-cache"}
+    assert render_energy([cpu_row]) == ""
