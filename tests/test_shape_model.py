@@ -1,4 +1,4 @@
-"""smollm2-135m-shape: SmolLM2-135M's architecture with seeded random weights, nothing downloaded."""
+"""smollm2-135m-shape: SmolLM2-135M's architecture, seeded random weights, nothing downloaded."""
 
 from __future__ import annotations
 

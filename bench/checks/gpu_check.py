@@ -81,9 +81,9 @@ def _version(dist: str) -> str:
 def versions() -> list[str]:
     import torch
 
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else "none"
     lines = [f"python {platform.python_version()} ({sys.executable})",
-             f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}, cuDNN "
-             f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'})"]
+             f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'}, cuDNN {cudnn})"]
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         lines.append(f"gpu {p.name}, {p.total_memory / 2**30:.1f} GiB, capability "

@@ -161,7 +161,8 @@ def open_meter(device: str, powercap: Path = POWERCAP,
     try:
         return RaplMeter(domains), ""
     except (OSError, ValueError) as exc:
-        return None, f"energy: RAPL counters unreadable ({exc}; often root-only): energy columns empty"
+        return None, (f"energy: RAPL counters unreadable ({exc}; often root-only): energy "
+                      "columns empty")
 
 
 def _import_nvml() -> Any:
