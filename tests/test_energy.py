@@ -82,9 +82,8 @@ def test_nvml_energy_and_state_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
     assert log.energy_j == [1.5, 1.5]  # one counter step (1500 mJ) per run
     row: dict[str, Any] = {}
     samples: dict[str, Any] = {"runs": {"round": [0, 1]}}
-    notes: list[str] = []
-    log.finish([64, 32], [0.5, 0.25], row, samples, notes)
-    assert notes == []
+    log.finish([64, 32], [0.5, 0.25], row, samples)
+    assert "energy_note" not in row
     assert row["energy_method"] == "nvml_energy_counter"
     assert row["energy_j"] == 3.0
     assert row["power_w_mean"] == 4.0  # 3 J over 0.75 s
@@ -110,10 +109,9 @@ def test_a_counter_that_does_not_advance_gives_no_energy() -> None:
     log.start()
     log.stop()
     row: dict[str, Any] = {}
-    notes: list[str] = []
-    log.finish([8], [0.01], row, {"runs": {"round": [0]}}, notes)
+    log.finish([8], [0.01], row, {"runs": {"round": [0]}})
     assert "energy_j_per_output_token" not in row and row["energy_method"] == "nvml_energy_counter"
-    assert "did not advance" in notes[0]
+    assert "did not advance" in row["energy_note"]
 
 
 def test_no_nvml_module_is_a_reason_not_a_failure() -> None:
@@ -123,12 +121,11 @@ def test_no_nvml_module_is_a_reason_not_a_failure() -> None:
     meter, why = open_meter("cuda", nvml_module=missing)
     assert meter is None and "nvidia-ml-py" in why
     row: dict[str, Any] = {}
-    notes: list[str] = []
     log = EnergyLog(meter, why)
     log.start()
     log.stop()
-    log.finish([8], [0.1], row, {}, notes)
-    assert row == {} and notes == [why]
+    log.finish([8], [0.1], row, {})
+    assert row == {"energy_note": why}
 
 
 def _powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
@@ -194,8 +191,8 @@ def test_energy_compares_like_latency() -> None:
 
 
 def test_tiny_run_has_energy_columns_and_the_reason(tmp_path: Path) -> None:
-    """On this machine (no GPU, no RAPL in the VM) the columns exist, stay empty, and the
-    notes say why; where RAPL exists they are filled."""
+    """On this machine (no GPU, no RAPL in the VM) the columns exist, stay empty, and
+    energy_note says why (the notes stay clean); where RAPL exists they are filled."""
     from tests.conftest import run_beside_kv_cache
 
     rows, samples = run_beside_kv_cache(tmp_path, "kv-cache+sdpa")
@@ -206,7 +203,8 @@ def test_tiny_run_has_energy_columns_and_the_reason(tmp_path: Path) -> None:
             assert row["energy_method"] == "rapl_powercap"
         else:
             assert row["energy_method"] == "" and row["energy_j_per_output_token"] == ""
-            assert "energy: no RAPL counters" in row["notes"]
+            assert row["energy_note"].startswith("no RAPL counters")
+            assert "RAPL" not in row["notes"]
 
 
 def test_table_shows_energy_only_where_measured() -> None:

@@ -9,7 +9,7 @@ device sync, so the run's kernels are inside), and the GPU's state right after i
   temperature (C) and the clock-throttle reasons in effect. method `nvml_energy_counter`.
 - CPU: RAPL through /sys/class/powercap (intel-rapl:N package domains, energy_uj, wrapping at
   max_energy_range_uj): the whole package, every process on it. method `rapl_powercap`. Most
-  VMs expose none; then the energy columns stay empty and the row's notes say why.
+  VMs expose none; then the energy columns stay empty and `energy_note` says why.
 
 Per timed run: energy_j (counter difference) and the run's output tokens (static: batch x
 new_tokens; online: the new tokens of its requests). The row's `energy_j_per_output_token` and
@@ -151,18 +151,16 @@ def open_meter(device: str, powercap: Path = POWERCAP,
             index = int(device.partition(":")[2] or _torch_index())
             return NvmlMeter(nvml, _nvml_index(index)), ""
         except ImportError:
-            return None, "energy: NVML not available (pip install nvidia-ml-py)"
+            return None, "NVML not available (pip install nvidia-ml-py)"
         except Exception as exc:
-            return None, f"energy: NVML energy counter unavailable ({type(exc).__name__}: {exc})"
+            return None, f"NVML energy counter unavailable ({type(exc).__name__}: {exc})"
     domains = rapl_domains(powercap)
     if not domains:
-        return None, (f"energy: no RAPL counters under {powercap} (common on VMs): energy "
-                      "columns empty")
+        return None, f"no RAPL counters under {powercap} (common on VMs)"
     try:
         return RaplMeter(domains), ""
     except (OSError, ValueError) as exc:
-        return None, (f"energy: RAPL counters unreadable ({exc}; often root-only): energy "
-                      "columns empty")
+        return None, f"RAPL counters unreadable ({exc}; often root-only)"
 
 
 def _import_nvml() -> Any:
@@ -221,11 +219,12 @@ class EnergyLog:
             return None
 
     def finish(self, tokens: list[int], run_s: list[float], row: dict[str, Any],
-               samples: dict[str, Any], notes: list[str]) -> None:
-        """Energy and state columns into the row, per-run values into samples['runs']."""
+               samples: dict[str, Any]) -> None:
+        """Energy and state columns into the row (why energy is missing: `energy_note`),
+        per-run values into samples['runs']."""
         row.update(state_columns(self.states))
         if self.meter is None:
-            notes.append(self.reason)
+            row["energy_note"] = self.reason
             return
         row["energy_method"] = self.meter.method
         per_token: list[float | None] = []
@@ -235,12 +234,12 @@ class EnergyLog:
             per_j.append(n / e if e and n else None)
         good = [x for x in per_token if x is not None]
         if not good:
-            notes.append(f"energy: the {self.meter.method} counter did not advance over any "
-                         "timed run (runs shorter than its update period)")
+            row["energy_note"] = (f"the {self.meter.method} counter did not advance over any "
+                                  "timed run (runs shorter than its update period)")
             return
         if len(good) < len(per_token):
-            notes.append(f"energy: {len(per_token) - len(good)} of {len(per_token)} runs "
-                         "left out (counter did not advance); no per-run samples")
+            row["energy_note"] = (f"{len(per_token) - len(good)} of {len(per_token)} runs left "
+                                  "out (counter did not advance); no per-run samples")
         used = [e for e in self.energy_j if e]
         seconds = sum(s for e, s in zip(self.energy_j, run_s) if e)
         row["energy_j"] = round(sum(used), 4)

@@ -58,10 +58,10 @@ SERVING = SERVING_LOAD + [f"queue_ms_{s}" for s in STAT_NAMES] + [
 
 # Energy over the timed runs and the GPU state they ran at (core/energy.py): medians over
 # runs per output token; the method names the counter (nvml_energy_counter, rapl_powercap),
-# empty where there is none (the row's notes say why). GPU state: the worst reading after any
+# empty where there is none (energy_note says why). GPU state: the worst reading after any
 # timed run (lowest clocks, highest draw and temperature, every throttle reason seen).
-ENERGY = ["energy_method", "energy_j", "power_w_mean", "energy_j_per_output_token",
-          "output_tokens_per_j"]
+ENERGY = ["energy_method", "energy_note", "energy_j", "power_w_mean",
+          "energy_j_per_output_token", "output_tokens_per_j"]
 GPU_STATE = ["gpu_sm_clock_mhz_min", "gpu_mem_clock_mhz_min", "gpu_power_limit_w",
              "gpu_power_draw_w_max", "gpu_temp_c_max", "gpu_throttle_reasons"]
 
@@ -106,7 +106,8 @@ METRIC_DIRECTIONS: dict[str, str | None] = {
 # Columns that describe a row or its machine rather than measure the variant: never compared.
 DESCRIPTIVE = (set(IDENTITY) | set(STATUS) | set(ENVIRONMENT) | set(SAMPLING) | set(TELEMETRY)
                | set(SERVING_LOAD) | set(SERVING_SLO) | set(GPU_STATE) | {
-                   "energy_method", "energy_j",  # energy_j grows with the number of runs
+                   "energy_method", "energy_note",
+                   "energy_j",  # grows with the number of runs
                    "bandwidth_gb_per_s",  # the machine's measured bandwidth
                    "rss_before_load_mb",  # the process before the model loads
                    "bytes_per_decode_step_mb",  # computed from the model's size, not measured

@@ -147,7 +147,7 @@ class VariantWorker:
         from infer_opt.core.energy import output_tokens_per_run
 
         self.energy.finish(output_tokens_per_run(cell.workload, samples), self.run_s, row,
-                           samples, settings.notes)
+                           samples)
         row["peak_rss_mb"] = round(peak_rss_mb(), 1)
         device_peak = peak_device_mb(cell.device)
         row["peak_device_mem_mb"] = "" if device_peak is None else round(device_peak, 1)
