@@ -95,3 +95,30 @@ def test_bad_output_folder_is_one_line_exit_2(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().startswith("gpu_check: error: --out")
+
+
+def test_sigterm_still_writes_the_table_of_rows_so_far(tmp_path: Path) -> None:
+    """The .sh's time limit sends SIGTERM: the rows so far keep their report and short table."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), "--cpu", "--variants",
+                             "kv-cache,kv-cache+sdpa+bf16"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 600
+    # Wait for the first row (the precision group) to be written, then stop the run.
+    while time.monotonic() < deadline and proc.poll() is None:
+        csvs = list(out.glob("*.csv")) if out.is_dir() else []
+        if csvs and len(csvs[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.5)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be stopped")
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stdout[-3000:]
+    assert "stopped by SIGTERM (time limit)" in stdout
+    assert stdout.strip().splitlines()[-1].endswith("(stopped early)")
+    stem = next(out.glob("*.csv")).name.removesuffix(".csv")
+    assert (out / f"{stem}.md").is_file() and (out / f"{stem}.report.md").is_file()

@@ -16,8 +16,9 @@ the same runner as `infer-opt run`: OUT_DIR/<run>.csv, .samples.jsonl, .md (tabl
 
 `--cpu` plans the suite on CPU with the tiny random model and short lengths (prompt <= 32,
 new <= 8 tokens, two timed runs): CUDA-only rows are skipped with their reason, the rest runs,
-so `make test` checks the script's mechanics (tests/test_gpu_check.py). Exit status: 0 when no
-row failed, 1 when one did (the table says which), 2 on bad input.
+so `make test` checks the script's mechanics (tests/test_gpu_check.py). SIGTERM (the .sh's time
+limit) stops the run and still writes the report and the table of the rows so far. Exit
+status: 0 when no row failed, 1 when one did or the run was stopped, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -209,9 +210,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+class Stopped(BaseException):
+    """SIGTERM (the time limit of gpu_check.sh): a BaseException, so no `except Exception` on
+    the way up swallows it; the runner's `finally` still closes the CSV and writes the table."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped()
+
+
 def _run(args: argparse.Namespace) -> int:
+    import signal
+
     from infer_opt.core.models import forbid_downloads
-    from infer_opt.results.report import write_report
+    from infer_opt.results.report import newest_csv, write_report
     from infer_opt.run.dry_run import dry_plan, render
     from infer_opt.run.runner import run_suite
     from infer_opt.run.suite import load_suite
@@ -224,15 +236,23 @@ def _run(args: argparse.Namespace) -> int:
     plan_text = render(dry_plan(suite, None, variants))
     log(plan_text.splitlines()[0])
     log(plan_text.splitlines()[-1])
-    csv_path = run_suite(suite, args.out, variants_filter=variants, log=log)
+    signal.signal(signal.SIGTERM, _stop)
+    stopped = False
+    try:
+        csv_path = run_suite(suite, args.out, variants_filter=variants, log=log)
+    except Stopped:
+        stopped = True
+        log("\nstopped by SIGTERM (time limit): the rows written so far follow")
+        csv_path = newest_csv(args.out)  # UserError (exit 2) when not even one row was written
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     report = write_report(csv_path, suite.reference)
     plots = pack_plots(csv_path)
     log(f"\nwritten: {csv_path.name}, {csv_path.stem}.samples.jsonl, {csv_path.stem}.md, "
         f"{report.name}" + (f", {plots.name}" if plots else "") + ", versions.txt in "
         f"{args.out}\n")
     table, counts = short_table(csv_path)
-    log(table)
-    return 1 if counts["failed"] else 0
+    log(table + (" (stopped early)" if stopped else ""))
+    return 1 if counts["failed"] or stopped else 0
 
 
 if __name__ == "__main__":
