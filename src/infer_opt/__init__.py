@@ -6,4 +6,6 @@ __version__ = "0.1.0"
 # telemetry and arithmetic-intensity columns; samples lines keep per-run values under "runs").
 # 3: plugin_sources (which distribution provided each part of the variant).
 # 4: depth_tokens, KV-cache memory, run_added_mb, bandwidth_method, fidelity at depth.
-SCHEMA_VERSION = 4
+# 5: energy and GPU state columns (core/energy.py).
+# Older files are read with the columns added since left empty (format/columns.ADDED_IN).
+SCHEMA_VERSION = 5

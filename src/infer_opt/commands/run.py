@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-long-cells", action="store_true",
                    help="accept sampling values above the per-cell ceilings "
                         "(workloads/base.CEILINGS), as the suite key allow_long_cells does")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the whole plan (stacks, workloads, sampling, jobs) "
+                        "without loading a model or writing anything")
     p.add_argument("--max-retries", type=int, default=1,
                    help="with --executor ray: retries of a task whose worker or node died")
 
@@ -43,6 +46,10 @@ def main(args: argparse.Namespace) -> int:
         name = "gpu" if torch.cuda.is_available() else "default"
     variants = cli_strings(args.model, args.variants)
     suite = load_suite(name, allow_long_cells=args.allow_long_cells)
+    if args.dry_run:
+        from infer_opt.run.dry_run import main as dry_run
+
+        return dry_run(suite, args.model, variants)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     with Display() as display:
         try:

