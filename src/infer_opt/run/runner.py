@@ -9,6 +9,7 @@ that variant only, and the run goes on.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -85,6 +86,8 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
         cell.bandwidth_gb_per_s = bandwidth
     jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
     writer = RunWriter(out_dir, run_id, run_columns(cells[0].metric_columns))
+    # Served variants (engines/http) keep their servers' logs beside the results.
+    os.environ["INFER_OPT_SERVER_LOGS"] = str(writer.csv_path.with_suffix("")) + ".servers"
     log(f"infer-opt: writing {writer.csv_path} ({len(jobs)} groups in interleaved rounds)")
     start = time.perf_counter()
     try:

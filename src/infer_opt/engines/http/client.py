@@ -239,17 +239,25 @@ class Job:
     at_s: float = 0.0
 
 
+def new_client(max_connections: int = 256, timeout_s: float = 600.0) -> Any:
+    """One connection pool for every request of a run (or of an engine's lifetime)."""
+    import httpx
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s),
+                             limits=httpx.Limits(max_connections=max_connections,
+                                                 max_keepalive_connections=max_connections))
+
+
 async def run_jobs(base_url: str, jobs: list[Job], model: str, *, chat: bool = False,
                    concurrency: int | None = None, api_key: str | None = None,
                    encode: Callable[[str], list[int]] | None = None,
                    timeout_s: float = 600.0, extra: dict[str, Any] | None = None,
-                   t0: float | None = None) -> list[Completion]:
-    """Send every job at its time (or `concurrency` at a time) over one connection pool.
+                   t0: float | None = None, client: Any = None) -> list[Completion]:
+    """Send every job at its time (or `concurrency` at a time) over one connection pool
+    (`client`, kept open by the caller; a new one, closed at the end, when None).
 
     Returns one Completion per job, in job order; the clock starts at `t0` (perf_counter;
     now by default) and every stamp is seconds since then."""
-    import httpx
-
     start = time.perf_counter() if t0 is None else t0
 
     def now() -> float:
@@ -257,20 +265,20 @@ async def run_jobs(base_url: str, jobs: list[Job], model: str, *, chat: bool = F
 
     url = base_url.rstrip("/") + ("/chat/completions" if chat else "/completions")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    limit = concurrency or len(jobs) or 1
-    gate = asyncio.Semaphore(limit)
-    limits = httpx.Limits(max_connections=max(limit, 1), max_keepalive_connections=max(limit, 1))
+    gate = asyncio.Semaphore(concurrency or len(jobs) or 1)
 
-    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), limits=limits) as client:
-        async def one(job: Job) -> Completion:
-            if concurrency is None:
-                delay = job.at_s - now()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            async with gate:
-                body = request_body(job.prompt, job.max_tokens, model, chat, extra)
-                c = await stream(client, url, body, now, headers, timeout_s)
-            count_tokens(c, encode)
-            return c
+    async def one(pool: Any, job: Job) -> Completion:
+        if concurrency is None:
+            delay = job.at_s - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        async with gate:
+            body = request_body(job.prompt, job.max_tokens, model, chat, extra)
+            c = await stream(pool, url, body, now, headers, timeout_s)
+        count_tokens(c, encode)
+        return c
 
-        return list(await asyncio.gather(*(one(j) for j in jobs)))
+    if client is not None:
+        return list(await asyncio.gather(*(one(client, j) for j in jobs)))
+    async with new_client(max(concurrency or len(jobs), 1), timeout_s) as pool:
+        return list(await asyncio.gather(*(one(pool, j) for j in jobs)))

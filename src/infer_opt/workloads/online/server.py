@@ -27,6 +27,9 @@ class Request:
     admitted_s: float | None = None  # prefill started (queue wait ends)
     stamps_s: list[float] = field(default_factory=list)  # when each output token was ready
     tokens: list[int] = field(default_factory=list)
+    # Why the request failed (an engine serving over HTTP: status, timeout, server died);
+    # None when it completed. A failed request is counted in the row, not timed.
+    error: str | None = None
 
     @property
     def done(self) -> bool:

@@ -1,0 +1,296 @@
+"""The `served` engine: a stack behind an OpenAI-compatible server, measured over streamed HTTP.
+
+    served[server=own,policy=continuous]+kv-cache+sdpa   the suite's own server (infer-opt serve)
+                                                         on kv-cache+sdpa, continuous batching
+    served[server=llamacpp]                              llama-cpp-python's server on the GGUF
+    served[server=vllm]                                  vLLM's OpenAI server (.venv-vllm)
+    served[server=endpoint,endpoint=http://h:p/v1,model_name=M,api_key_env=VAR]
+                                                         a server someone else runs
+
+The plugins after `served[...]` run inside the server: they are checked against the engine
+there (`hosted_engine`: torch for the own server, llamacpp, vllm), so a served variant is
+refused exactly when its in-process twin would be, and its row sits in the same interleaved
+rounds as the twin (run/rounds.py). The worker of a served variant starts its server once
+(engines/http/launch.py: 127.0.0.1, a free port, ready-checked, logs beside the results,
+killed with the worker) and then measures through the streaming client (engines/http/client.py).
+
+The engine contract. There is no step API here (the server decodes); the engine implements the
+two request paths workloads use:
+- `generate(prompts, new_tokens, clock)` (static batches): B streams at once; token i of the
+  batch is stamped when the last of the B streams has its token i, as the decode loop's stamps
+  mean. Any failed stream fails the run (the cell fails with the reason);
+- `serve_requests(requests, clock, opts)` (online workloads): each request is sent at its
+  arrival time; tokens and stamps fill the Request as the in-process policies do; a failed
+  request keeps its reason in `Request.error` and the row counts it (`errors`,
+  `error_rate_pct`).
+Row columns: the metrics below; the server, its policy and how tokens were counted go to the
+row's notes (a string is not a metric).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+from typing import Any, ClassVar
+
+import torch
+
+from infer_opt.core.models import ModelRef
+from infer_opt.core.params import Param
+from infer_opt.core.plugin import Metric
+from infer_opt.core.settings import Settings
+from infer_opt.core.timing import Clock
+from infer_opt.engines.base import BatchRun, Engine, ModelFacts, environment_reason
+from infer_opt.engines.http import launch
+from infer_opt.engines.http.client import Completion, Job, new_client, run_jobs
+
+SERVERS = ("own", "llamacpp", "vllm", "endpoint")
+# server -> (engine inside it, its environment, packages it needs there)
+HOSTED = {"llamacpp": ("llamacpp", ".venv-llamacpp", ("llama_cpp", "uvicorn", "fastapi")),
+          "vllm": ("vllm", ".venv-vllm", ("vllm",))}
+
+METRICS = (
+    Metric("errors", "lower", "requests that failed (HTTP status >= 400, timeout, malformed "
+                              "SSE, stream ended early, server died), timed runs"),
+    Metric("error_rate_pct", "lower", "failed requests / requests sent, %"),
+    Metric("short_requests", None, "requests that ended before max_tokens (server ignored "
+                                   "ignore_eos / min_tokens): actual lengths were used"),
+    Metric("server_start_s", None, "launch to ready of the server process"),
+    Metric("prefix_cached_tokens", None, "prompt tokens the server reported answering from its "
+                                         "prefix cache (usage.prompt_tokens_details)"),
+)
+
+
+class ServedEngine(Engine):
+    name = "served"
+    summary = "a stack behind an OpenAI-compatible server, measured over streamed HTTP"
+    requires_packages = ("httpx",)
+    dtypes = ()
+    kv_caches = ()
+    attn_implementations = ()
+    honours = frozenset()
+    step_api = False
+    row_ops = False
+    serves_requests: ClassVar[bool] = True
+    metrics = METRICS
+    options = (
+        Param("server", str, "own", "which server", choices=SERVERS),
+        Param("policy", str, "continuous", "the own server's batching policy"),
+        Param("max_batch_size", int, 8, "the own server's batch limit", minimum=1),
+        Param("max_wait_ms", float, 50.0, "the own server's dynamic-batching wait", minimum=0),
+        Param("engine", str, "torch", "the engine inside the own server"),
+        Param("endpoint", str, "", "base URL ending in /v1 (server=endpoint)"),
+        Param("model_name", str, "", "served model name (default: the suite's model)"),
+        Param("api_key_env", str, "", "environment variable holding the API key (never "
+                                      "written to results or logs)"),
+        Param("chat", bool, False, "use /v1/chat/completions (prompts detokenized into one "
+                                   "user message) instead of /v1/completions with token ids"),
+        Param("timeout_s", float, 600.0, "per request", minimum=1),
+        Param("ready_timeout_s", float, 0.0, "server start limit (0: own/llamacpp 180 s, "
+                                             "vllm 900 s)", minimum=0),
+        Param("stack", str, "", "set by the suite: the rest of the variant, run in the server"),
+    )
+
+    @classmethod
+    def hosted_engine(cls, settings: Settings) -> str:
+        server = settings.options.get("server", "own")
+        if server == "own":
+            return str(settings.options.get("engine", "torch"))
+        return HOSTED[server][0] if server in HOSTED else cls.name
+
+    @classmethod
+    def check_settings(cls, settings: Settings) -> str | None:
+        o = settings.options
+        server = o.get("server", "own")
+        if server == "endpoint" and not str(o.get("endpoint", "")).startswith(("http://",
+                                                                                "https://")):
+            return "server=endpoint needs endpoint=http://host:port/v1"
+        if server != "endpoint" and o.get("endpoint"):
+            return f"endpoint is only for server=endpoint (server is {server})"
+        if server != "own" and o.get("stack"):
+            return (f"plugins run only inside the own server; server={server} serves its "
+                    f"engine as it is (got {o['stack']!r})")
+        return None
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        from infer_opt.core.plugin import missing_package
+
+        server = settings.options.get("server", "own")
+        if server == "own":
+            return missing_package(("httpx", "fastapi", "uvicorn", "prometheus_client"))
+        if server in HOSTED:
+            engine, env, packages = HOSTED[server]
+            return missing_package(("httpx",)) or environment_reason(engine, env, packages)
+        key_env = settings.options.get("api_key_env")
+        if key_env and not os.environ.get(key_env):
+            return f"the API key variable {key_env} is not set"
+        return missing_package(("httpx",))
+
+    def __init__(self, ref: ModelRef, settings: Settings) -> None:
+        self.settings, self.ref = settings, ref
+        o = settings.options
+        self.server_kind = o.get("server", "own")
+        self.model_name = o.get("model_name") or ref.name
+        self.chat = bool(o.get("chat", False))
+        self.timeout_s = float(o.get("timeout_s", 600.0))
+        key_env = o.get("api_key_env") or ""
+        self._api_key = os.environ.get(key_env) if key_env else None  # never in a row or log
+        self.server: launch.ServerProcess | None = None
+        self.tokenizer: Any = None
+        if ref.has_tokenizer:
+            from infer_opt.core.models import load_tokenizer
+
+            self.tokenizer = load_tokenizer(ref)
+        start_s = 0.0
+        if self.server_kind == "endpoint":
+            self.base_url = str(o["endpoint"]).rstrip("/")
+            settings.notes.append(f"served by the endpoint {self.base_url}")
+        else:
+            self.server = self._launcher(ref, o)
+            atexit.register(self.close)
+            ready = float(o.get("ready_timeout_s") or (900 if self.server_kind == "vllm"
+                                                       else 180))
+            self.server.start(ready)
+            self.base_url = self.server.base_url
+            start_s = self.server.start_s
+            settings.notes.append(f"served by {self._describe(o)} on {self.base_url} (log "
+                                  f"{self.server.log_path})")
+        self.load_metrics = {"server_start_s": round(start_s, 3)}
+        settings.metrics.update(self.load_metrics)
+        self.facts = ModelFacts(weight_bytes=0, kv_bytes_per_token=0, load_s=start_s,
+                                extra={"server": self.server_kind})
+        self.sources: set[str] = set()
+        # One event loop and one connection pool for the engine's lifetime: connections stay
+        # open between runs, so no timed request pays a TCP connect the others do not.
+        self._loop = asyncio.new_event_loop()
+        self._client = new_client(timeout_s=self.timeout_s)
+
+    def _describe(self, o: dict[str, Any]) -> str:
+        if self.server_kind == "own":
+            return (f"the own server (infer-opt serve {o.get('stack') or 'baseline'}, "
+                    f"policy {o.get('policy', 'continuous')})")
+        return f"{self.server_kind}'s server"
+
+    def _launcher(self, ref: ModelRef, o: dict[str, Any]) -> launch.ServerProcess:
+        threads = torch.get_num_threads()
+        if self.server_kind == "own":
+            return launch.own_server(o.get("stack", ""), ref.name, o.get("policy", "continuous"),
+                                     int(o.get("max_batch_size", 8)),
+                                     float(o.get("max_wait_ms", 50.0)), threads,
+                                     self.settings.device)
+        engine, env, _ = HOSTED[self.server_kind]
+        from infer_opt.engines.base import environment_python
+
+        python = environment_python(engine, env)
+        assert python is not None  # unavailable_reason checked it
+        if self.server_kind == "llamacpp":
+            from infer_opt.engines.llamacpp.engine import ensure_gguf
+
+            gguf, _ = ensure_gguf(ref)
+            return launch.llamacpp_server(python, gguf, self.model_name, threads,
+                                          ref.max_context)
+        return launch.vllm_server(python, ref.path, self.model_name, threads, 2)
+
+    def close(self) -> None:
+        client, self._client = getattr(self, "_client", None), None
+        if client is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(client.aclose())
+            self._loop.close()
+        if getattr(self, "server", None) is not None:
+            self.server.stop()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # --- requests over HTTP ------------------------------------------------------------
+    def _encode(self) -> Any:
+        if self.tokenizer is None:
+            return None
+        return lambda text: self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _prompt(self, ids: list[int]) -> Any:
+        if self.chat:
+            if self.tokenizer is None:
+                raise RuntimeError("chat=true needs a model with a tokenizer")
+            return self.tokenizer.decode(ids)
+        return ids
+
+    def _send(self, jobs: list[Job], t0: float | None = None) -> list[Completion]:
+        """Run the jobs on the engine's loop and pool; counts go to the row's metrics."""
+        if self.server is not None and not self.server.alive:
+            raise RuntimeError(f"the {self.server_kind} server is not running; log "
+                               f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
+        out = self._loop.run_until_complete(run_jobs(
+            self.base_url, jobs, self.model_name, chat=self.chat, api_key=self._api_key,
+            encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client))
+        self._count(out)
+        return out
+
+    def _count(self, done: list[Completion]) -> None:
+        """Counts of the measured requests (Settings.counters, cleared after the warm-up)
+        and the metrics derived from them."""
+        c = self.settings.counters
+        for x in done:
+            c["http_requests"] = c.get("http_requests", 0) + 1
+            c["http_errors"] = c.get("http_errors", 0) + (x.error is not None)
+            c["http_short"] = c.get("http_short", 0) + x.short
+            if x.cached_tokens is not None:
+                c["http_cached"] = c.get("http_cached", 0) + x.cached_tokens
+            if x.error is None:
+                self.sources.add(x.token_count_source)
+        n = c.get("http_requests", 0)
+        m = self.settings.metrics
+        m.update(errors=c.get("http_errors", 0), short_requests=c.get("http_short", 0),
+                 error_rate_pct=100.0 * c.get("http_errors", 0) / n if n else 0.0)
+        if "http_cached" in c:
+            m["prefix_cached_tokens"] = c["http_cached"]
+        note = f"tokens counted from {'/'.join(sorted(self.sources))}"
+        notes = [x for x in self.settings.notes if not x.startswith("tokens counted from ")]
+        self.settings.notes[:] = notes + ([note] if self.sources else [])
+
+    def generate(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
+        jobs = [Job(i, row.tolist() if not self.chat else self._prompt(row.tolist()),
+                    new_tokens) for i, row in enumerate(prompts)]
+        done = self._send(jobs)
+        failed = [x.error for x in done if x.error is not None]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(done)} requests failed: {failed[0]}")
+        n = min(x.tokens for x in done)
+        if n < 1:
+            raise RuntimeError("the server returned no tokens")
+        stamps = [x.stamps_s for x in done]
+        # Stamps are seconds since the jobs' clock started, i.e. since the requests were sent.
+        batch = [max(s[i] for s in stamps) for i in range(n)]
+        ids = [self._ids(x, n) for x in done]
+        return BatchRun(stamps_s=batch, tokens=torch.tensor(ids, dtype=torch.long))
+
+    def _ids(self, c: Completion, n: int) -> list[int]:
+        """The generated ids: the server's own when it sent them, else the text re-encoded
+        (may differ from what it generated), else -1 placeholders."""
+        if len(c.token_ids) >= n:
+            return c.token_ids[:n]
+        enc = self._encode()
+        ids = enc(c.text) if enc is not None else []
+        return (ids + [-1] * n)[:n]
+
+    def serve_requests(self, requests: list[Any], clock: Any, opts: Any) -> None:
+        """Send each request at its arrival time (seconds on `clock`, started by the caller)
+        and fill its stamps, tokens and error."""
+        import time
+
+        t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
+        jobs = [Job(r.id, self._prompt(list(r.prompt)), r.new_tokens, r.arrival_s)
+                for r in requests]
+        done = self._send(jobs, t0)
+        for r, c in zip(requests, done):
+            r.admitted_s = c.sent_s  # the client cannot see the server's queue
+            r.stamps_s = c.stamps_s
+            r.tokens = self._ids(c, len(r.stamps_s)) if r.stamps_s else []
+            r.error = c.error if c.error is not None else (
+                None if r.stamps_s else "no tokens")
+
+    def score(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("a served stack is not scored over HTTP; its in-process "
+                                  "twin's fidelity columns apply to the own server")
