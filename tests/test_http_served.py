@@ -137,12 +137,26 @@ def run_cli(tmp_path: Path, body: str, env: dict[str, str] | None = None,
     return rows, csv_path
 
 
+def serve_processes() -> dict[int, str]:
+    """pid -> command line of every `infer_opt.cli serve` process (from /proc: untruncated)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "infer_opt.cli serve" in cmd:
+                out[int(d.name)] = cmd
+    return out
+
+
 def server_pids_alive(log_dir: Path) -> list[int]:
     """Processes still serving on a port named in one of the run's server logs."""
     ports = {p.stem.rsplit("-", 1)[-1] for p in log_dir.glob("*.log")}
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines()
-            if "infer_opt.cli serve" in line and any(f"--port {p} " in line for p in ports)]
+    assert ports
+    return [pid for pid, cmd in serve_processes().items()
+            if any(f"--port {p} " in cmd for p in ports)]
 
 
 def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
@@ -198,9 +212,7 @@ def _wait_for_server(out: Path, timeout_s: float) -> tuple[Path, int]:
 
 
 def _server_pid(port: int) -> int:
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    pids = [int(x.split()[0]) for x in out.splitlines()
-            if "infer_opt.cli serve" in x and f"--port {port} " in x]
+    pids = [pid for pid, cmd in serve_processes().items() if f"--port {port} " in cmd]
     assert len(pids) == 1, pids
     return pids[0]
 
