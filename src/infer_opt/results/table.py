@@ -25,6 +25,12 @@ from infer_opt.results.reference import (
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
 from infer_opt.results.speculative_table import render_speculative
+from infer_opt.results.served_table import render_served
+
+
+def _served_section(rows: list[dict[str, str]], samples: dict[str, Any]) -> str:
+    served = render_served(rows, samples)
+    return served and "\n" + served
 
 BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
              "core on average or the hypervisor stole more than 5% of the CPU (columns "
@@ -98,7 +104,7 @@ def render_run(run: Run, reference: str = "baseline", also: Sequence[str] = ()) 
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
             + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
-            + (plugin and "\n" + plugin) + footer + pareto_section(rows, reference, also)
+            + (plugin and "\n" + plugin) + _served_section(rows, run.samples) + footer + pareto_section(rows, reference, also)
             + (frontier and "\n" + frontier))
 
 
