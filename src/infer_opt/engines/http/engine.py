@@ -59,7 +59,26 @@ METRICS = (
     Metric("server_start_s", None, "launch to ready of the server process"),
     Metric("prefix_cached_tokens", None, "prompt tokens the server reported answering from its "
                                          "prefix cache (usage.prompt_tokens_details)"),
+    Metric("server_prefix_hit_tokens", None, "server /metrics: prefix-cache hits during the "
+                                             "timed runs (vLLM prefix_cache_hits)"),
+    Metric("server_prefix_query_tokens", None, "server /metrics: prefix-cache queries during "
+                                               "the timed runs"),
+    Metric("server_preemptions", None, "server /metrics: preemptions during the timed runs"),
+    Metric("server_generation_tokens", None, "server /metrics: tokens generated during the "
+                                             "timed runs (a cross-check of the client's count)"),
+    Metric("server_kv_cache_usage_pct", None, "server /metrics: KV-cache usage after a run, "
+                                              "the highest seen, %"),
 )
+
+# Server counters (Prometheus sample names) read before and after each run -> row metric.
+COUNTERS = {
+    "vllm:prefix_cache_hits_total": "server_prefix_hit_tokens",
+    "vllm:prefix_cache_queries_total": "server_prefix_query_tokens",
+    "vllm:num_preemptions_total": "server_preemptions",
+    "vllm:generation_tokens_total": "server_generation_tokens",
+    "infer_opt_generation_tokens_total": "server_generation_tokens",
+}
+GAUGES = {"vllm:kv_cache_usage_perc": ("server_kv_cache_usage_pct", 100.0)}
 
 
 class ServedEngine(Engine):
@@ -217,16 +236,97 @@ class ServedEngine(Engine):
             return self.tokenizer.decode(ids)
         return ids
 
-    def _send(self, jobs: list[Job], t0: float | None = None) -> list[Completion]:
-        """Run the jobs on the engine's loop and pool; counts go to the row's metrics."""
+    def _send(self, jobs: list[Job], clock: Any = None) -> list[Completion]:
+        """Run the jobs on the engine's loop and pool, the server's prefix cache reset first
+        and its /metrics read around them; counts go to the row's metrics. `clock` (online
+        runs: a ServerClock whose zero the jobs' times count from) is restarted after the
+        reset, so the reset is not in any request's time."""
         if self.server is not None and not self.server.alive:
             raise RuntimeError(f"the {self.server_kind} server is not running; log "
                                f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
+        self._reset_prefix_cache(jobs)
+        before = self._server_metrics()
+        t0 = None
+        if clock is not None:
+            import time
+
+            clock.start()
+            t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
         out = self._loop.run_until_complete(run_jobs(
             self.base_url, jobs, self.model_name, chat=self.chat, api_key=self._api_key,
             encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client))
         self._count(out)
+        self._count_server(before, self._server_metrics())
         return out
+
+    def _get(self, path: str) -> Any:
+        return self._loop.run_until_complete(self._client.get(path, headers=self._headers(),
+                                                              timeout=10.0))
+
+    def _headers(self) -> dict[str, str] | None:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
+
+    def _root(self) -> str:
+        return self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+
+    def _reset_prefix_cache(self, jobs: list[Job]) -> None:
+        """Repeated prompts must measure prefill, not the server's cache: POST
+        /reset_prefix_cache where the server has it (vLLM in dev mode, the own server); else
+        (llama.cpp's server reuses the longest common prefix of its slot's last prompt) one
+        untimed 1-token request whose prompt shares no first token with the jobs'."""
+        if self.server_kind == "endpoint":
+            return  # someone else's server: leave its state alone
+        import httpx
+
+        try:
+            r = self._loop.run_until_complete(self._client.post(
+                self._root() + "/reset_prefix_cache", headers=self._headers(), timeout=10.0))
+            if r.status_code < 400:
+                return
+        except httpx.HTTPError:
+            pass
+        firsts = {j.prompt[0] for j in jobs if not isinstance(j.prompt, str) and j.prompt}
+        flush = next(t for t in range(1, 1 << 20) if t not in firsts)
+        self._loop.run_until_complete(run_jobs(
+            self.base_url, [Job(-1, [flush], 1)], self.model_name, api_key=self._api_key,
+            timeout_s=self.timeout_s, client=self._client))
+
+    def _server_metrics(self) -> dict[str, float] | None:
+        """The server's Prometheus samples we use, or None where it has no /metrics."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            r = self._get(self._root() + "/metrics")
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        out: dict[str, float] = {}
+        try:
+            for family in text_string_to_metric_families(r.text):
+                for sample in family.samples:
+                    if sample.name in COUNTERS or sample.name in GAUGES:
+                        out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+        except ValueError:
+            return None
+        return out
+
+    def _count_server(self, before: dict[str, float] | None,
+                      after: dict[str, float] | None) -> None:
+        if before is None or after is None:
+            return
+        c, m = self.settings.counters, self.settings.metrics
+        for name, column in COUNTERS.items():
+            if name in after:
+                key = "srv_" + column
+                c[key] = c.get(key, 0.0) + after[name] - before.get(name, 0.0)
+                m[column] = c[key]
+        for name, (column, scale) in GAUGES.items():
+            if name in after:
+                key = "srv_" + column
+                c[key] = max(c.get(key, 0.0), after[name] * scale)
+                m[column] = c[key]
 
     def _count(self, done: list[Completion]) -> None:
         """Counts of the measured requests (Settings.counters, cleared after the warm-up)
@@ -276,14 +376,11 @@ class ServedEngine(Engine):
         return (ids + [-1] * n)[:n]
 
     def serve_requests(self, requests: list[Any], clock: Any, opts: Any) -> None:
-        """Send each request at its arrival time (seconds on `clock`, started by the caller)
-        and fill its stamps, tokens and error."""
-        import time
-
-        t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
+        """Send each request at its arrival time (seconds on `clock`, restarted here after
+        the cache reset) and fill its stamps, tokens and error."""
         jobs = [Job(r.id, self._prompt(list(r.prompt)), r.new_tokens, r.arrival_s)
                 for r in requests]
-        done = self._send(jobs, t0)
+        done = self._send(jobs, clock)
         for r, c in zip(requests, done):
             r.admitted_s = c.sent_s  # the client cannot see the server's queue
             r.stamps_s = c.stamps_s
