@@ -120,6 +120,17 @@ prompt_tokens = 6
 new_tokens = 4
 min_repeats = 2
 max_repeats = 2
+
+[[group]]
+workload = "trace"
+variants = ["kv-cache", "served[server=own,policy=continuous]+kv-cache"]
+policies = ["continuous"]
+trace = "small"
+max_requests = 6
+time_scale = 0.05
+min_repeats = 2
+max_repeats = 2
+warmup_requests = 1
 """
 
 
@@ -163,7 +174,7 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     body = SUITE.format(policy="continuous", more="", repeats=2) + ONLINE
     rows, csv_path = run_cli(tmp_path, body)
     served = "served[server=own,policy=continuous]+kv-cache"
-    for kind in ("static-batch", "online"):
+    for kind in ("static-batch", "online", "trace"):
         row = rows[(served, kind)]
         assert row["status"] == "ok", row["reason"]
         assert float(row["errors"]) == 0 and float(row["error_rate_pct"]) == 0
@@ -173,10 +184,13 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     for line in csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines():
         s = json.loads(line)
         samples[(s["variant"], s["workload"].get("kind", "static-batch"))] = s
-    for kind in ("static-batch", "online"):
+    for kind in ("static-batch", "online", "trace"):
         assert samples[(served, kind)]["tokens"] == samples[("kv-cache", kind)]["tokens"]
+    assert rows[(served, "trace")]["arrival"] == "trace small x0.05"
+    assert "estimated prefix hits" in rows[(served, "trace")]["notes"]
+    assert float(rows[(served, "online")]["server_generation_tokens"]) == 2 * 4 * 4
     log_dir = csv_path.with_name(csv_path.stem + ".servers")
-    assert len(list(log_dir.glob("own-*.log"))) == 2  # one server per worker, logs kept
+    assert len(list(log_dir.glob("own-*.log"))) == 3  # one server per worker, logs kept
     assert server_pids_alive(log_dir) == []
 
 
