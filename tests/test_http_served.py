@@ -94,6 +94,25 @@ def test_own_server_endpoints_and_bad_requests(sharp_backend) -> None:  # noqa: 
         assert re.search(r"^infer_opt_generation_tokens_total 3\.0$", metrics, re.M)
 
 
+@pytest.mark.parametrize("variant, message", [
+    ("served[server=endpoint]+kv-cache", "runs on served"),
+    ("served[server=endpoint]", "needs endpoint="),
+    ("served[server=llamacpp]+kv-cache", "runs on llamacpp"),
+    ("served+kv-cache+spec-lookup", "not served"),
+    ("served[server=nope]", "one of own, llamacpp, vllm, endpoint"),
+])
+def test_served_stacks_are_checked_against_the_engine_inside_the_server(variant: str,
+                                                                        message: str) -> None:
+    from infer_opt.core.errors import UserError
+    from infer_opt.core.stack import build_stack
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        build_stack(variant, "cpu")
+    stack = build_stack("served[policy=dynamic]+kv-cache+sdpa", "cpu")
+    assert stack.settings.options["stack"] == "kv-cache+sdpa"
+    assert stack.settings.kv_cache == "dynamic" and stack.settings.attn_implementation == "sdpa"
+
+
 SUITE = """
 model = "tiny-random"
 device = "cpu"
@@ -189,6 +208,8 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     assert rows[(served, "trace")]["arrival"] == "trace small x0.05"
     assert "estimated prefix hits" in rows[(served, "trace")]["notes"]
     assert float(rows[(served, "online")]["server_generation_tokens"]) == 2 * 4 * 4
+    assert csv_path.with_name(csv_path.stem + ".served.png").is_file() or not \
+        __import__("importlib").util.find_spec("matplotlib")
     log_dir = csv_path.with_name(csv_path.stem + ".servers")
     assert len(list(log_dir.glob("own-*.log"))) == 3  # one server per worker, logs kept
     assert server_pids_alive(log_dir) == []

@@ -127,6 +127,9 @@ class ServedEngine(Engine):
             return "server=endpoint needs endpoint=http://host:port/v1"
         if server != "endpoint" and o.get("endpoint"):
             return f"endpoint is only for server=endpoint (server is {server})"
+        if settings.decoder is not None:
+            return ("the own server decodes rows step by step; a plugin replacing whole-"
+                    "sequence generation (speculative decoding) is not served")
         if server != "own" and o.get("stack"):
             return (f"plugins run only inside the own server; server={server} serves its "
                     f"engine as it is (got {o['stack']!r})")
@@ -188,14 +191,16 @@ class ServedEngine(Engine):
 
     def _describe(self, o: dict[str, Any]) -> str:
         if self.server_kind == "own":
-            return (f"the own server (infer-opt serve {o.get('stack') or 'baseline'}, "
+            return (f"the own server (infer-opt serve {o.get('stack') or 'the engine alone'}, "
                     f"policy {o.get('policy', 'continuous')})")
         return f"{self.server_kind}'s server"
 
     def _launcher(self, ref: ModelRef, o: dict[str, Any]) -> launch.ServerProcess:
         threads = torch.get_num_threads()
         if self.server_kind == "own":
-            return launch.own_server(o.get("stack", ""), ref.name, o.get("policy", "continuous"),
+            inner = [p for p in (o.get("engine", "torch"), o.get("stack", "")) if p]
+            stack = "+".join(inner[1:] if inner[0] == "torch" else inner)
+            return launch.own_server(stack, ref.name, o.get("policy", "continuous"),
                                      int(o.get("max_batch_size", 8)),
                                      float(o.get("max_wait_ms", 50.0)), threads,
                                      self.settings.device)
