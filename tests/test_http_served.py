@@ -150,6 +150,20 @@ time_scale = 0.05
 min_repeats = 2
 max_repeats = 2
 warmup_requests = 1
+
+[[group]]
+workload = "sessions"
+variants = ["kv-cache", "served[server=own,policy=continuous]+kv-cache"]
+policies = ["continuous"]
+arrival_rates = [20.0]
+num_sessions = 2
+turns = 2
+think_time_s = 0.01
+prompt_tokens = 6
+question_tokens = 3
+new_tokens = 3
+min_repeats = 2
+max_repeats = 2
 """
 
 
@@ -193,7 +207,7 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     body = SUITE.format(policy="continuous", more="", repeats=2) + ONLINE
     rows, csv_path = run_cli(tmp_path, body)
     served = "served[server=own,policy=continuous]+kv-cache"
-    for kind in ("static-batch", "online", "trace"):
+    for kind in ("static-batch", "online", "trace", "sessions"):
         row = rows[(served, kind)]
         assert row["status"] == "ok", row["reason"]
         assert float(row["errors"]) == 0 and float(row["error_rate_pct"]) == 0
@@ -203,7 +217,7 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     for line in csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines():
         s = json.loads(line)
         samples[(s["variant"], s["workload"].get("kind", "static-batch"))] = s
-    for kind in ("static-batch", "online", "trace"):
+    for kind in ("static-batch", "online", "trace", "sessions"):
         assert samples[(served, kind)]["tokens"] == samples[("kv-cache", kind)]["tokens"]
     assert rows[(served, "trace")]["arrival"] == "trace small x0.05"
     assert "estimated prefix hits" in rows[(served, "trace")]["notes"]
@@ -211,7 +225,7 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
     assert csv_path.with_name(csv_path.stem + ".served.png").is_file() or not \
         __import__("importlib").util.find_spec("matplotlib")
     log_dir = csv_path.with_name(csv_path.stem + ".servers")
-    assert len(list(log_dir.glob("own-*.log"))) == 3  # one server per worker, logs kept
+    assert len(list(log_dir.glob("own-*.log"))) == 4  # one server per worker, logs kept
     assert server_pids_alive(log_dir) == []
 
 

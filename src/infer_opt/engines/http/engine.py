@@ -380,18 +380,68 @@ class ServedEngine(Engine):
         ids = enc(c.text) if enc is not None else []
         return (ids + [-1] * n)[:n]
 
-    def serve_requests(self, requests: list[Any], clock: Any, opts: Any) -> None:
-        """Send each request at its arrival time (seconds on `clock`, restarted here after
-        the cache reset) and fill its stamps, tokens and error."""
-        jobs = [Job(r.id, self._prompt(list(r.prompt)), r.new_tokens, r.arrival_s)
-                for r in requests]
-        done = self._send(jobs, clock)
-        for r, c in zip(requests, done):
+    def serve_requests(self, requests: Any, clock: Any, opts: Any) -> None:
+        """Send each request when it is due on `clock` (restarted here, after the cache
+        reset) and fill its stamps, tokens and error. `requests`: a list with arrival times,
+        or a live source (multi-turn sessions: a turn is due after the previous answer)."""
+        import time
+
+        from infer_opt.workloads.online.server import source_of
+
+        source = source_of(requests)
+        if self.server is not None and not self.server.alive:
+            raise RuntimeError(f"the {self.server_kind} server is not running; log "
+                               f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
+        self._reset_prefix_cache([])
+        before = self._server_metrics()
+        clock.start()
+        t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
+        done = self._loop.run_until_complete(self._drive(source, t0))
+        self._count(done)
+        self._count_server(before, self._server_metrics())
+
+    async def _drive(self, source: Any, t0: float) -> list[Completion]:
+        """Stream every request as the source hands it out; a finished stream fills its
+        request at once (the source may then schedule a session's next turn)."""
+        import time
+
+        from infer_opt.engines.http.client import count_tokens, request_body, stream
+
+        def now() -> float:
+            return time.perf_counter() - t0
+
+        url = self.base_url + ("/chat/completions" if self.chat else "/completions")
+        encode = self._encode()
+
+        async def one(r: Any) -> Completion:
+            body = request_body(self._prompt(list(r.prompt)), r.new_tokens, self.model_name,
+                                self.chat)
+            c = await stream(self._client, url, body, now, self._headers(), self.timeout_s)
+            count_tokens(c, encode)
             r.admitted_s = c.sent_s  # the client cannot see the server's queue
             r.stamps_s = c.stamps_s
             r.tokens = self._ids(c, len(r.stamps_s)) if r.stamps_s else []
-            r.error = c.error if c.error is not None else (
-                None if r.stamps_s else "no tokens")
+            r.error = c.error if c.error is not None else (None if r.stamps_s else "no tokens")
+            return c
+
+        out: list[Completion] = []
+        pending: set[Any] = set()
+        while True:
+            for r in source.due(now()):
+                pending.add(asyncio.ensure_future(one(r)))
+            if not pending and not source.open:
+                break
+            nxt = source.next_arrival_s()
+            timeout = None if nxt is None else max(0.0, nxt - now())
+            if pending:
+                finished, pending = await asyncio.wait(pending, timeout=timeout,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                out += [f.result() for f in finished]
+            elif timeout is not None:
+                await asyncio.sleep(timeout)
+            else:
+                break  # nothing in flight, nothing scheduled
+        return out
 
     def score(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError("a served stack is not scored over HTTP; its in-process "
