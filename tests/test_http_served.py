@@ -177,7 +177,9 @@ def run_cli(tmp_path: Path, body: str, env: dict[str, str] | None = None,
                           timeout=timeout_s, env={**os.environ, **(env or {})}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     csv_path = next(out.glob("*.csv"))
-    rows = {(r["variant"], r["workload"]): r for r in csv.DictReader(open(csv_path))}
+    # trace and sessions rows are online rows; their arrival column tells them apart.
+    rows = {(r["variant"], r["arrival"].split()[0] if r["arrival"].startswith(("trace",
+            "sessions")) else r["workload"]): r for r in csv.DictReader(open(csv_path))}
     return rows, csv_path
 
 

@@ -32,7 +32,7 @@ def curve_label(row: dict[str, str]) -> str:
 def write_served_plot(csv_path: Path) -> Path | None:
     """Writes the plot beside the CSV; None without served online rows or matplotlib."""
     rows = [r for r in read_run(csv_path, with_samples=False).rows
-            if r.get("workload") in ("online", "trace") and r["status"] == "ok"
+            if r.get("workload") == "online" and r["status"] == "ok"
             and r.get("output_tokens_per_s")]
     if not any(curve_label(r).startswith("server:") for r in rows):
         return None

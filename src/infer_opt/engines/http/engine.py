@@ -178,7 +178,8 @@ class ServedEngine(Engine):
             self.base_url = self.server.base_url
             start_s = self.server.start_s
             settings.notes.append(f"served by {self._describe(o)} on {self.base_url} (log "
-                                  f"{self.server.log_path})")
+                                  f"{self.server.log_path}); memory columns are the client's, "
+                                  "the server's weights are not counted (weight_mb 0)")
         self.load_metrics = {"server_start_s": round(start_s, 3)}
         settings.metrics.update(self.load_metrics)
         self.facts = ModelFacts(weight_bytes=0, kv_bytes_per_token=0, load_s=start_s,

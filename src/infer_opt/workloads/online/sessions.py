@@ -145,7 +145,9 @@ class SessionsWorkload(OnlineWorkload):
 
     def row_columns(self) -> dict[str, Any]:
         cols = online_row_columns(self)
-        cols.update(arrival=f"sessions x{self.turns} turns, think {self.think_time_s:g} s")
+        # An online load (tables, plots, compare); the arrival column names the sessions.
+        cols.update(workload="online",
+                    arrival=f"sessions x{self.turns} turns, think {self.think_time_s:g} s")
         return cols
 
 

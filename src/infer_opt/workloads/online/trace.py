@@ -206,7 +206,9 @@ class TraceWorkload(OnlineWorkload):
 
     def row_columns(self) -> dict[str, Any]:
         cols = online_row_columns(self)
-        cols.update(arrival=f"trace {self.trace}" + (f" x{self.time_scale:g}"
+        # An online load like any other (tables, plots, compare): the arrival column says
+        # where its requests come from.
+        cols.update(workload="online", arrival=f"trace {self.trace}" + (f" x{self.time_scale:g}"
                                                       if self.time_scale != 1 else ""),
                     arrival_rate_per_s="", burstiness="")
         return cols
