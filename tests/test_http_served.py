@@ -319,3 +319,17 @@ def test_kill_9_of_the_run_leaves_no_server(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("args, field", [
+    (["kv-cache", "--policy", "nope"], "--policy"),
+    (["kv-cache", "--port", "0"], "--port"),
+    (["served+kv-cache"], "variant"),
+    (["kv-cache+nope"], "variant"),
+])
+def test_serve_bad_input_is_one_line_and_exit_2(args: list[str], field: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "infer_opt.cli", "serve", *args, "--model",
+                           "tiny-random"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
