@@ -156,6 +156,10 @@ class ServedEngine(Engine):
         self.server_kind = o.get("server", "own")
         self.model_name = o.get("model_name") or ref.name
         self.chat = bool(o.get("chat", False))
+        self.text_prompts = self.server_kind == "llamacpp"
+        # Greedy like the suite's decode loop: llama-cpp-python's server applies a repeat
+        # penalty of 1.1 by default, even at temperature 0.
+        self.extra_body = {"repeat_penalty": 1.0} if self.server_kind == "llamacpp" else {}
         self.timeout_s = float(o.get("timeout_s", 600.0))
         key_env = o.get("api_key_env") or ""
         self._api_key = os.environ.get(key_env) if key_env else None  # never in a row or log
@@ -236,9 +240,13 @@ class ServedEngine(Engine):
         return lambda text: self.tokenizer.encode(text, add_special_tokens=False)
 
     def _prompt(self, ids: list[int]) -> Any:
-        if self.chat:
+        """Token ids where the server takes them, else the text they decode to (chat, and
+        llama-cpp-python's server, whose completions take strings only: it re-tokenizes, so
+        its prompt can differ from the twin's by a token or two)."""
+        if self.chat or self.text_prompts:
             if self.tokenizer is None:
-                raise RuntimeError("chat=true needs a model with a tokenizer")
+                raise RuntimeError(f"{'chat=true' if self.chat else self.server_kind} needs "
+                                   "text prompts: a model with a tokenizer")
             return self.tokenizer.decode(ids)
         return ids
 
@@ -260,7 +268,8 @@ class ServedEngine(Engine):
             t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
         out = self._loop.run_until_complete(run_jobs(
             self.base_url, jobs, self.model_name, chat=self.chat, api_key=self._api_key,
-            encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client))
+            encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client,
+            extra=self.extra_body))
         self._count(out)
         self._count_server(before, self._server_metrics())
         return out
@@ -292,9 +301,12 @@ class ServedEngine(Engine):
         except httpx.HTTPError:
             pass
         firsts = {j.prompt[0] for j in jobs if not isinstance(j.prompt, str) and j.prompt}
-        flush = next(t for t in range(1, 1 << 20) if t not in firsts)
+        flush: Any = next(t for t in range(1, 1 << 20) if t not in firsts)
+        # Text servers see BOS first, then this character no prompt of the text starts with.
+        flush = "\u2603" if self.text_prompts or self.chat else [flush]
         self._loop.run_until_complete(run_jobs(
-            self.base_url, [Job(-1, [flush], 1)], self.model_name, api_key=self._api_key,
+            self.base_url, [Job(-1, flush, 1)], self.model_name, chat=self.chat,
+            api_key=self._api_key,
             timeout_s=self.timeout_s, client=self._client))
 
     def _server_metrics(self) -> dict[str, float] | None:
@@ -357,8 +369,7 @@ class ServedEngine(Engine):
         self.settings.notes[:] = notes + ([note] if self.sources else [])
 
     def generate(self, prompts: torch.Tensor, new_tokens: int, clock: Clock) -> BatchRun:
-        jobs = [Job(i, row.tolist() if not self.chat else self._prompt(row.tolist()),
-                    new_tokens) for i, row in enumerate(prompts)]
+        jobs = [Job(i, self._prompt(row.tolist()), new_tokens) for i, row in enumerate(prompts)]
         done = self._send(jobs)
         failed = [x.error for x in done if x.error is not None]
         if failed:
@@ -416,7 +427,7 @@ class ServedEngine(Engine):
 
         async def one(r: Any) -> Completion:
             body = request_body(self._prompt(list(r.prompt)), r.new_tokens, self.model_name,
-                                self.chat)
+                                self.chat, self.extra_body)
             c = await stream(self._client, url, body, now, self._headers(), self.timeout_s)
             count_tokens(c, encode)
             r.admitted_s = c.sent_s  # the client cannot see the server's queue
