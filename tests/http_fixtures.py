@@ -47,6 +47,7 @@ def scripted_server(script: list[Step]) -> Iterator[dict[str, Any]]:
         def do_POST(self) -> None:
             n = int(self.headers.get("Content-Length", 0))
             state["bodies"].append(json.loads(self.rfile.read(n)))
+            state.setdefault("auth", []).append(self.headers.get("Authorization"))
             status = next((s[1] for s in script if s[0] == "status"), 200)
             self.send_response(status)
             self.send_header("Content-Type", "text/event-stream")

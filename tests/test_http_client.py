@@ -117,3 +117,34 @@ def test_count_tokens_never_negative_when_per_chunk_usage_goes_back() -> None:
                    chunk_text=["a", "b", "c"], usage_per_chunk=[2, 1, 3])
     count_tokens(c, None)
     assert c.chunk_tokens == [2, 0, 1] and c.token_count_source == "usage"
+
+
+def test_endpoint_engine_sends_the_key_and_never_records_it(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    from infer_opt.core.models import resolve
+    from infer_opt.core.stack import build_stack
+    from infer_opt.core.timing import HostClock
+
+    monkeypatch.setenv("INFER_OPT_TEST_KEY", "sk-secret-123")
+    script = [data({"choices": [{"index": 0, "text": "a", "token_ids": [5],
+                                 "finish_reason": None}]}),
+              data({"choices": [{"index": 0, "text": "b", "token_ids": [6],
+                                 "finish_reason": None}]}), *finish(usage(2))]
+    with scripted_server(script) as srv:
+        variant = (f"served[server=endpoint,endpoint={srv['url']},model_name=m,"
+                   "api_key_env=INFER_OPT_TEST_KEY]")
+        stack = build_stack(variant, "cpu")
+        assert stack.unavailable is None
+        engine = stack.engine(resolve("tiny-random"), stack.settings)
+        try:
+            import torch
+
+            run = engine.generate(torch.tensor([[1, 2, 3]]), 2, HostClock())
+        finally:
+            engine.close()
+        assert srv["auth"][-1] == "Bearer sk-secret-123"
+        assert srv["bodies"][-1]["model"] == "m" and srv["bodies"][-1]["prompt"] == [1, 2, 3]
+    assert run.tokens.tolist() == [[5, 6]] and len(run.stamps_s) == 2
+    recorded = repr(stack.settings.notes) + repr(stack.settings.metrics) + repr(
+        stack.settings.options)
+    assert "sk-secret-123" not in recorded
