@@ -231,7 +231,10 @@ class ServedEngine(Engine):
             self.server.stop()
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # at interpreter exit the loop may be gone; the server dies with us
+            pass
 
     # --- requests over HTTP ------------------------------------------------------------
     def _encode(self) -> Any:
