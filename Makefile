@@ -109,8 +109,10 @@ LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed-$(subst =,-,$(LLAMACPP_PACKAGE))
 $(LLAMACPP_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(LLAMACPP_VENV)
 	$(LLAMACPP_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
+	# [server]: llama-cpp-python's OpenAI server, for `served[server=llamacpp]` rows.
 	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(LLAMACPP_VENV)/bin/python -m pip install -q \
-		$(LLAMACPP_PIP_FLAGS) $(LLAMACPP_PACKAGE) torch==$(TORCH_VERSION)
+		$(LLAMACPP_PIP_FLAGS) '$(LLAMACPP_PACKAGE:llama-cpp-python%=llama-cpp-python[server]%)' \
+		torch==$(TORCH_VERSION)
 	$(call peer_tail,$(LLAMACPP_VENV)/bin)
 	touch $@
 
