@@ -18,7 +18,10 @@ The engine contract. There is no step API here (the server decodes); the engine 
 two request paths workloads use:
 - `generate(prompts, new_tokens, clock)` (static batches): B streams at once; token i of the
   batch is stamped when the last of the B streams has its token i, as the decode loop's stamps
-  mean. Any failed stream fails the run (the cell fails with the reason);
+  mean. The B requests are separate requests to the server, which may batch them or not
+  (the own server's policy decides; a later-admitted request makes TTFT longer and the
+  remaining gaps shorter), so bs > 1 compares serving, not one batched forward. Any failed
+  stream fails the run (the cell fails with the reason);
 - `serve_requests(requests, clock, opts)` (online workloads): each request is sent at its
   arrival time; tokens and stamps fill the Request as the in-process policies do; a failed
   request keeps its reason in `Request.error` and the row counts it (`errors`,
@@ -258,9 +261,7 @@ class ServedEngine(Engine):
         and its /metrics read around them; counts go to the row's metrics. `clock` (online
         runs: a ServerClock whose zero the jobs' times count from) is restarted after the
         reset, so the reset is not in any request's time."""
-        if self.server is not None and not self.server.alive:
-            raise RuntimeError(f"the {self.server_kind} server is not running; log "
-                               f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
+        self._check_server("before the run")
         self._reset_prefix_cache(jobs)
         before = self._server_metrics()
         t0 = None
@@ -274,8 +275,20 @@ class ServedEngine(Engine):
             encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client,
             extra=self.extra_body))
         self._count(out)
+        self._check_server("during the run")
         self._count_server(before, self._server_metrics())
         return out
+
+    def _check_server(self, when: str) -> None:
+        """A server that died fails the run, naming its exit code and last log lines."""
+        if self.server is None or self.server.alive:
+            return
+        proc = self.server.proc
+        code = None if proc is None else proc.returncode
+        how = "" if code is None else f" with code {code}" + (
+            f" (signal {-code})" if code < 0 else "")
+        raise RuntimeError(f"the {self.server_kind} server exited{how} {when}; log "
+                           f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
 
     def _get(self, path: str) -> Any:
         return self._loop.run_until_complete(self._client.get(path, headers=self._headers(),
@@ -404,15 +417,14 @@ class ServedEngine(Engine):
         from infer_opt.workloads.online.server import source_of
 
         source = source_of(requests)
-        if self.server is not None and not self.server.alive:
-            raise RuntimeError(f"the {self.server_kind} server is not running; log "
-                               f"{self.server.log_path}: {launch.tail(self.server.log_path)}")
+        self._check_server("before the run")
         self._reset_prefix_cache([])
         before = self._server_metrics()
         clock.start()
         t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
         done = self._loop.run_until_complete(self._drive(source, t0))
         self._count(done)
+        self._check_server("during the run")
         self._count_server(before, self._server_metrics())
 
     async def _drive(self, source: Any, t0: float) -> list[Completion]:
