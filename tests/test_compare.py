@@ -8,13 +8,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .tables import flat
 import pytest
 
 from infer_opt.cli import main
 from infer_opt.core.errors import UserError
-from infer_opt.format.columns import COLUMNS, direction, empty_row, floor
 from infer_opt.core.stats import Stats
+from infer_opt.format.columns import COLUMNS, direction, empty_row, floor
+from infer_opt.format.io import read_results
 from infer_opt.results.compare import (
     INSUFFICIENT,
     REGRESSION,
@@ -25,7 +25,8 @@ from infer_opt.results.compare import (
     parse_maps,
     parse_thresholds,
 )
-from infer_opt.format.io import read_results
+
+from .tables import flat
 
 
 def fake_cell(index: int, variant: str, step_ms: float, seed: int, bs: int = 1,
@@ -410,8 +411,8 @@ def test_online_bootstrap_draws_runs_then_requests() -> None:
     of three drawn runs (a multiple of 10/3); per-request draws would give multiples of 2.5."""
     import numpy as np
 
-    from infer_opt.results.estimate import level_replicates
     from infer_opt.format.samples import REQUEST, MetricSamples
+    from infer_opt.results.estimate import level_replicates
 
     values = [10.0] * 4 + [20.0] * 4 + [30.0] * 4
     ms = MetricSamples(tuple((v,) for v in values), tuple([0] * 4 + [1] * 4 + [2] * 4),

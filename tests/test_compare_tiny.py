@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tables import flat
 import pytest
 
 from infer_opt.cli import main
@@ -19,6 +18,7 @@ from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
+from .tables import flat
 
 SUITE = """
 model = "tiny-random"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .tables import flat
 import pytest
 
 from infer_opt.cli import main
 from infer_opt.tools.complexity import fit_power_law
+
+from .tables import flat
 
 
 def test_exact_quadratic_fit() -> None:

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from infer_opt.core import energy
-from infer_opt.core.energy import EnergyLog, open_meter, output_tokens_per_run, throttle_names
+from infer_opt.core.energy import (
+    EnergyLog,
+    open_meter,
+    output_tokens_per_run,
+    throttle_names,
+)
 
 
 class FakeNvml(types.SimpleNamespace):

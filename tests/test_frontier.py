@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tables import flat
 from infer_opt.cli import main
 from infer_opt.results.frontier import fastest, front, frontier_groups, render_frontier
 
+from .tables import flat
 from .test_compare import fake_cell, write_run
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,11 @@ from infer_opt.core.stack import build_stack
 from infer_opt.core.timing import HostClock
 from infer_opt.engines.base import environment_reason
 from infer_opt.engines.decode import generate
-from infer_opt.engines.llamacpp.gguf_file import permute_rope, read_facts, write_llama_gguf
+from infer_opt.engines.llamacpp.gguf_file import (
+    permute_rope,
+    read_facts,
+    write_llama_gguf,
+)
 
 from .conftest import load_engine, run_beside_kv_cache
 

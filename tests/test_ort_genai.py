@@ -165,8 +165,8 @@ def test_gguf_blocks_are_exact_at_accuracy_0(gguf_model: str) -> None:
 
 
 def test_a_foreign_gguf_is_refused(gguf_model: str, tmp_path: Path) -> None:
-    from infer_opt.engines.onnx.nbits import WeightSpec, make_variant
     from infer_opt.engines.onnx.genai_build import ensure_graph
+    from infer_opt.engines.onnx.nbits import WeightSpec, make_variant
 
     from .tiny_gguf import write_gguf
 

@@ -176,10 +176,14 @@ def test_every_builtin_plugin_on_every_engine(engine: str, plugin: str) -> None:
         # Refused: either the plugin does not declare this engine, or the stack contradicts
         # itself (a plugin that needs a setting the engine cannot give).
         return
-    assert engine in cls.engine_names()
+    engine_cls = registry.load("engine", engine)
+    hosted = engine_cls.hosted_engine(stack.settings)  # served: the engine inside the server
+    assert hosted in cls.engine_names()
     if stack.unavailable is not None:
         pytest.skip(stack.unavailable)
-    engine_cls = registry.load("engine", engine)
+    if hosted != engine:
+        pytest.skip(f"{engine} serves {hosted} behind HTTP: its {hosted} pair runs here, the "
+                    "served path in tests/test_http_served.py")
     missing = [m for m in engine_cls.requires_packages if not _importable(m)]
     if engine_cls.environment and missing:
         # Its workers run in .venv-<engine>; this pair is run there by make test-<engine>.

@@ -5,20 +5,20 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .tables import flat
 import pytest
 import torch
 
+from infer_opt.core.greedy import greedy_match
 from infer_opt.core.models import resolve
 from infer_opt.core.stack import build_stack
 from infer_opt.engines.torch.engine import TorchEngine, tensor_bytes
 from infer_opt.results.table import pareto_front, render
-from infer_opt.core.greedy import greedy_match
 from infer_opt.run.fidelity import compare_logits, stable_log_softmax
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
+from .tables import flat
 
 CPU_QUANT = ["kv-cache+int8-bnb", "kv-cache+nf4-bnb", "kv-cache+fp4-bnb+bf16",
              "kv-cache+int8-wo", "kv-cache+int8-dynamic", "kv-cache+int8-dynamic-ao",

@@ -6,12 +6,12 @@ import csv
 import json
 from pathlib import Path
 
-from .tables import flat
 import pytest
 
 from infer_opt.cli import main
 from infer_opt.format.columns import COLUMNS
 
+from .tables import flat
 from .test_compare import fake_cell, write_run
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,6 @@ import gzip
 import json
 from pathlib import Path
 
-from .tables import flat
 import pytest
 
 from infer_opt import SCHEMA_VERSION
@@ -16,6 +15,7 @@ from infer_opt.core.errors import UserError
 from infer_opt.format.columns import COLUMNS, run_columns
 from infer_opt.format.io import ResultsWriter, read_results, samples_problem
 
+from .tables import flat
 from .test_compare import fake_cell, write_run
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))

@@ -4,18 +4,18 @@ import csv
 import json
 from pathlib import Path
 
-from .tables import flat
 import pytest
 
 from infer_opt import SCHEMA_VERSION
-from infer_opt.format.columns import COLUMNS
 from infer_opt.core.greedy import greedy_match
+from infer_opt.format.columns import COLUMNS
 from infer_opt.results.table import render
 from infer_opt.run.progress import CellDone, RunStarted, Timing
 from infer_opt.run.runner import run_suite
 from infer_opt.run.suite import load_suite
 
 from .conftest import write_suite
+from .tables import flat
 
 SUITE = """
 model = "tiny-random"

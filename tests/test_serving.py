@@ -8,7 +8,6 @@ import json
 import statistics
 from pathlib import Path
 
-from .tables import flat
 import pytest
 import torch
 
@@ -19,6 +18,7 @@ from infer_opt.workloads.online.metrics import RequestTimes, meets_slo, run_colu
 from infer_opt.workloads.online.sweep import search_max_rate
 
 from .conftest import write_suite
+from .tables import flat
 
 # --- arrivals and lengths ------------------------------------------------------------------
 
@@ -123,9 +123,9 @@ def serve_tiny(backend, mask_bug: bool = False, **kw):
     from dataclasses import replace
 
     from infer_opt.core import registry
+    from infer_opt.core.timing import HostClock
     from infer_opt.engines import decode
     from infer_opt.workloads.online.measure import build_requests
-    from infer_opt.core.timing import HostClock
     from infer_opt.workloads.online.workload import OnlineWorkload
 
     base = dict(num_requests=7, arrival="poisson", arrival_rate_per_s=300.0, prompt_tokens=10,
@@ -373,8 +373,8 @@ warmup_runs = 1
     # Static batch: (1 warm-up + 2 timed runs) x (prefill + 2 decode steps).
     assert int(float(rows[6]["test_forward_steps"])) == 3 * 3
     # The declared column reaches the table and compare too.
-    from infer_opt.results.compare import compare
     from infer_opt.format.io import read_results
+    from infer_opt.results.compare import compare
     from infer_opt.results.table import render
 
     assert "| test_forward_steps |" in flat(render(csv_path)).split("## Plugin metrics", 1)[1]

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .tables import flat
 import pytest
 import torch
 
@@ -23,6 +22,7 @@ from infer_opt.plugins.speculative.self_draft import first_layers
 from infer_opt.run.suite import load_suite
 
 from .conftest import load_engine, write_suite
+from .tables import flat
 
 
 def sharp(variant: str) -> Any:

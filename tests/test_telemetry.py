@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from infer_opt.core import telemetry
-from infer_opt.format.columns import TELEMETRY
 from infer_opt.core.telemetry import (
     CpuTimes,
     Telemetry,
@@ -18,6 +17,7 @@ from infer_opt.core.telemetry import (
     parse_loadavg,
     parse_proc_stat,
 )
+from infer_opt.format.columns import TELEMETRY
 
 STAT = """cpu  {user} 0 {system} {idle} 10 0 5 {steal} 0 0
 cpu0 1 0 1 1 0 0 0 0 0 0

@@ -56,8 +56,8 @@ def main() -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--out", default=None, help="where the runs go (default: a temp dir)")
     args = ap.parse_args()
-    from infer_opt.results.compare import compare
     from infer_opt.format.io import read_results
+    from infer_opt.results.compare import compare
 
     out = Path(args.out or tempfile.mkdtemp(prefix="infer-opt-planted-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("infer_opt.commands.report", "write a markdown report with plots beside a CSV"),
     "complexity": ("infer_opt.commands.complexity", "fit time-vs-length exponents (O(n^2) checks)"),
     "distill": ("infer_opt.commands.distill", "train a layer-dropped student of a model (cached)"),
+    "serve": ("infer_opt.commands.serve", "serve a variant behind an OpenAI-compatible HTTP API"),
     "import-benchmark": ("infer_opt.commands.import_benchmark",
                          "convert pytest-benchmark JSON into a results CSV"),
 }

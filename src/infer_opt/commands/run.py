@@ -71,4 +71,9 @@ def main(args: argparse.Namespace) -> int:
     png = write_plot(csv_path)  # online rows only: latency vs throughput per policy
     if png is not None:
         print(f"plot:    {png}", file=sys.stderr)
+    from infer_opt.results.served_plot import write_served_plot
+
+    served_png = write_served_plot(csv_path)  # served variants: one curve per server
+    if served_png is not None:
+        print(f"plot:    {served_png}", file=sys.stderr)
     return 0

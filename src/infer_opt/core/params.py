@@ -10,10 +10,10 @@ options, the suite header and workload keys are all declared this way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 import copy
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from infer_opt.core.errors import UserError

@@ -115,6 +115,16 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
                                 f"variant {variant}: engine {engine_name}").items():
         if key in engine_values:
             settings.set_option(key, value, by=engine_name)
+    # An engine that serves another behind HTTP (engines/http) hosts the variant's plugins:
+    # they are checked against the engine inside the server, which gets the rest of the
+    # variant as its `stack` option.
+    host = registry.load("engine", engine.hosted_engine(settings))
+    if host is not engine:
+        host.defaults(settings)
+        rest = "+".join(raw.strip() for raw, (n, _) in zip(variant.split("+"), parts)
+                        if n not in engines)
+        if rest:  # an engine option is never an empty string (core/params.py)
+            settings.set_option("stack", rest, by=engine_name)
     plugins: list[Plugin] = []
     for name, values in parts:
         if name in engines:
@@ -122,15 +132,15 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
         if name not in plugins_known:
             raise _unknown(name, variant)
         plugin = registry.load("plugin", name)(**values)
-        if not plugin.works_on(engine):
+        if not plugin.works_on(host):
             works = plugin.engine_names()
             hint = ("" if engine_parts or not works else
                     f" (add one of them, e.g. {works[0]}+{name})")
             raise UserError("variant", f"{name!r} works on engines {', '.join(works) or 'none'}; "
-                                       f"{variant!r} runs on {engine_name}{hint}")
-        _apply(plugin, settings, engine_name, variant)
+                                       f"{variant!r} runs on {host.name}{hint}")
+        _apply(plugin, settings, host.name, variant)
         plugins.append(plugin)
-    _check(variant, engine, plugins, settings)
+    _check(variant, engine, plugins, settings, host)
     return Stack(variant, engine, plugins, settings, _unavailable(engine, plugins, settings))
 
 
@@ -160,8 +170,11 @@ def _who(settings: Settings, field: str) -> str:
     return f" (set by {owner!r})" if owner else ""
 
 
-def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings) -> None:
-    """What the finished settings must satisfy; each failure is one line naming the conflict."""
+def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings,
+           host: Any = None) -> None:
+    """What the finished settings must satisfy; each failure is one line naming the conflict.
+    `host`: the engine the plugins run on, when `engine` serves it behind HTTP."""
+    host = engine if host is None else host
     for p in plugins:
         if p.needs_kv_cache and settings.kv_cache not in p.needs_kv_cache:
             raise UserError("variant", f"{p.name!r} needs kv_cache {' or '.join(p.needs_kv_cache)};"
@@ -170,25 +183,25 @@ def _check(variant: str, engine: Any, plugins: list[Plugin], settings: Settings)
         if p.needs_dtype and settings.dtype not in p.needs_dtype:
             raise UserError("variant", f"{p.name!r} needs dtype {' or '.join(p.needs_dtype)}; "
                                        f"{variant!r} has {settings.dtype}{_who(settings, 'dtype')}")
-    for field, allowed in (("dtype", engine.dtypes), ("kv_cache", engine.kv_caches),
-                           ("attn_implementation", engine.attn_implementations)):
+    for field, allowed in (("dtype", host.dtypes), ("kv_cache", host.kv_caches),
+                           ("attn_implementation", host.attn_implementations)):
         value = getattr(settings, field)
         if allowed and value not in allowed:
-            raise UserError("variant", f"engine {engine.name} runs {field} "
+            raise UserError("variant", f"engine {host.name} runs {field} "
                                        f"{', '.join(allowed)}; {variant!r} sets {value}"
                                        f"{_who(settings, field)}")
-        if not allowed and field in settings.owners and settings.owners[field] != engine.name:
-            raise UserError("variant", f"engine {engine.name} chooses its own {field}; "
+        if not allowed and field in settings.owners and settings.owners[field] != host.name:
+            raise UserError("variant", f"engine {host.name} chooses its own {field}; "
                                        f"{variant!r} sets it{_who(settings, field)}")
     if settings.weights is not None:
-        why = refusal(engine.name, engine.weight_quant, settings.weights)
+        why = refusal(host.name, host.weight_quant, settings.weights)
         if why is not None:
             raise UserError("variant", f"{variant!r}: {why}{_who(settings, 'weights')}")
-    ignored = [h for h in settings.hooks_used() if h not in engine.honours]
+    ignored = [h for h in settings.hooks_used() if h not in host.honours]
     if ignored:
-        raise UserError("variant", f"engine {engine.name} does not apply {ignored[0]}, which "
+        raise UserError("variant", f"engine {host.name} does not apply {ignored[0]}, which "
                                    f"{variant!r} uses; it applies: "
-                                   f"{', '.join(sorted(engine.honours)) or 'none'}")
+                                   f"{', '.join(sorted(host.honours)) or 'none'}")
     declared = {p.name: p for p in engine.options}
     for key, value in settings.options.items():
         if key not in declared:

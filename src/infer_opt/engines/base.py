@@ -162,6 +162,10 @@ class Engine:
     # True: kv / cache_from_kv let rows of different lengths share a batch, join and leave it
     # (online serving, a shared prefix); an engine without them serves static batches only.
     row_ops: ClassVar[bool] = True
+    # True: `serve_requests(requests, clock, opts)` serves an online workload's requests at
+    # their arrival times itself (a server behind HTTP, engines/http) instead of the suite's
+    # batching policies driving the step API.
+    serves_requests: ClassVar[bool] = False
     # Largest static batch the engine serves (None: any); larger ones are refused up front.
     max_batch_size: ClassVar[int | None] = None
     # An engine that pins its own dependencies lives in a virtual environment of its own (a
@@ -176,6 +180,12 @@ class Engine:
     @classmethod
     def defaults(cls, settings: Settings) -> None:
         """Fields the engine fixes before plugins apply (e.g. a KV cache built into a graph)."""
+
+    @classmethod
+    def hosted_engine(cls, settings: Settings) -> str:
+        """The engine the variant's plugins run on: this one, or, for an engine that serves
+        another behind HTTP (engines/http), the one inside the server (its options set)."""
+        return cls.name
 
     @classmethod
     def check_settings(cls, settings: Settings) -> str | None:

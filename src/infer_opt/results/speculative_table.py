@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infer_opt.format.io import parse_number as _num
 from infer_opt.core.greedy import greedy_match
+from infer_opt.format.io import parse_number as _num
 from infer_opt.results.markdown import table
 from infer_opt.results.reference import speedup
 

@@ -13,15 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.results.frontier import render_frontier
+from infer_opt.core.greedy import greedy_match
 from infer_opt.format.io import ResultsFile, read_results
 from infer_opt.format.io import parse_number as _num
-from infer_opt.core.greedy import greedy_match
+from infer_opt.results.frontier import render_frontier
 from infer_opt.results.markdown import table
 from infer_opt.results.reference import find_reference, speedup, workload_key
+from infer_opt.results.served_table import render_served
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
 from infer_opt.results.speculative_table import render_speculative
+
+
+def _served_section(rows: list[dict[str, str]], samples: dict[str, Any]) -> str:
+    served = render_served(rows, samples)
+    return served and "\n" + served
 
 BUSY_NOTE = ("busy: while this row was timed, other processes used more than a quarter of a "
              "core on average or the hypervisor stole more than 5% of the CPU (columns "
@@ -106,7 +112,8 @@ def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str
         notes.append(f"note: {BUSY_NOTE}")
     return ("".join(n + "\n" for n in notes) + ("\n" if notes else "") + "\n".join(lines)
             + "\n" + (online and "\n" + online) + (spec and "\n" + spec)
-            + (plugin and "\n" + plugin) + (energy and "\n" + energy) + footer
+            + (plugin and "\n" + plugin) + (energy and "\n" + energy)
+            + _served_section(rows, run.samples) + footer
             + pareto_section(rows, reference, also)
             + (frontier and "\n" + frontier))
 

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from infer_opt.core.artifacts import weights_digest
+from infer_opt.core.greedy import greedy_match
 from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
-from infer_opt.core.greedy import greedy_match
 
 # Bump when anything below changes what the reference holds.
 RECIPE_VERSION = 1

@@ -118,11 +118,11 @@ def new_run_id(suite_name: str) -> str:
 def check_fit(stack: Stack, w: Any, where: str) -> None:
     """A workload the stack can serve as declared, or a one-line UserError."""
     engine, variant = stack.engine, stack.variant
-    if w.needs_step_api and not engine.step_api:
+    if w.needs_step_api and not engine.step_api and not engine.serves_requests:
         raise UserError(where, f"the {w.kind} workload drives the suite's decode loop; engine "
                                f"{engine.name} ({variant!r}) schedules requests itself: run it "
                                "in a static-batch group")
-    if getattr(w, "needs_row_ops", False) and not engine.row_ops:
+    if getattr(w, "needs_row_ops", False) and not engine.row_ops and not engine.serves_requests:
         raise UserError(where, f"the {w.kind} workload joins rows of different lengths in one "
                                f"batch; engine {engine.name} ({variant!r}) cannot: run it in a "
                                "static-batch group")

@@ -48,7 +48,7 @@ class CellResult(NamedTuple):
 # variant's run waits this long so it does not share the cores with them.
 SETTLE_S = 0.05
 # Environment a worker takes from the process that starts it (a Ray task's GPU).
-WORKER_ENV = ("CUDA_VISIBLE_DEVICES",)
+WORKER_ENV = ("CUDA_VISIBLE_DEVICES", "INFER_OPT_SERVER_LOGS")
 
 
 @dataclass

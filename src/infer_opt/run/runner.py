@@ -179,6 +179,8 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     cells = planned.cells
     jobs = plan_jobs(suite, cells, planned.idle)
     with Recorder(out_dir, planned.run_id, cells[0].metric_columns) as rec:
+        # Served variants (engines/http) keep their servers' logs beside the results.
+        os.environ["INFER_OPT_SERVER_LOGS"] = str(rec.csv_path.with_suffix("")) + ".servers"
         log(f"infer-opt: writing {rec.csv_path} ({len(jobs)} groups in interleaved rounds)")
         on_event(RunStarted(planned.run_id, rec.csv_path, len(cells), len(jobs)))
         start = time.perf_counter()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from infer_opt.core.errors import UserError
-from infer_opt.format.columns import COLUMNS, empty_row
 from infer_opt.core.stats import Stats
+from infer_opt.format.columns import COLUMNS, empty_row
 
 
 def _environment(doc: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
 from infer_opt.core.errors import UserError
+from infer_opt.core.memory import KVMemory, RunMemory
 from infer_opt.core.params import Param, check_all
 from infer_opt.core.prompts import prompt_batch
 from infer_opt.core.roofline import (
@@ -31,7 +32,6 @@ from infer_opt.core.roofline import (
     mean_cached_len,
     roofline_pct,
 )
-from infer_opt.core.memory import KVMemory, RunMemory
 from infer_opt.core.stats import Stats
 from infer_opt.core.timing import clock_for
 from infer_opt.engines.base import BatchRun

@@ -34,8 +34,8 @@ from infer_opt.core.models import ModelRef
 from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.core.weights import WeightSupport
-from infer_opt.engines.ct2 import export as ct2_export
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts
+from infer_opt.engines.ct2 import export as ct2_export
 
 
 class CT2Engine(Engine):

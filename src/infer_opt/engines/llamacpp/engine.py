@@ -45,13 +45,13 @@ import numpy as np
 import torch
 
 from infer_opt.core.artifacts import build_dir, cached_build, version
+from infer_opt.core.memory import KVMemory
 from infer_opt.core.models import (
     DEFAULT_MODEL,
     SMOLLM2_GGUF,
     ModelRef,
     smollm2_gguf_dir,
 )
-from infer_opt.core.memory import KVMemory
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput

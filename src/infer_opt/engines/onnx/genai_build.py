@@ -40,7 +40,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from infer_opt.core.artifacts import cache_root, cached_build, key_digest, weights_digest
+from infer_opt.core.artifacts import (
+    cache_root,
+    cached_build,
+    key_digest,
+    weights_digest,
+)
 
 MODEL_FILE = "model.onnx"
 BUILDER_OPTIONS = {"prune_lm_head": "true"}

@@ -109,9 +109,9 @@ class OrtGenaiEngine(Engine):
         import onnxruntime as ort
         from transformers import AutoConfig
 
-        from infer_opt.engines.onnx import nbits
         from infer_opt.engines.onnx import export as onnx_export
         from infer_opt.engines.onnx import genai_build as ort_genai_build
+        from infer_opt.engines.onnx import nbits
 
         self.settings = settings
         self._ort = ort

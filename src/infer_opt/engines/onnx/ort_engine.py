@@ -31,9 +31,9 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
-from infer_opt.engines.onnx import export as onnx_export
-from infer_opt.engines.base import Engine, ModelFacts, StepInput
 from infer_opt.core.weights import WeightSupport
+from infer_opt.engines.base import Engine, ModelFacts, StepInput
+from infer_opt.engines.onnx import export as onnx_export
 from infer_opt.engines.onnx.nbits import MATMUL_NBITS, ensure_variant, weight_spec
 
 NP_DTYPES = {"float32": np.float32, "float16": np.float16}

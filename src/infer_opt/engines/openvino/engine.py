@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from infer_opt.core.models import ModelRef
 from infer_opt.core.memory import KVMemory
+from infer_opt.core.models import ModelRef
 from infer_opt.core.params import Param
 from infer_opt.core.roofline import Weight, WeightBytes
 from infer_opt.core.settings import Settings
 from infer_opt.core.weights import WeightSupport
-from infer_opt.engines.openvino import export as openvino_export
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
+from infer_opt.engines.openvino import export as openvino_export
 
 KV_PRECISIONS = {"f16": 2, "f32": 4}
 # Ops that only decompress a constant weight (NNCF's int8/int4 pattern: Convert, Subtract the

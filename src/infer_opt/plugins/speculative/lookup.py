@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 from infer_opt.core.errors import UserError
 from infer_opt.core.params import Param
 from infer_opt.engines.base import Engine
-from infer_opt.plugins.speculative.decoding import Drafter
 from infer_opt.plugins.speculative.base import K, Speculative
+from infer_opt.plugins.speculative.decoding import Drafter
 
 
 class PromptLookup:

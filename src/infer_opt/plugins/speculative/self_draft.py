@@ -18,8 +18,8 @@ from torch import nn
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine
-from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
 from infer_opt.plugins.speculative.base import K, Speculative
+from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
 
 
 def first_layers(model: Any, layers: int) -> Any:

@@ -14,8 +14,8 @@ from infer_opt.core.errors import UserError
 from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine
-from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
 from infer_opt.plugins.speculative.base import K, Speculative
+from infer_opt.plugins.speculative.decoding import Drafter, ModelDrafter
 
 NO_STUDENT = "no distilled student cached; run `infer-opt distill`"
 

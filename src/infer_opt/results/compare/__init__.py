@@ -75,7 +75,13 @@ from infer_opt.results.compare.gate import (
     measure,
     parse_thresholds,
 )
-from infer_opt.results.compare.join import JOIN_COLUMNS, join, label, parse_maps, variants
+from infer_opt.results.compare.join import (
+    JOIN_COLUMNS,
+    join,
+    label,
+    parse_maps,
+    variants,
+)
 from infer_opt.results.compare.render import render, tests_line
 from infer_opt.results.compare.verdict import (
     DRIFT,

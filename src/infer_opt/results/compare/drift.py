@@ -11,8 +11,8 @@ from infer_opt.core.stats import Stats, interval
 from infer_opt.format.io import ResultsFile
 from infer_opt.format.io import parse_number as _num
 from infer_opt.results import estimate
-from infer_opt.results.compare.join import join_key, label, ok_variants
 from infer_opt.results.compare.gate import row_samples
+from infer_opt.results.compare.join import join_key, label, ok_variants
 from infer_opt.results.compare.verdict import FAMILY_CONFIDENCE, RowResult, pct, ratio
 
 REFERENCE_CANDIDATES = ("baseline", "kv-cache")

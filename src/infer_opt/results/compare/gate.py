@@ -16,8 +16,8 @@ from infer_opt.core.stats import interval
 from infer_opt.format.columns import column
 from infer_opt.format.io import FIELD, ResultsFile
 from infer_opt.format.io import parse_number as _num
-from infer_opt.results import estimate
 from infer_opt.format.samples import MetricSamples, metric_samples
+from infer_opt.results import estimate
 from infer_opt.results.compare.join import Pair, label
 from infer_opt.results.compare.verdict import (
     BELOW,

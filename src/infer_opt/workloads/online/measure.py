@@ -40,6 +40,13 @@ class OnlineSession:
         self.w, self.ctx = w, ctx
         self.engine = ctx.engine
         self.serve = registry.load("policy", w.policy)
+        if self.engine.serves_requests:  # a server batches them itself (engines/http)
+            if w.prefix_reuse:
+                raise ValueError("prefix_reuse copies KV in-process; a served variant's prefix "
+                                 "caching is its server's: use prefix_reuse = false")
+            self.serve = _served
+            ctx.settings.notes.append("requests sent over HTTP at their arrival times; the "
+                                      "batching is the server's, not the policy column's")
         self.template, self.prefix_ids = build_requests(w, ctx.ref.vocab_size, ctx.tokenizer,
                                                         ctx.cell.seed)
         self.prefix: Any = None
@@ -69,7 +76,8 @@ class OnlineSession:
             if n_warm:
                 warm = self._fresh(arrive_at_once=True, max_new=4)[:n_warm]
                 self.serve(self.engine, warm, HostClock(), w, self.prefix)
-                self.first_call_ms = warm[0].stamps_s[0] * 1e3  # cold: first kernels
+                if warm[0].stamps_s:
+                    self.first_call_ms = warm[0].stamps_s[0] * 1e3  # cold: first kernels
         self.ctx.settings.counters.clear()
 
     def run_once(self, round_index: int) -> float:
@@ -81,19 +89,29 @@ class OnlineSession:
         self.runs.append(reqs)
         self.steps.append(stats.step_batch_sizes)
         self.rounds.append(round_index)
+        ok = [r for r in reqs if r.error is None]
+        if not ok:
+            raise RuntimeError(f"all {len(reqs)} requests failed: {reqs[0].error}")
         # The sampling rule's figure: mean TPOT over requests (e2e when all answers are 1 token).
-        tpot = [t for r in reqs if (t := times(r).tpot_ms) is not None]
+        tpot = [t for r in ok if (t := times(r).tpot_ms) is not None]
         if not tpot:
-            tpot = [times(r).e2e_ms for r in reqs]
+            tpot = [times(r).e2e_ms for r in ok]
         return sum(tpot) / len(tpot)
 
     def finish(self, row: dict[str, Any], samples: dict[str, Any]) -> None:
         w = self.w
-        cols, per_run = run_columns([[times(r) for r in run] for run in self.runs], w.slos_ms(),
-                                    w.slo_target_pct)
+        # Failed requests (served over HTTP) are not timed; the engine's `errors` and
+        # `error_rate_pct` columns count them and the note says so.
+        cols, per_run = run_columns([[times(r) for r in run if r.error is None]
+                                     for run in self.runs], w.slos_ms(), w.slo_target_pct)
+        failed = [r for run in self.runs for r in run if r.error is not None]
+        if failed:
+            self.ctx.settings.notes.append(f"{len(failed)} requests failed and are not in the "
+                                           f"latency statistics (first: {failed[0].error})")
         row.update(cols)
         all_steps = [s for run in self.steps for s in run]
-        row["mean_batch_size"] = sum(all_steps) / len(all_steps)
+        if all_steps:  # none when a server batched the requests (engines/http)
+            row["mean_batch_size"] = sum(all_steps) / len(all_steps)
         if self.first_call_ms is not None:
             row["first_call_ms"] = self.first_call_ms
         if self.prefix_prefill_ms is not None:
@@ -107,10 +125,23 @@ class OnlineSession:
              "prompt_tokens": r.prompt_len, "new_tokens": r.new_tokens,
              "queue_ms": t.queue_ms, "ttft_ms": t.ttft_ms, "tpot_ms": t.tpot_ms,
              "e2e_ms": t.e2e_ms, "itl_ms": t.itl_ms, "stamps_s": r.stamps_s}
+            if r.error is None else
+            {"round": rnd, "id": r.id, "arrival_s": r.arrival_s, "error": r.error,
+             "prompt_tokens": r.prompt_len, "new_tokens": r.new_tokens,
+             "stamps_s": r.stamps_s}
             for rnd, run in zip(self.rounds, self.runs) for r in run for t in [times(r)]]
         samples["tokens"] = [r.tokens for r in self.runs[0]]  # greedy ids per request, by id
         samples["step_batch_sizes"] = self.steps[0]
         samples["warmup"] = {"requests": min(w.warmup_requests, w.num_requests)}
+
+
+def _served(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
+            prefix: Any = None) -> Any:
+    """The policy slot for an engine that serves requests itself (engines/http)."""
+    from infer_opt.workloads.online.server import ServerCounters
+
+    engine.serve_requests(requests, clock, opts)
+    return ServerCounters(step_batch_sizes=[])
 
 
 def times(r: Request) -> RequestTimes:

@@ -27,6 +27,9 @@ class Request:
     admitted_s: float | None = None  # prefill started (queue wait ends)
     stamps_s: list[float] = field(default_factory=list)  # when each output token was ready
     tokens: list[int] = field(default_factory=list)
+    # Why the request failed (an engine serving over HTTP: status, timeout, server died);
+    # None when it completed. A failed request is counted in the row, not timed.
+    error: str | None = None
 
     @property
     def done(self) -> bool:
@@ -39,7 +42,12 @@ class Request:
 
 
 class Arrivals:
-    """Requests in arrival order; hands out those that are due."""
+    """Requests in arrival order, their times known up front; hands out those that are due.
+
+    A policy reads requests from a source with this interface (`due`, `open`, `wait`): this
+    seeded list, or the live queue of the suite's HTTP server (engines/http/app.py), whose
+    requests arrive when clients send them.
+    """
 
     def __init__(self, requests: list[Request]) -> None:
         self.pending = sorted(requests, key=lambda r: (r.arrival_s, r.id))
@@ -56,6 +64,24 @@ class Arrivals:
         if self._next < len(self.pending):
             return self.pending[self._next].arrival_s
         return None
+
+    @property
+    def open(self) -> bool:
+        """More requests will come."""
+        return self._next < len(self.pending)
+
+    def wait(self, clock: HostClock, until_s: float | None = None) -> None:
+        """Sleep until the next arrival, or until `until_s` when that is sooner."""
+        nxt = self.next_arrival_s()
+        t = until_s if nxt is None else (nxt if until_s is None else min(nxt, until_s))
+        if t is not None:
+            clock.sleep_until(t)
+
+
+def source_of(requests: Any) -> Any:
+    """A policy's request source: a list of requests becomes `Arrivals`; a live source (with
+    `due`, `open`, `wait`) is used as it is."""
+    return requests if hasattr(requests, "due") else Arrivals(requests)
 
 
 @dataclass

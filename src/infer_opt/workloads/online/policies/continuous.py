@@ -15,28 +15,27 @@ from typing import Any
 from infer_opt.core.timing import HostClock
 from infer_opt.engines import decode
 from infer_opt.workloads.online.server import (
-    Arrivals,
     Request,
     ServerCounters,
     decode_stamped,
     prefill_stamped,
+    source_of,
 )
 
 
-def serve(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
+def serve(engine: Any, requests: Any, clock: HostClock, opts: Any,
           prefix: Any = None) -> ServerCounters:
     stats = ServerCounters()
-    by_id = {r.id: r for r in requests}
-    arrivals = Arrivals(requests)
+    source = source_of(requests)
+    by_id: dict[int, Request] = {}
     queue: deque[Request] = deque()
     run = None
-    finished = 0
-    while finished < len(requests):
-        queue.extend(arrivals.due(clock.now()))
+    while source.open or queue or run is not None:
+        for r in source.due(clock.now()):
+            by_id[r.id] = r
+            queue.append(r)
         if run is None and not queue:
-            nxt = arrivals.next_arrival_s()
-            assert nxt is not None
-            clock.sleep_until(nxt)
+            source.wait(clock)
             continue
         free = opts.max_batch_size - (0 if run is None else run.size)
         if queue and free > 0:
@@ -46,5 +45,4 @@ def serve(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
                 run = decode.merge(engine, run, joined)
         elif run is not None:
             run = decode_stamped(engine, run, by_id, clock, stats)
-        finished = sum(r.done for r in requests)
     return stats

@@ -14,37 +14,38 @@ from typing import Any
 
 from infer_opt.core.timing import HostClock
 from infer_opt.workloads.online.server import (
-    Arrivals,
     Request,
     ServerCounters,
     decode_stamped,
     prefill_stamped,
+    source_of,
 )
 
 
-def serve(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
+def serve(engine: Any, requests: Any, clock: HostClock, opts: Any,
           prefix: Any = None) -> ServerCounters:
     stats = ServerCounters()
-    by_id = {r.id: r for r in requests}
-    arrivals = Arrivals(requests)
+    source = source_of(requests)
+    by_id: dict[int, Request] = {}
     queue: deque[Request] = deque()
-    served = 0
     max_bs, max_wait_s = opts.max_batch_size, opts.max_wait_ms / 1e3
-    while served < len(requests):
-        queue.extend(arrivals.due(clock.now()))
+
+    def collect() -> None:
+        for r in source.due(clock.now()):
+            by_id[r.id] = r
+            queue.append(r)
+
+    while source.open or queue:
+        collect()
         if not queue:
-            nxt = arrivals.next_arrival_s()
-            assert nxt is not None
-            clock.sleep_until(nxt)
+            source.wait(clock)
             continue
         deadline = queue[0].arrival_s + max_wait_s
         while len(queue) < max_bs and clock.now() < deadline:
-            nxt = arrivals.next_arrival_s()
-            clock.sleep_until(deadline if nxt is None else min(deadline, nxt))
-            queue.extend(arrivals.due(clock.now()))
+            source.wait(clock, deadline)
+            collect()
         batch = [queue.popleft() for _ in range(min(max_bs, len(queue)))]
         run = prefill_stamped(engine, batch, clock, prefix, stats)
         while run is not None:
             run = decode_stamped(engine, run, by_id, clock, stats)
-        served += len(batch)
     return stats

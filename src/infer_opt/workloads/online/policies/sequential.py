@@ -6,21 +6,21 @@ from typing import Any
 
 from infer_opt.core.timing import HostClock
 from infer_opt.workloads.online.server import (
-    Arrivals,
-    Request,
     ServerCounters,
     decode_stamped,
     prefill_stamped,
+    source_of,
 )
 
 
-def serve(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
+def serve(engine: Any, requests: Any, clock: HostClock, opts: Any,
           prefix: Any = None) -> ServerCounters:
     stats = ServerCounters()
-    by_id = {r.id: r for r in requests}
-    for r in Arrivals(requests).pending:
-        clock.sleep_until(r.arrival_s)  # idle until it is due; later ones wait in the queue
-        run = prefill_stamped(engine, [r], clock, prefix, stats)
-        while run is not None:
-            run = decode_stamped(engine, run, by_id, clock, stats)
+    source = source_of(requests)
+    while source.open:
+        source.wait(clock)  # idle until one is due; later ones wait in the queue
+        for r in source.due(clock.now()):
+            run = prefill_stamped(engine, [r], clock, prefix, stats)
+            while run is not None:
+                run = decode_stamped(engine, run, {r.id: r}, clock, stats)
     return stats
