@@ -233,7 +233,9 @@ class LlamaCppEngine(Engine):
         self._ctx = lc.llama_init_from_model(self._model, p)
         if not self._ctx:
             raise RuntimeError(f"llama.cpp could not make a context for {sequences} sequences "
-                               f"of {self.n_ctx} tokens")
+                               f"of {self.n_ctx} tokens (K {self.kv_names[0]}, V "
+                               f"{self.kv_names[1]}, flash_attn {self.flash_attn}: a quantized "
+                               "cache needs a head dimension its kernels take)")
         self._memory = lc.llama_get_memory(self._ctx)
         self.sequences = sequences
         if self._batch is None:
