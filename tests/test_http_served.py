@@ -36,8 +36,8 @@ def own_server_in_thread(engine: Any, policy: str, max_batch_size: int = 3) -> I
     import uvicorn
 
     from infer_opt.core import registry
-    from infer_opt.engines.http.app import PolicyOptions, build_app
     from infer_opt.engines.http.launch import free_port
+    from infer_opt.workloads.online.http_app import PolicyOptions, build_app
 
     app = build_app(engine, None, registry.load("policy", policy),
                     PolicyOptions(max_batch_size=max_batch_size, max_wait_ms=20.0),
@@ -333,3 +333,18 @@ def test_serve_bad_input_is_one_line_and_exit_2(args: list[str], field: str) -> 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and field in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_serve_on_a_taken_port_is_one_line_before_the_model_loads() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "infer_opt.cli", "serve", "kv-cache",
+                               "--model", "tiny-random", "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--port" in lines[0] and str(port) in lines[0], proc.stderr

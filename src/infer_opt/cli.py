@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return faults.WriteFailed.exit_code
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"infer-opt: interrupted by {signal.Signals(signum).name}; finished rows are kept",
-              file=sys.stderr)
+        kept = "; finished rows are kept" if args.command in ("run", "sweep") else ""
+        print(f"infer-opt: interrupted by {signal.Signals(signum).name}{kept}", file=sys.stderr)
         return 128 + signum
     finally:
         faults.restore(saved)  # main() called in-process (tests) leaves the handlers as found

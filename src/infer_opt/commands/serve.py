@@ -1,6 +1,6 @@
 """`infer-opt serve VARIANT`: the suite's own OpenAI-compatible server on one variant (a stack
 of an engine with row operations), batching through a registered policy
-(engines/http/app.py). Any OpenAI-compatible client or benchmark can point at it."""
+(workloads/online/http_app.py). Any OpenAI-compatible client or benchmark can point at it."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--port", f"must be in 1..65535, got {args.port}")
     if args.threads < 0:
         raise UserError("--threads", f"must be an integer >= 0, got {args.threads}")
+    _check_port_free(args.host, args.port)  # before the model loads, not after
     device = resolve_device(args.device)
     model = args.model or DEFAULT_MODEL
     stack = build_stack(args.variant, device, model)
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from infer_opt.engines.http.app import PolicyOptions, build_app
+    from infer_opt.workloads.online.http_app import PolicyOptions, build_app
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,3 +75,18 @@ def main(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One line, exit 2, when the address is taken or cannot be bound (uvicorn would say it
+    only after the model has loaded, in a log line and exit code of its own)."""
+    import socket
+
+    from infer_opt.core.errors import UserError
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.bind((host, port))
+    except OSError as exc:
+        raise UserError("--port", f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                                  "choose a free port") from None

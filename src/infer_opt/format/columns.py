@@ -113,7 +113,7 @@ FIDELITY = [
     "perplexity",
     "logits_nonfinite_count",
     # Depth rows: along the fp32 reference's continuation of the row's own context,
-    # the variant reading its KV cache at that depth (run/depth_fidelity.py).
+    # the variant reading its KV cache at that depth (workloads/depth_fidelity.py).
     "kl_at_depth_mean",
     "kl_at_depth_max",
     "top1_at_depth_pct",

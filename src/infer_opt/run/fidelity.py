@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 import torch
 
 from infer_opt.core.artifacts import weights_digest
+from infer_opt.core.divergence import compare_logits, perplexity, stable_log_softmax  # noqa: F401
+from infer_opt.core.divergence import g4 as _g
 from infer_opt.core.greedy import greedy_match
 from infer_opt.core.models import ModelRef, cache_root, locked
 from infer_opt.core.prompts import prompt_batch, text_token_stream
@@ -56,17 +57,6 @@ class Reference:
     greedy: torch.Tensor  # [B, N] int64, the baseline's greedy continuation
     logits: torch.Tensor  # [B, N, V] float32, baseline logits predicting greedy[:, i]
     ppl_ids: torch.Tensor  # [1, L] int64, evaluation text
-
-
-def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """log softmax over the last dim with the max subtracted first, in float64.
-
-    exp() of fp16 logits above ~11 overflows (fp16 max is 65504); with the max subtracted every
-    exponent is <= 0, so the sum is in [1, V] and nothing overflows for finite input.
-    """
-    x = logits.double()
-    shifted = x - x.max(dim=-1, keepdim=True).values
-    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
 
 
 def fidelity_inputs(ref: ModelRef, tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,30 +126,6 @@ def load_reference(ref: ModelRef, device: str, tokenizer: Any) -> Reference:
     return Reference(t["prompts"], t["greedy"], t["logits"], t["ppl_ids"])
 
 
-def compare_logits(ref_logits: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
-    """KL(ref || variant), top-1 agreement and non-finite count; both [B, N, V]."""
-    finite_rows = torch.isfinite(logits).all(dim=-1)  # [B, N]
-    logp = stable_log_softmax(ref_logits)
-    logq = stable_log_softmax(torch.where(torch.isfinite(logits), logits, 0.0))
-    kl = (logp.exp() * (logp - logq)).sum(dim=-1)  # [B, N]
-    # Rounding can leave an identical pair at -1e-17; KL is >= 0 by definition.
-    kl = kl.clamp_min(0.0).masked_fill(~finite_rows, math.inf)
-    agree = (ref_logits.argmax(dim=-1) == logits.argmax(dim=-1)) & finite_rows
-    return {
-        "kl_mean": float(kl.mean()),
-        "kl_max": float(kl.max()),
-        "top1_agreement_pct": 100.0 * float(agree.double().mean()),
-        "logits_nonfinite_count": int((~torch.isfinite(logits)).sum()),
-    }
-
-
-def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    """exp(mean NLL) of ids[:, 1:] given logits [1, L, V] predicting the next token."""
-    logp = torch.log_softmax(logits[:, :-1].double(), dim=-1)  # stable (max subtracted)
-    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [1, L-1]
-    return float(nll.mean().exp())
-
-
 def measure_fidelity(ctx: Any, row: dict[str, Any]) -> None:
     """Fill the FIDELITY columns of `row` for the loaded engine in `ctx` (a CellContext)."""
     reference = load_reference(ctx.ref, ctx.cell.device, ctx.tokenizer)
@@ -220,8 +186,3 @@ def keep_fidelity(cell: Any, row: dict[str, Any]) -> None:
                                "columns": {c: row[c] for c in FIDELITY_COLUMNS}}),
                    encoding="utf-8")
     tmp.replace(path)  # a reader sees the whole file or none
-
-
-def _g(x: float) -> float | str:
-    # 4 significant digits; exact 0 stays 0 and inf/nan stay visible in the CSV.
-    return float(f"{x:.4g}") if math.isfinite(x) else str(x)

@@ -256,7 +256,7 @@ class StaticSession:
         row["bandwidth_method"] = bandwidth_method(cell.device, cell.threads)
 
     def _fidelity_at_depth(self, row: dict[str, Any]) -> None:
-        from infer_opt.run.depth_fidelity import measure
+        from infer_opt.workloads.depth_fidelity import measure
 
         try:
             measure(self, row)

@@ -414,9 +414,7 @@ class ServedEngine(Engine):
         or a live source (multi-turn sessions: a turn is due after the previous answer)."""
         import time
 
-        from infer_opt.workloads.online.server import source_of
-
-        source = source_of(requests)
+        source = requests  # the workload's request source (workloads/online/server.source_of)
         self._check_server("before the run")
         self._reset_prefix_cache([])
         before = self._server_metrics()

@@ -138,9 +138,9 @@ class OnlineSession:
 def _served(engine: Any, requests: list[Request], clock: HostClock, opts: Any,
             prefix: Any = None) -> Any:
     """The policy slot for an engine that serves requests itself (engines/http)."""
-    from infer_opt.workloads.online.server import ServerCounters
+    from infer_opt.workloads.online.server import ServerCounters, source_of
 
-    engine.serve_requests(requests, clock, opts)
+    engine.serve_requests(source_of(requests), clock, opts)
     return ServerCounters(step_batch_sizes=[])
 
 

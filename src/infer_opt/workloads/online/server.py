@@ -45,7 +45,7 @@ class Arrivals:
     """Requests in arrival order, their times known up front; hands out those that are due.
 
     A policy reads requests from a source with this interface (`due`, `open`, `wait`): this
-    seeded list, or the live queue of the suite's HTTP server (engines/http/app.py), whose
+    seeded list, or the live queue of the suite's HTTP server (workloads/online/http_app.py), whose
     requests arrive when clients send them.
     """
 

@@ -58,7 +58,7 @@ def _cache_path(ref: ModelRef, device: str, threads: int, context: torch.Tensor,
                 prompts: torch.Tensor, n: int) -> Path:
     import transformers
 
-    from infer_opt.run.fidelity import weights_digest
+    from infer_opt.core.artifacts import weights_digest
 
     model = weights_digest(Path(ref.path)) if ref.local else ref.path
     text = torch.cat([context, prompts], dim=1)
@@ -111,7 +111,7 @@ def load_reference(ref: ModelRef, device: str, threads: int, context: torch.Tens
                 save_file({"context": context.contiguous(), "prompts": prompts.contiguous(),
                            "new_tokens": torch.tensor([n])}, str(inputs))
                 args = json.dumps([asdict(ref), device, threads, str(inputs), str(path)])
-                proc = subprocess.run([sys.executable, "-m", "infer_opt.run.depth_fidelity", args],
+                proc = subprocess.run([sys.executable, "-m", "infer_opt.workloads.depth_fidelity", args],
                                       capture_output=True, text=True, timeout=3600)
                 inputs.unlink(missing_ok=True)
                 if proc.returncode != 0 or not path.is_file():
@@ -123,7 +123,8 @@ def load_reference(ref: ModelRef, device: str, threads: int, context: torch.Tens
 
 def measure(session: Any, row: dict[str, Any]) -> None:
     """The at-depth columns of a depth row (a StaticSession after its timed runs)."""
-    from infer_opt.run.fidelity import _g, compare_logits
+    from infer_opt.core.divergence import compare_logits
+    from infer_opt.core.divergence import g4 as _g
 
     ctx, w = session.ctx, session.w
     tokens, ref_logits = load_reference(ctx.ref, ctx.cell.device, ctx.cell.threads,
