@@ -121,3 +121,23 @@ def test_fidelity_at_depth_reads_the_quantized_cache() -> None:
         kl[variant] = (float(row["kl_at_depth_mean"]), float(row["top1_at_depth_pct"]))
     assert kl["kv-cache"] == (0.0, 100.0)  # the same computation as the reference
     assert kl["kv-int4"][0] > 1e-6
+
+
+
+@pytest.mark.parametrize("variant, workload, needle", [
+    ("kv-int8", "online", "joins rows of different lengths"),
+    ("kv-int8+spec-lookup", "static-batch", "cannot be cropped"),
+])
+def test_a_quantized_cache_is_refused_where_rows_move_or_crop(
+        tmp_path: Path, variant: str, workload: str, needle: str) -> None:
+    suite = write_suite(tmp_path / "s.toml", f"""
+model = "tiny-random"
+device = "cpu"
+[[group]]
+workload = "{workload}"
+variants = ["{variant}"]
+""")
+    out = tmp_path / "r"
+    assert_one_line_error(cli("run", "--suite", str(suite), "--out", str(out), cwd=tmp_path),
+                          needle)
+    assert not out.exists()

@@ -188,6 +188,12 @@ class Engine:
         return cls.name
 
     @classmethod
+    def has_row_ops(cls, settings: Settings) -> bool:
+        """Whether rows can join and leave a batch with these settings (`row_ops`, unless a
+        setting takes it away, e.g. a KV cache that cannot be copied row by row)."""
+        return cls.row_ops
+
+    @classmethod
     def check_settings(cls, settings: Settings) -> str | None:
         """Why the finished settings (every plugin applied) contradict themselves on this
         engine, e.g. two options that exclude each other, or None; the stack is then refused

@@ -122,7 +122,8 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
         raise UserError(where, f"the {w.kind} workload drives the suite's decode loop; engine "
                                f"{engine.name} ({variant!r}) schedules requests itself: run it "
                                "in a static-batch group")
-    if getattr(w, "needs_row_ops", False) and not engine.row_ops and not engine.serves_requests:
+    if (getattr(w, "needs_row_ops", False) and not engine.has_row_ops(stack.settings)
+            and not engine.serves_requests):
         raise UserError(where, f"the {w.kind} workload joins rows of different lengths in one "
                                f"batch; engine {engine.name} ({variant!r}) cannot: run it in a "
                                "static-batch group")

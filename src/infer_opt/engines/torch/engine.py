@@ -197,7 +197,17 @@ class TorchEngine(Engine):
         if kind != "model" and settings.kv_cache != "dynamic":
             return (f"kv_cache_type {kind} quantizes a dynamic KV cache; the stack's kv_cache is "
                     f"{settings.kv_cache}")
+        if kind != "model" and settings.decoder is not None:
+            by = settings.owners.get("decoder", "a plugin")
+            return (f"{by!r} crops the KV cache after a rejected draft; a quantized KV cache "
+                    f"(kv_cache_type {kind}) cannot be cropped")
         return None
+
+    @classmethod
+    def has_row_ops(cls, settings: Settings) -> bool:
+        # A quantized cache keeps most tokens packed: kv()/cache_from_kv see only its float
+        # window, so rows cannot be copied between batches (online policies, prefix reuse).
+        return settings.options.get("kv_cache_type", "model") == "model"
 
     def __init__(self, ref: ModelRef, settings: Settings) -> None:
         t0 = time.perf_counter()
