@@ -31,7 +31,7 @@ from typing import Any
 from infer_opt.core.errors import UserError
 from infer_opt.run.cell import one_line
 from infer_opt.run.progress import OnEvent, ignore
-from infer_opt.run.rounds import WORKER_ENV, CellResult, Job, failed_row, run_job
+from infer_opt.run.rounds import CellResult, Job, failed_row, run_job
 
 INSTALL_HINT = "pip install 'infer-opt[cluster]' (or make setup with 'cluster' in EXTRAS)"
 # Added to a job's budget (its workers' requests each have the suite's timeout, enforced on the
@@ -95,7 +95,8 @@ def run_job_task(job_dict: dict[str, Any], driver_host: str) -> list[CellResult]
             cell.bandwidth_gb_per_s = bandwidth
     # Set by Ray for this task (the GPU it was given); the forkserver keeps the environment of
     # the task that started it and Ray reuses workers, so each job hands them on explicitly.
-    job.env = {key: os.environ.get(key) for key in WORKER_ENV}
+    # The task's GPU (None: unset it in the workers); server logs stay the driver's affair.
+    job.env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}
     return list(run_job(job))
 
 

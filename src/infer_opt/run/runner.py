@@ -179,7 +179,9 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     cells = planned.cells
     jobs = plan_jobs(suite, cells, planned.idle)
     with Recorder(out_dir, planned.run_id, cells[0].metric_columns) as rec:
-        # Served variants (engines/http) keep their servers' logs beside the results.
+        # Served variants (engines/http) keep their servers' logs beside the results; set for
+        # this run's workers only (run/rounds.WORKER_ENV), restored after it.
+        saved_logs = os.environ.get("INFER_OPT_SERVER_LOGS")
         os.environ["INFER_OPT_SERVER_LOGS"] = str(rec.csv_path.with_suffix("")) + ".servers"
         log(f"infer-opt: writing {rec.csv_path} ({len(jobs)} groups in interleaved rounds)")
         on_event(RunStarted(planned.run_id, rec.csv_path, len(cells), len(jobs)))
@@ -194,6 +196,10 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             close = getattr(results, "close", None)
             if close is not None:
                 close()  # a generator left early: its workers are killed (run/rounds.py)
+            if saved_logs is None:
+                os.environ.pop("INFER_OPT_SERVER_LOGS", None)
+            else:
+                os.environ["INFER_OPT_SERVER_LOGS"] = saved_logs
     return rec.csv_path
 
 
