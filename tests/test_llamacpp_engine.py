@@ -267,3 +267,16 @@ def test_depth_and_quantized_kv_bytes_by_hand() -> None:
     assert kv.dtype == "K q8_0 / V f16"
     assert kv.used_bytes == round(per_token * (64 + 8 + 4 - 1))
     assert kv.allocated_bytes == round(per_token * 256)
+
+
+def test_extra_buffer_types_are_off_where_the_cpu_advertises_amx(monkeypatch) -> None:
+    from infer_opt.engines.llamacpp import cpu
+
+    assert cpu.advertises_amx("processor: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile amx_int8\n")
+    assert not cpu.advertises_amx("processor: 0\nflags\t\t: fpu avx2 avx512f\n")
+    monkeypatch.setattr(cpu, "advertises_amx", lambda cpuinfo=None: True)
+    use, note = cpu.extra_buffers(None)
+    assert use is False and "SIGILL" in note
+    assert cpu.extra_buffers(True) == (True, "")
+    monkeypatch.setattr(cpu, "advertises_amx", lambda cpuinfo=None: False)
+    assert cpu.extra_buffers(None) == (True, "")

@@ -135,10 +135,13 @@ def test_cuda_plugin_is_skipped_with_reason(tiny_run) -> None:
 
 
 def test_exception_becomes_failed_row(tiny_run) -> None:
-    rows, _ = tiny_run
+    rows, csv_path = tiny_run
     r = by(rows, "test-raise", "3")
     assert r["status"] == "failed"
     assert r["reason"] == "RuntimeError: deliberate failure with a second line"
+    # The full traceback is kept beside the results (run/faults.record_traceback), not printed.
+    log = csv_path.with_suffix(".errors.log").read_text()
+    assert "Traceback" in log and "deliberate failure" in log
 
 
 def test_cached_variants_generate_baseline_tokens(tiny_run) -> None:

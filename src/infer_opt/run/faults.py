@@ -13,6 +13,7 @@ rows written before stay, the half-written one is cut off.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -87,3 +88,26 @@ def held() -> Iterator[None]:
 def ignore_interrupts() -> None:
     """In a worker: the coordinator ends it; a Ctrl-C meant for the run must not print here."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Where the full tracebacks of failed cells go: <run_id>.errors.log beside the results (set by
+# the runner for its workers); the row's `reason` holds one line, the terminal none.
+ERROR_LOG_ENV = "INFER_OPT_ERROR_LOG"
+
+
+def record_traceback() -> None:
+    """Append the current exception's traceback to the run's error log (never the terminal;
+    INFER_OPT_DEBUG=1 also prints it)."""
+    import os
+    import traceback
+
+    text = traceback.format_exc()
+    path = os.environ.get(ERROR_LOG_ENV)
+    if path:
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(f"--- pid {os.getpid()}\n{text}")
+        except OSError:
+            pass  # a full disk must not turn a failed cell into a crashed run
+    if os.environ.get("INFER_OPT_DEBUG"):
+        print(text, file=sys.stderr, end="")

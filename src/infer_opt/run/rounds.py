@@ -23,7 +23,6 @@ import random
 import socket
 import subprocess
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
 from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
+from infer_opt.run.faults import record_traceback
 from infer_opt.run.progress import Loading, OnEvent, Timing, ignore
 
 
@@ -48,7 +48,7 @@ class CellResult(NamedTuple):
 # variant's run waits this long so it does not share the cores with them.
 SETTLE_S = 0.05
 # Environment a worker takes from the process that starts it (a Ray task's GPU).
-WORKER_ENV = ("CUDA_VISIBLE_DEVICES", "INFER_OPT_SERVER_LOGS")
+WORKER_ENV = ("CUDA_VISIBLE_DEVICES", "INFER_OPT_SERVER_LOGS", "INFER_OPT_ERROR_LOG")
 
 
 @dataclass
@@ -342,7 +342,7 @@ def _lost(cell: Cell, variant: str, exc: BaseException, workers: dict[str, Worke
         gone[variant] = str(exc)
         workers.pop(variant, None)
     else:
-        traceback.print_exc()
+        record_traceback()
     return failed_row(cell, str(exc))
 
 

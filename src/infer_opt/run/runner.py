@@ -181,8 +181,12 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     with Recorder(out_dir, planned.run_id, cells[0].metric_columns) as rec:
         # Served variants (engines/http) keep their servers' logs beside the results; set for
         # this run's workers only (run/rounds.WORKER_ENV), restored after it.
-        saved_logs = os.environ.get("INFER_OPT_SERVER_LOGS")
-        os.environ["INFER_OPT_SERVER_LOGS"] = str(rec.csv_path.with_suffix("")) + ".servers"
+        # Full tracebacks of failed cells go to <run_id>.errors.log (run/faults.py), not the
+        # terminal: the row's reason holds one line.
+        saved = {k: os.environ.get(k) for k in ("INFER_OPT_SERVER_LOGS", "INFER_OPT_ERROR_LOG")}
+        stem = str(rec.csv_path.with_suffix(""))
+        os.environ["INFER_OPT_SERVER_LOGS"] = stem + ".servers"
+        os.environ["INFER_OPT_ERROR_LOG"] = stem + ".errors.log"
         log(f"infer-opt: writing {rec.csv_path} ({len(jobs)} groups in interleaved rounds)")
         on_event(RunStarted(planned.run_id, rec.csv_path, len(cells), len(jobs)))
         start = time.perf_counter()
@@ -196,10 +200,11 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             close = getattr(results, "close", None)
             if close is not None:
                 close()  # a generator left early: its workers are killed (run/rounds.py)
-            if saved_logs is None:
-                os.environ.pop("INFER_OPT_SERVER_LOGS", None)
-            else:
-                os.environ["INFER_OPT_SERVER_LOGS"] = saved_logs
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     return rec.csv_path
 
 

@@ -18,12 +18,12 @@ import multiprocessing as mp
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from infer_opt.core.models import ModelRef
 from infer_opt.run.cell import Cell, identity_row, one_line
+from infer_opt.run.faults import record_traceback
 
 _CTX: Any = None
 
@@ -184,7 +184,7 @@ class VariantWorker:
                 self.settings.notes.append(f"fidelity: measured once per variant, in cell "
                                            f"{measured_in}")
         except Exception as exc:  # the timings stand; the row says why fidelity is missing
-            traceback.print_exc()
+            record_traceback()
             self.settings.notes.append(f"fidelity failed: {one_line(exc)}")
 
 
@@ -205,7 +205,7 @@ def worker_main(conn: Any, first_cell: dict[str, Any], env: dict[str, str | None
     try:
         worker = VariantWorker(Cell(**first_cell))
     except Exception as exc:
-        traceback.print_exc()
+        record_traceback()
         conn.send(("error", one_line(exc)))
         return
     conn.send(("ok", None))
@@ -228,7 +228,7 @@ def worker_main(conn: Any, first_cell: dict[str, Any], env: dict[str, str | None
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:  # this cell fails; the worker serves the next one
-            traceback.print_exc()
+            record_traceback()
             conn.send(("error", one_line(exc)))
         else:
             conn.send(("ok", result))

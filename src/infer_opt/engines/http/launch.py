@@ -151,7 +151,11 @@ def llamacpp_server(python: Path, gguf: Path, model: str, threads: int,
                     n_ctx: int) -> ServerProcess:
     """llama-cpp-python's OpenAI server (its `[server]` extra) on a GGUF file."""
     def argv(port: int) -> list[str]:
-        return [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
+        from infer_opt.engines.llamacpp.cpu import extra_buffers
+
+        use, _ = extra_buffers(None)  # the server's CPU is this one
+        return [str(python), "-m", "infer_opt.engines.llamacpp.server", str(int(use)),
+                "--model", str(gguf), "--model_alias",
                 model, "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
                 "--n_ctx", str(n_ctx)]
 

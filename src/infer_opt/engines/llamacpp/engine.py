@@ -56,6 +56,7 @@ from infer_opt.core.params import Param
 from infer_opt.core.settings import Settings
 from infer_opt.engines.base import Engine, ModelFacts, StepInput
 from infer_opt.engines.llamacpp import gguf_file
+from infer_opt.engines.llamacpp.cpu import extra_buffers
 
 # name -> (GGML_TYPE_*, bytes per cached value): q8_0 stores blocks of 32 values as 32 int8
 # plus an f16 scale (34 bytes), q4_0 as 16 bytes of 4-bit codes plus an f16 scale (18 bytes).
@@ -131,6 +132,8 @@ class LlamaCppEngine(Engine):
               minimum=16),
         Param("n_batch", int, 512, "tokens per llama_decode call when prefilling", minimum=1),
         Param("flash_attn", bool, False, "llama.cpp's flash-attention kernel"),
+        Param("extra_bufts", bool, None, "llama.cpp's extra buffer types (AMX tiles, weight "
+              "repacking); default: on, off where the CPU advertises AMX (engines/llamacpp/cpu.py)"),
         Param("kv_cache_type", str, "f16", "element type of the cached keys and values",
               choices=tuple(KV_TYPES)),
         Param("type_k", str, None, "element type of the cached keys (default: kv_cache_type)",
@@ -182,8 +185,11 @@ class LlamaCppEngine(Engine):
         t0 = time.perf_counter()
         path, convert_s = ensure_gguf(ref)
         facts = gguf_file.read_facts(path)
-        self._model = llama_cpp.llama_model_load_from_file(
-            str(path).encode(), llama_cpp.llama_model_default_params())
+        params = llama_cpp.llama_model_default_params()
+        params.use_extra_bufts, extra_note = extra_buffers(opts.get("extra_bufts"))
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if extra_note:
+            settings.notes.append(f"llamacpp: {extra_note}")
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
         self._make_context(1)
