@@ -122,15 +122,6 @@ class SessionsWorkload(OnlineWorkload):
                                               f"context of {max_context} tokens")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SessionsWorkload:
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise UserError("workload",
-                            f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**d)
-
-    @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[SessionsWorkload]:
         """One workload per policy x session rate; num_requests = sessions x turns."""
         online = {p.name for p in OnlineWorkload.group_params()}

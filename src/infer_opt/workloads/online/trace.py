@@ -177,15 +177,6 @@ class TraceWorkload(OnlineWorkload):
                                                   f"model's context of {max_context} tokens")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TraceWorkload:
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - allowed)
-        if unknown:
-            raise UserError("workload",
-                            f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
-        return cls(**d)
-
-    @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[TraceWorkload]:
         """One workload per policy; num_requests and the mean lengths come from the trace, so
         the row's identity columns describe it."""
