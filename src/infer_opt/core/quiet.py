@@ -17,7 +17,9 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes")
+# "kernels": bitsandbytes fetches its CPU kernels through it and, offline, warns that it skipped
+# the hub's publisher trust check on every load.
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "bitsandbytes", "kernels")
 # Messages that say nothing to a user of this suite (matched anywhere in the text).
 SAYS_NOTHING = (
     re.compile(r"Failed to load \S*/_C\w*\.\S*\.so"),  # torchao's CUDA-only extensions
