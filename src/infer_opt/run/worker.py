@@ -183,6 +183,8 @@ class VariantWorker:
             else:
                 self.settings.notes.append(f"fidelity: measured once per variant, in cell "
                                            f"{measured_in}")
+        except NotImplementedError as exc:  # an engine that cannot score (served, vLLM)
+            self.settings.notes.append(f"fidelity not scored: {one_line(exc)}")
         except Exception as exc:  # the timings stand; the row says why fidelity is missing
             record_traceback()
             self.settings.notes.append(f"fidelity failed: {one_line(exc)}")
