@@ -16,6 +16,7 @@ from pathlib import Path
 
 from infer_opt.format.io import read_results
 from infer_opt.results.served_table import twin_variant
+from infer_opt.results.serving_plot import draw_latency_curves
 
 
 def served_plot_path(csv_path: Path) -> Path:
@@ -38,37 +39,8 @@ def write_served_plot(csv_path: Path) -> Path | None:
         return None
     if importlib.util.find_spec("matplotlib") is None:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     curves: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         curves[f"{curve_label(r)} · {r['arrival']}"].append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for i, (label, pts) in enumerate(sorted(curves.items())):
-        pts.sort(key=lambda r: float(r["output_tokens_per_s"]))
-        x = [float(r["output_tokens_per_s"]) for r in pts]
-        for ax, metric in zip(axes, ("ttft_ms", "tpot_ms")):
-            for stat, style in (("p50", "-"), ("p99", "--")):
-                y = [float(r[f"{metric}_{stat}"]) if r.get(f"{metric}_{stat}") else float("nan")
-                     for r in pts]
-                ax.plot(x, y, style, marker="o", color=f"C{i % 10}",
-                        label=label if ax is axes[0] and stat == "p50" else None)
-    for ax, title in zip(axes, ("TTFT (ms)", "TPOT (ms)")):
-        ax.set_xlabel("output tokens/s (achieved)")
-        ax.set_ylabel(title)
-        ax.set_yscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.set_title(f"{title} vs throughput (solid p50, dashed p99)")
-    fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
-    fig.suptitle(f"latency vs throughput per server ({rows[0]['model']}, {rows[0]['device']})")
-    fig.tight_layout(rect=(0, 0.15, 1, 1))
-    out = served_plot_path(csv_path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-
+    title = f"latency vs throughput per server ({rows[0]['model']}, {rows[0]['device']})"
+    return draw_latency_curves(curves, title, served_plot_path(csv_path))
