@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
@@ -119,3 +121,20 @@ class Display:
     def __exit__(self, _t: type[BaseException] | None, _e: BaseException | None,
                  _tb: TracebackType | None) -> None:
         self.close()
+
+
+@contextmanager
+def displayed(suite: Any) -> Iterator[Display]:
+    """The live display of a run or sweep; on Ctrl-C the rows already written get their table
+    before the interrupt goes on (cli.py prints its one line)."""
+    from infer_opt.results.table import write_table
+
+    with Display() as display:
+        try:
+            yield display
+        except KeyboardInterrupt:
+            display.close()
+            if display.csv_path is not None:
+                write_table(display.csv_path, reference=suite.reference,
+                            also=suite.also_reference)
+            raise

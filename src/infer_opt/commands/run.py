@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.commands.display import Display
+    from infer_opt.commands.display import displayed
     from infer_opt.results.table import write_table
     from infer_opt.run.executors import make_executor
     from infer_opt.run.plan import cli_strings
@@ -51,17 +51,9 @@ def main(args: argparse.Namespace) -> int:
 
         return dry_run(suite, args.model, variants)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
-    with Display() as display:
-        try:
-            csv_path = run_suite(suite, Path(args.out), model=args.model,
-                                 variants_filter=variants, executor=executor,
-                                 log=display.log, on_event=display.on_event)
-        except KeyboardInterrupt:
-            display.close()
-            if display.csv_path is not None:  # the finished rows get their table too
-                write_table(display.csv_path, reference=suite.reference,
-                            also=suite.also_reference)
-            raise
+    with displayed(suite) as display:  # the finished rows get their table on Ctrl-C too
+        csv_path = run_suite(suite, Path(args.out), model=args.model, variants_filter=variants,
+                             executor=executor, log=display.log, on_event=display.on_event)
     table = write_table(csv_path, reference=suite.reference, also=suite.also_reference)
     if table is not None:
         print(table.read_text(encoding="utf-8"))

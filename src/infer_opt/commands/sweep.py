@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from infer_opt.commands.display import Display
+    from infer_opt.commands.display import displayed
     from infer_opt.core.errors import UserError
     from infer_opt.results.table import write_table
     from infer_opt.run.executors import make_executor
@@ -60,15 +60,8 @@ def main(args: argparse.Namespace) -> int:
         variants = [v for v in variants if v in want]
         if not variants:
             raise UserError("variants", f"none of {want} is in group {group.name!r}: {group.variants}")
-    with Display() as display:
-        try:
-            csv_path, summary = _sweep(args, suite, group, variants, executor, display)
-        except KeyboardInterrupt:
-            display.close()
-            if display.csv_path is not None:  # the probes that finished get their table
-                write_table(display.csv_path, reference=suite.reference,
-                            also=suite.also_reference)
-            raise
+    with displayed(suite) as display:  # the probes that finished get their table on Ctrl-C
+        csv_path, summary = _sweep(args, suite, group, variants, executor, display)
     write_table(csv_path, reference=suite.reference, also=suite.also_reference)
     from infer_opt.results.serving_plot import write_plot
 
