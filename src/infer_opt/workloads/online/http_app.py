@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from infer_opt.core.timing import HostClock
+from infer_opt.workloads.online.detokenize import Detokenizer
 from infer_opt.workloads.online.server import Request
 
 
@@ -248,8 +249,7 @@ def build_app(engine: Any, tokenizer: Any, policy: Any, opts: PolicyOptions, mod
 
         async def tokens() -> Any:
             """(token, text delta) as the scheduler produces them; raises on a failure."""
-            out: list[int] = []
-            text = ""
+            detok = Detokenizer(tokenizer)  # without a tokenizer a token's text is "<id>"
             try:
                 while True:
                     item = await queue.get()
@@ -258,11 +258,9 @@ def build_app(engine: Any, tokenizer: Any, policy: Any, opts: PolicyOptions, mod
                     if isinstance(item, Exception):
                         m_failed.inc()
                         raise item
-                    out.append(item)
-                    # Without a tokenizer (the tiny test model) a token's text is "<id>".
-                    full = (tokenizer.decode(out, skip_special_tokens=False) if tokenizer
-                            else "".join(f"<{i}>" for i in out))
-                    delta, text = full[len(text):], full
+                    delta = detok.add(item)
+                    if len(detok.ids) == max_tokens:  # the last token carries what is left
+                        delta += detok.flush()
                     m_gen.inc()
                     yield item, delta
             finally:
