@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,9 @@ def test_table_shows_speedup_and_match(tiny_run) -> None:
     _, csv_path = tiny_run
     text = flat(render(csv_path))
     line = next(ln for ln in text.splitlines() if ln.startswith("| kv-cache | 3 |"))
-    assert "x |" in line and "| 6/6 |" in line
+    # paired by round against baseline: median per-round ratio and its 95% interval
+    assert re.search(r"\| \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] \|", line), line
+    assert "| 6/6 |" in line
     assert "needs CUDA" in text
 
 

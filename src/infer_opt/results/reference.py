@@ -4,6 +4,8 @@ table's sections (main, speculative, frontier) and the report."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from infer_opt.format.io import parse_number as _num
 
 
@@ -41,3 +43,23 @@ def speedup(row: dict[str, str], rows: list[dict[str, str]], reference: str,
         return None
     mine, theirs = _num(row.get("decode_tokens_per_s")), _num(ref.get("decode_tokens_per_s"))
     return mine / theirs if mine and theirs else None
+
+
+def paired_speedup(row: dict[str, str], ref: dict[str, str], samples: dict[str, Any]
+                   ) -> tuple[float, float | None, float | None] | None:
+    """Decode tok/s of `row` over `ref`, the median of per-round ratios with its 95% bootstrap
+    interval (core/stats.bootstrap_paired_ratio), when both rows' per-run samples carry
+    `decode_tokens_per_s` and share rounds (the same run's interleaved rounds); else None.
+    A ratio taken round by round cancels what each round did to both rows (the machine's
+    drift), which a ratio of two medians does not."""
+    from infer_opt.core.stats import bootstrap_paired_ratio
+
+    a = (samples.get(row.get("cell_index", "")) or {}).get("runs") or {}
+    b = (samples.get(ref.get("cell_index", "")) or {}).get("runs") or {}
+    key = "decode_tokens_per_s"
+    if not (a.get(key) and b.get(key) and a.get("round") and b.get("round")):
+        return None
+    try:
+        return bootstrap_paired_ratio(b[key], b["round"], a[key], a["round"])
+    except ValueError:  # no shared round, or malformed samples: no paired ratio
+        return None

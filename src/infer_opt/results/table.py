@@ -2,7 +2,10 @@
 reference variant (baseline) on the same prompts and lengths.
 
 `n` is the number of timed runs behind the row's statistics (timed_runs, else repeats); the
-TPOT interval is the 95% bootstrap interval of its median over those runs; `busy` marks rows
+TPOT interval is the 95% bootstrap interval of its median over those runs; the speedup is the
+median of per-round ratios to the reference row with its 95% bootstrap interval where both rows
+have per-run samples from the same interleaved rounds (else the ratio of the two rows' decode
+tok/s, without an interval); `busy` marks rows
 measured while other processes used the machine (telemetry: machine_busy).
 """
 
@@ -18,7 +21,8 @@ from infer_opt.format.io import ResultsFile, read_results
 from infer_opt.format.io import parse_number as _num
 from infer_opt.results.frontier import render_frontier
 from infer_opt.results.markdown import table
-from infer_opt.results.reference import find_reference, speedup, workload_key
+from infer_opt.results.reference import (find_reference, paired_speedup, speedup,
+                                         workload_key)
 from infer_opt.results.served_table import render_served
 from infer_opt.results.serving_table import busy_mark as _busy
 from infer_opt.results.serving_table import render_online
@@ -76,7 +80,12 @@ def render_run(run: ResultsFile, reference: str = "baseline", also: Sequence[str
         ratio_text = match = ""
         if ref is not None and r["status"] == "ok":
             ratio = speedup(r, rows, reference, same_batch_only=False)
-            if ratio is not None:
+            paired = paired_speedup(r, ref, run.samples) if same_batch else None
+            if paired is not None and ref is not r:
+                mid, lo, hi = paired
+                ratio_text = f"{mid:.2f}x" + ("" if lo is None or hi is None
+                                              else f" [{lo:.2f}, {hi:.2f}]")
+            elif ratio is not None:
                 ratio_text = f"{ratio:.2f}x" + ("" if same_batch else " (vs bs1)")
             a, b = tokens.get(r["cell_index"]), tokens.get(ref["cell_index"])
             if a and b:
