@@ -1,14 +1,36 @@
 """`infer-opt plugins`: every registered engine and optimization, whether it runs here, and
-which distribution provides it. A name that cannot be used (its import fails, or two
-distributions register it) is listed as unavailable with the reason; the rest still work."""
+which distribution provides it, each with its parameters (engine options) and the metric columns
+it fills: unit, better direction and what it counts (core/plugin.Metric), the one place a
+column's `help` is shown. A name that cannot be used (its import fails, or two distributions
+register it) is listed as unavailable with the reason; the rest still work."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="device to check availability for")
+
+
+def metric_line(m: Any) -> str:
+    """`name (unit, lower is better): help`, the unit as every reader resolves it (declared, else
+    the name's suffix: format/columns.from_metric); the parentheses only when there is one."""
+    from infer_opt.format.columns import from_metric
+
+    unit = from_metric(m.name, m.better, m.unit).unit
+    traits = [t for t in (unit, f"{m.better} is better" if m.better else "") if t]
+    head = f"{m.name} ({', '.join(traits)})" if traits else m.name
+    return f"metric {head}: {m.help}"
+
+
+def details(params: Sequence[Any], metrics: Sequence[Any], indent: int) -> str:
+    """The lines under a name: `[param=default (choices): help]`, then `metric ...`."""
+    pad = "\n" + " " * indent
+    return ("".join(f"{pad}[{p.describe()}]" for p in params)
+            + "".join(pad + metric_line(m) for m in metrics))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -22,6 +44,7 @@ def main(args: argparse.Namespace) -> int:
     broken = {kind: registry.problems(kind) for kind in ("engine", "plugin")}
     every = [*engines, *plugins, *broken["engine"], *broken["plugin"]]
     width = max(len(n) for n in every)
+    indent = width + 10  # under the summary of a plugin: name, "here", engines columns
 
     def source(kind: str, name: str) -> str:
         src = registry.source(kind, name)
@@ -32,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         reason = cls.unavailable_reason(Settings(device=device, engine=name))
         extra = f"  [{reason}]" if reason else ""
         print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  {cls.summary}"
-              f"{source('engine', name)}{extra}")
+              f"{source('engine', name)}{extra}{details(cls.options, cls.metrics, indent)}")
     for name, reason in broken["engine"].items():
         print(f"{name.ljust(width)}  no    [unavailable: {reason}]")
     print()
@@ -43,10 +66,12 @@ def main(args: argparse.Namespace) -> int:
         reason = cls().unavailable_reason(Settings(device=device,
                                                    engine=works[0] if works else "torch"))
         extra = f"  [{reason}]" if reason else ""
-        params = "".join(f"\n{''.ljust(width + 8)}  [{p.describe()}]" for p in cls.params)
         print(f"{name.ljust(width)}  {'no' if reason else 'yes':4}  "
-              f"{','.join(works):15}  {cls.summary}{source('plugin', name)}{extra}{params}")
+              f"{','.join(works):15}  {cls.summary}{source('plugin', name)}{extra}"
+              f"{details(cls.params, cls.metrics, indent)}")
     for name, reason in broken["plugin"].items():
         print(f"{name.ljust(width)}  no    {'?':15}  [unavailable: {reason}]")
-    print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic)")
+    print(f"(device: {device}; a variant is [engine+]plugin+plugin..., e.g. ort+int8-dynamic, "
+          "kv-cache+int4-wo[group=64]; [key=default (choices): help] are its parameters, "
+          "metric lines the columns it adds to a row)")
     return 0

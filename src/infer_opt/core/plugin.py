@@ -25,7 +25,8 @@ class Metric:
     gated") tells `compare` which way is a regression. The optional fields fill the same column
     table as the core columns (format/columns.Column): `unit` (default: read from the name),
     `timed` (one value per timed run in the samples file, so compare needs enough runs and
-    resamples them), `gated` (judged by compare's default gate, not only on request)."""
+    resamples them), `gated` (judged by compare's default gate, not only on request).
+    `infer-opt plugins` prints each one with its unit, direction and `help`."""
 
     name: str
     better: str | None
@@ -63,8 +64,9 @@ class Plugin:
     metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def __init__(self, **values: Any) -> None:
-        # Checked against `params`; a bad key or value is a one-line error naming the plugin.
-        self.values = check_all(self.params, values, f"variant {self.name}")
+        # Checked against `params`; a bad key or value is a one-line error naming the plugin
+        # (core/stack.build_stack adds the variant it was written in).
+        self.values = check_all(self.params, values, f"plugin {self.name}")
 
     @classmethod
     def works_on(cls, engine: Any) -> bool:

@@ -14,12 +14,16 @@ work on the engine, writes a field directly or changes nothing the engine reads,
 engine does not run the weight quantization asked for (core/weights.py), when the final
 settings contradict what a plugin needs, or when they use a setting the engine would ignore: a row must never be named for an optimization that did not run.
 A stack that is valid but cannot run on this machine (no CUDA, a missing package) is kept: its
-rows are `skipped` with the reason.
+rows are `skipped` with the reason. A plugin whose own code raises while the stack is built
+(anything but a UserError from its `__init__` or `apply`: a bug in the plugin, not bad input)
+raises PluginFailed; a run (`run_stack`) records that variant's rows as `failed` with the reason
+and measures the others.
 """
 
 from __future__ import annotations
 
 import re
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,10 @@ class Stack:
     plugins: list[Plugin]
     settings: Settings
     unavailable: str | None  # why it cannot run here; its rows are skipped
+    # Why a plugin's own code raised while the stack was built, in one line; its rows are
+    # failed and nothing is loaded (run_stack). The traceback is for the run's error log.
+    failed: str | None = None
+    failed_traceback: str = ""
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -48,6 +56,15 @@ class Stack:
         for p in self.plugins:
             out += p.metrics
         return tuple(out)
+
+
+class PluginFailed(Exception):
+    """A plugin's `__init__` or `apply` raised something other than UserError. `stack` stands in
+    for the variant (its engine, no plugins, `failed` set) so a run can record failed rows."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(stack.failed)
+        self.stack = stack
 
 
 def split_variant(variant: str) -> list[tuple[str, dict[str, Any]]]:
@@ -131,27 +148,58 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
             continue
         if name not in plugins_known:
             raise _unknown(name, variant)
-        plugin = registry.load("plugin", name)(**values)
+        cls = registry.load("plugin", name)
+        try:
+            plugin = cls(**values)
+        except UserError as exc:  # a bad value: say which variant of the suite holds it
+            raise UserError("variant", f"{variant!r}: {exc}") from None
+        except Exception as exc:
+            raise _plugin_failed(variant, engine, settings, name, "__init__", exc) from exc
         if not plugin.works_on(host):
             works = plugin.engine_names()
             hint = ("" if engine_parts or not works else
                     f" (add one of them, e.g. {works[0]}+{name})")
             raise UserError("variant", f"{name!r} works on engines {', '.join(works) or 'none'}; "
                                        f"{variant!r} runs on {host.name}{hint}")
-        _apply(plugin, settings, host.name, variant)
+        _apply(plugin, settings, host.name, variant, engine)
         plugins.append(plugin)
     _check(variant, engine, plugins, settings, host)
     return Stack(variant, engine, plugins, settings, _unavailable(engine, plugins, settings))
 
 
-def _apply(plugin: Plugin, settings: Settings, engine_name: str, variant: str) -> None:
+def run_stack(variant: str, device: str, model: str = "") -> Stack:
+    """build_stack for a run: a plugin that raises while its stack is built fails that
+    variant's rows (Stack.failed) instead of stopping the whole run with a traceback."""
+    try:
+        return build_stack(variant, device, model)
+    except PluginFailed as exc:
+        return exc.stack
+
+
+def _plugin_failed(variant: str, engine: Any, settings: Settings, name: str, where: str,
+                   exc: Exception) -> PluginFailed:
+    """Called inside the `except` block, so the traceback is the plugin's."""
+    text = " ".join(str(exc).split())  # a row's reason is one line
+    reason = f"{name}.{where} raised {type(exc).__name__}: {text}"[:500]
+    fresh = Settings(device=settings.device, engine=settings.engine, model=settings.model)
+    return PluginFailed(Stack(variant, engine, [], fresh, None, reason,
+                              traceback.format_exc()))
+
+
+def _apply(plugin: Plugin, settings: Settings, engine_name: str, variant: str,
+           engine: Any) -> None:
     """Apply one plugin under the Settings guards: a field written directly is refused (by
     Settings), and so is a plugin that changes nothing the engine reads and pins nothing, unless
     it cannot run here anyway (a student not built yet: its rows are skipped with the reason)."""
     before = settings.engine_view()
     options = dict(settings.options)
     with settings.applying(plugin.name):
-        plugin.apply(settings)
+        try:
+            plugin.apply(settings)
+        except UserError:  # bad input, or a Settings guard: one line, exit 2
+            raise
+        except Exception as exc:
+            raise _plugin_failed(variant, engine, settings, plugin.name, "apply", exc) from exc
     for key, value in settings.options.items():
         if options.get(key) != value and settings.owners.get(f"option {key}") != plugin.name:
             raise UserError("variant", f"plugin {plugin.name!r} writes settings.options[{key!r}] "

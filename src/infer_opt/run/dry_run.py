@@ -45,6 +45,8 @@ class DryPlan:
         from infer_opt.workloads.base import workload_from_dict
 
         stack = self.stacks[cell.variant]
+        if stack.failed is not None:
+            return None  # not skipped: its rows fail (render says so)
         if stack.unavailable is not None:
             return stack.unavailable
         w = workload_from_dict(cell.workload)
@@ -75,7 +77,8 @@ def dry_plan(suite: Suite, model: str | None = None,
     cells = plan_cells(suite, "dry-run", ref, device, 0.0, variants_filter)
     planned = {c.variant for c in cells}  # all were validated; `--variants` keeps some
     stacks = {v: s for v, s in stacks.items() if v in planned}
-    jobs = plan_jobs(suite, cells, {v for v, s in stacks.items() if s.unavailable is not None})
+    jobs = plan_jobs(suite, cells, {v for v, s in stacks.items()
+                                    if s.unavailable is not None or s.failed is not None})
     return DryPlan(suite, ref, device, note, model_note(name), stacks, cells, jobs)
 
 
@@ -134,6 +137,9 @@ def render(plan: DryPlan) -> str:
     lines.append("")
     lines.append("stacks:")
     for variant, stack in plan.stacks.items():
+        if stack.failed is not None:
+            lines.append(f"  {variant}: engine {stack.engine.name} -> FAILS: {stack.failed}")
+            continue
         state = "runs" if stack.unavailable is None else f"SKIPPED: {stack.unavailable}"
         lines.append(f"  {variant}: {_describe_stack(stack)} -> {state}")
     for group in s.groups:
@@ -148,12 +154,16 @@ def render(plan: DryPlan) -> str:
             lines.append(f"  {serve}")
             lines.append(f"    sampling: {sample}")
             for c in cells:
+                failed = plan.stacks[c.variant].failed
                 why = plan.skip_reason(c)
-                lines.append(f"    [{c.index}] {c.variant}" + (f" (skipped: {why})" if why else ""))
+                lines.append(f"    [{c.index}] {c.variant}" + (
+                    " (fails)" if failed else f" (skipped: {why})" if why else ""))
+    failing = sum(1 for c in plan.cells if plan.stacks[c.variant].failed is not None)
     skipped = sum(1 for c in plan.cells if plan.skip_reason(c) is not None)
     lines.append("")
-    lines.append(f"plan ok: {len(plan.cells) - skipped} cells would run, {skipped} would be "
-                 "skipped; nothing was loaded or written")
+    fails = f", {failing} would fail (a plugin raised)" if failing else ""
+    lines.append(f"plan ok: {len(plan.cells) - skipped - failing} cells would run, {skipped} "
+                 f"would be skipped{fails}; nothing was loaded or written")
     return "\n".join(lines)
 
 

@@ -98,10 +98,16 @@ ERROR_LOG_ENV = "INFER_OPT_ERROR_LOG"
 def record_traceback() -> None:
     """Append the current exception's traceback to the run's error log (never the terminal;
     INFER_OPT_DEBUG=1 also prints it)."""
-    import os
     import traceback
 
-    text = traceback.format_exc()
+    record_text(traceback.format_exc())
+
+
+def record_text(text: str) -> None:
+    """Append a traceback formatted earlier (a plugin that raised while its stack was built,
+    core/stack.py) to the run's error log, as record_traceback does."""
+    import os
+
     path = os.environ.get(ERROR_LOG_ENV)
     if path:
         try:

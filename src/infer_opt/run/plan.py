@@ -21,7 +21,7 @@ from typing import Any
 
 from infer_opt.core.errors import UserError
 from infer_opt.core.models import ModelRef
-from infer_opt.core.stack import Stack, build_stack
+from infer_opt.core.stack import Stack, run_stack
 from infer_opt.run.cell import Cell
 from infer_opt.run.rounds import Job
 from infer_opt.run.suite import Suite
@@ -94,12 +94,15 @@ def thread_warning(threads: int) -> str | None:
 def validate_stacks(suite: Suite, device: str, variants_filter: list[str] | None = None,
                     model: str | None = None) -> dict[str, Stack]:
     """Every variant of the suite as a validated stack, each workload checked against it;
-    `model`: the model the run uses (default: the suite's)."""
+    `model`: the model the run uses (default: the suite's). A variant whose plugin raised while
+    its stack was built is kept, unchecked, with `failed` set: its rows fail, the rest run."""
     stacks: dict[str, Stack] = {}
     for group in suite.groups:
         for variant in group.variants:
             if variant not in stacks:
-                stacks[variant] = build_stack(variant, device, model or suite.model)
+                stacks[variant] = run_stack(variant, device, model or suite.model)
+            if stacks[variant].failed is not None:
+                continue
             for w in group.workloads:
                 check_fit(stacks[variant], w, f"group {group.name}")
     if variants_filter is not None:

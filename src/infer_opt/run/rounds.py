@@ -33,7 +33,7 @@ from infer_opt.core.stats import bootstrap_median
 from infer_opt.core.telemetry import Telemetry
 from infer_opt.engines.base import environment_python
 from infer_opt.run.cell import Cell, identity_row
-from infer_opt.run.faults import record_traceback
+from infer_opt.run.faults import record_text, record_traceback
 from infer_opt.run.progress import Loading, OnEvent, Timing, ignore
 
 
@@ -221,11 +221,14 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
     rather than asked to exit: one may be in the middle of a long timed run."""
     import json
 
-    from infer_opt.core.stack import build_stack
+    from infer_opt.core.stack import run_stack
     from infer_opt.workloads.base import workload_from_dict
 
     first = job.cells[0]
-    stacks = {v: build_stack(v, first.device, first.model["name"]) for v in job.variants}
+    stacks = {v: run_stack(v, first.device, first.model["name"]) for v in job.variants}
+    for stack in stacks.values():
+        if stack.failed is not None:  # the plugin's traceback: the error log, not the terminal
+            record_text(stack.failed_traceback)
     by_key = {(c.variant, json.dumps(c.workload, sort_keys=True)): c for c in job.cells}
     workers: dict[str, WorkerHandle] = {}
     gone: dict[str, str] = {}  # variant -> why its worker is gone
@@ -233,7 +236,7 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
     finished = False
     try:
         for i, v in enumerate(job.variants):  # one at a time: loading is not what is measured
-            if stacks[v].unavailable is not None:
+            if stacks[v].unavailable is not None or stacks[v].failed is not None:
                 continue
             cell = next(c for c in job.cells if c.variant == v)
             on_event(Loading(cell.group, v, i, len(job.variants)))
@@ -274,6 +277,9 @@ def _run_workload(job: Job, wi: int, wkey: str, stacks: dict[str, Any],
         if cell is None:
             continue
         stack = stacks[v]
+        if stack.failed is not None:
+            done.append(failed_row(cell, stack.failed))
+            continue
         skip = stack.unavailable or getattr(workload, "skip_reason", lambda _s: None)(
             stack.settings)
         if skip is not None:

@@ -68,7 +68,8 @@ class Planned:
     ref: ModelRef
     device: str
     cells: list[Cell]
-    idle: set[str]  # variants that load nothing here (skipped: no CUDA, a missing package)
+    idle: set[str]  # variants that load nothing here (skipped: no CUDA, a missing package;
+                    # failed: a plugin raised while its stack was built)
 
 
 def plan_run(suite: Suite, out_dir: Path, model: str | None = None,
@@ -98,7 +99,9 @@ def plan_run(suite: Suite, out_dir: Path, model: str | None = None,
     log(f"infer-opt: measured memory bandwidth {bandwidth:.1f} GB/s")
     for cell in cells:
         cell.bandwidth_gb_per_s = bandwidth
-    idle = {v for v, s in stacks.items() if s.unavailable is not None}
+    # Skipped (no CUDA, a missing package) or failed (a plugin raised while its stack was
+    # built): nothing to load.
+    idle = {v for v, s in stacks.items() if s.unavailable is not None or s.failed is not None}
     return Planned(run_id, ref, device, cells, idle)
 
 
