@@ -5,7 +5,7 @@ results/<run_id>.samples.jsonl  raw samples, one JSON line per row (format below
 results/<run_id>.md             the comparison table, written when the run ends
 
 Samples line (schema version 2), one per row, keyed to it by cell_index:
-  {"run_id", "cell_index", "variant", "workload": {...},
+  {"run_id", "cell_index", "variant", "workload": {...}, "job": int,
    "runs": {"round": [int per timed run], "ttft_ms": [...], "e2e_ms": [...], "tpot_ms": [...],
             "decode_tokens_per_s": [...], "output_tokens_per_s": [...],
             "prefill_tokens_per_s": [...], "requests_per_s": [...]},
@@ -17,8 +17,9 @@ Samples line (schema version 2), one per row, keyed to it by cell_index:
 a row's `<metric>_<stat>` column is that statistic of runs[metric] (throughput columns: the
 median), and `itl_ms_<stat>` is over every gap of every run. `round` is the interleaved round
 of each timed run: in one run of the suite, the variants of a workload are timed in rounds (one
-timed run of every variant per round, in a seeded random order), so two rows of one run and
-workload pair up round by round. Online rows keep `requests` (every request of every timed run,
+timed run of every variant per round, in a seeded random order), so two rows of one run,
+workload and `job` pair up round by round (a job is a group, or a chunk of `max_workers` of its
+variants; round indices restart in every job; lines written before `job` existed have none). Online rows keep `requests` (every request of every timed run,
 with its round); their latency columns are over requests.
 
 read_results checks a CSV before anyone uses it and raises UserError (one line, exit code 2) for:

@@ -98,3 +98,12 @@ def metric_samples(column: str, s: dict[str, Any] | None) -> MetricSamples | Non
         return MetricSamples(tuple(tuple(float(x) for x in g) for g in itl),
                              tuple(rounds) if same else None, stat, RUN)
     return None
+
+
+def same_rounds(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two rows' round indices name the same rounds: both were timed by one job (a
+    group, or one chunk of max_workers of its variants; round indices restart in every job).
+    Samples written before the "job" key existed carry none: they pair as before."""
+    if not a or not b:
+        return False
+    return a.get("job") == b.get("job")

@@ -54,8 +54,12 @@ def paired_speedup(row: dict[str, str], ref: dict[str, str], samples: dict[str, 
     drift), which a ratio of two medians does not."""
     from infer_opt.core.stats import bootstrap_paired_ratio
 
-    a = (samples.get(row.get("cell_index", "")) or {}).get("runs") or {}
-    b = (samples.get(ref.get("cell_index", "")) or {}).get("runs") or {}
+    from infer_opt.format.samples import same_rounds
+
+    mine, theirs = samples.get(row.get("cell_index", "")), samples.get(ref.get("cell_index", ""))
+    if row.get("group") != ref.get("group") or not same_rounds(mine, theirs):
+        return None  # timed in different jobs: round i of one is not round i of the other
+    a, b = (mine or {}).get("runs") or {}, (theirs or {}).get("runs") or {}
     key = "decode_tokens_per_s"
     if not (a.get(key) and b.get(key) and a.get("round") and b.get("round")):
         return None

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 from infer_opt.format.io import parse_number
-from infer_opt.format.samples import metric_samples, statistic
+from infer_opt.format.samples import metric_samples, same_rounds, statistic
 
 TWINS = {"llamacpp": "llamacpp", "vllm": "vllm"}
 # Columns a served row and its twin must share to be the same workload.
@@ -66,6 +66,8 @@ def served_ratio(column: str, served: dict[str, Any] | None, twin: dict[str, Any
     with fewer than MIN_ROUNDS shared rounds."""
     from infer_opt.core.stats import bootstrap_paired_ratio, paired_ratios
 
+    if not same_rounds(served, twin):
+        return None  # timed by different jobs: their round indices are not the same rounds
     a, b = _per_round(column, twin), _per_round(column, served)
     if a is None or b is None or len(paired_ratios(a[0], a[1], b[0], b[1])) < MIN_ROUNDS:
         return None

@@ -24,6 +24,10 @@ class Cell:
     bandwidth_gb_per_s: float
     seed: int = 0
     group: str = ""
+    # Which job (run/plan.plan_jobs: a group, or a chunk of max_workers of its variants) times
+    # this cell: round indices restart in every job, so two rows pair up round by round only
+    # when their jobs are equal (kept in the samples as "job").
+    job: int = 0
     # Metric columns declared by the run's plugins and engines (schema.run_columns).
     metric_columns: list[str] = field(default_factory=list)
 

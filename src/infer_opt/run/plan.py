@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import secrets
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,5 +206,6 @@ def plan_jobs(suite: Suite, cells: list[Cell], idle: set[str] = frozenset()) -> 
                   for i in range(0, len(loaded), suite.max_workers)] or [set()]
         chunks[0] |= {v for v in variants if v in idle}
         for chunk in chunks:
-            jobs.append(Job([c for c in mine if c.variant in chunk], suite.timeout_s, suite.seed))
+            cells_of = [replace(c, job=len(jobs)) for c in mine if c.variant in chunk]
+            jobs.append(Job(cells_of, suite.timeout_s, suite.seed))
     return jobs

@@ -144,7 +144,7 @@ class VariantWorker:
                    weight_mb=round(self.engine.facts.weight_bytes / 2**20, 2),
                    load_s=round(self.engine.facts.load_s, 3))
         samples = {"run_id": cell.run_id, "cell_index": cell.index, "variant": cell.variant,
-                   "workload": cell.workload}
+                   "workload": cell.workload, "job": cell.job}
         self.session.finish(row, samples)
         from infer_opt.core.energy import output_tokens_per_run
 
