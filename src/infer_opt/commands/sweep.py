@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, allow_long_cells=args.allow_long_cells)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
-              and g.workloads[0].slos_ms() and g.workloads[0].arrival != "offline"]
+              and g.workloads[0].slos_ms() and g.workloads[0].arrival in ("poisson", "gamma")]
     if args.group is not None:
         online = [g for g in online if g.name == args.group]
     if not online:

@@ -34,6 +34,8 @@ class Cell:
         w = self.workload
         if w.get("kind") == "online":
             rate = "" if w.get("arrival") == "offline" else f" rate={w.get('arrival_rate_per_s')}/s"
+            if w.get("arrival") == "concurrency":
+                rate = f" clients={w.get('concurrency')}"
             return (f"{self.variant} online {w.get('policy')} {w.get('arrival')}{rate} "
                     f"n={w.get('num_requests')}"
                     + (" prefix-reuse" if w.get("prefix_reuse") else ""))
