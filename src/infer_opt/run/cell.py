@@ -26,6 +26,9 @@ class Cell:
     group: str = ""
     # Metric columns declared by the run's plugins and engines (schema.run_columns).
     metric_columns: list[str] = field(default_factory=list)
+    # Engine options the suite's header gives as defaults (run/suite.Suite.engine_defaults):
+    # every process that builds the variant's stack builds the same one.
+    engine_defaults: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

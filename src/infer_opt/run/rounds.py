@@ -225,7 +225,8 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
     from infer_opt.workloads.base import workload_from_dict
 
     first = job.cells[0]
-    stacks = {v: build_stack(v, first.device, first.model["name"]) for v in job.variants}
+    stacks = {v: build_stack(v, first.device, first.model["name"], first.engine_defaults)
+              for v in job.variants}
     by_key = {(c.variant, json.dumps(c.workload, sort_keys=True)): c for c in job.cells}
     workers: dict[str, WorkerHandle] = {}
     gone: dict[str, str] = {}  # variant -> why its worker is gone
