@@ -189,9 +189,9 @@ class ServedEngine(Engine):
         self.model_name = o.get("model_name") or ref.name
         self.chat = bool(o.get("chat", False))
         self.text_prompts = self.server_kind == "llamacpp"
-        # Greedy like the suite's decode loop: llama-cpp-python's server applies a repeat
-        # penalty of 1.1 by default, even at temperature 0.
-        self.extra_body = {"repeat_penalty": 1.0} if self.server_kind == "llamacpp" else {}
+        # Fields a server needs in every request to answer like the suite's decode loop
+        # (greedy, fixed length); set by `_launcher` for the server it starts.
+        self.extra_body: dict[str, Any] = {}
         self.timeout_s = float(o.get("timeout_s", 600.0))
         key_env = o.get("api_key_env") or ""
         self._api_key = os.environ.get(key_env) if key_env else None  # never in a row or log
@@ -252,9 +252,13 @@ class ServedEngine(Engine):
         python = environment_python(engine, env)
         assert python is not None  # unavailable_reason checked it
         if self.server_kind == "llamacpp":
+            from infer_opt.engines.llamacpp import served
             from infer_opt.engines.llamacpp.engine import ensure_gguf
 
             gguf, _ = ensure_gguf(ref)
+            eog = served.eog_token_ids(python, gguf)
+            self.extra_body = served.request_fields(eog)
+            self.settings.notes.append(served.note(eog))
             return launch.llamacpp_server(python, gguf, self.model_name, threads,
                                           ref.max_context)
         return launch.vllm_server(python, ref.path, self.model_name, threads, 2)
