@@ -7,5 +7,6 @@ __version__ = "0.1.0"
 # 3: plugin_sources (which distribution provided each part of the variant).
 # 4: depth_tokens, KV-cache memory, run_added_mb, bandwidth_method, fidelity at depth.
 # 5: energy and GPU state columns (core/energy.py).
+# 6: concurrency (closed-loop clients of an online load, workloads/online/closed_loop.py).
 # Older files are read with the columns added since left empty (format/columns.ADDED_IN).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, allow_long_cells=args.allow_long_cells)
     executor = make_executor(args.executor, address=args.address, max_retries=args.max_retries)
     online = [g for g in suite.groups if g.workloads and g.workloads[0].kind == "online"
-              and g.workloads[0].slos_ms() and g.workloads[0].arrival != "offline"]
+              and g.workloads[0].slos_ms() and g.workloads[0].arrival in ("poisson", "gamma")]
     if args.group is not None:
         online = [g for g in online if g.name == args.group]
     if not online:
@@ -82,7 +82,7 @@ def _sweep(args: argparse.Namespace, suite: Any, group: Any, variants: list[str]
     from infer_opt.run.executors import opened
     from infer_opt.run.progress import RunStarted
     from infer_opt.run.rounds import Job
-    from infer_opt.run.runner import Recorder, plan_run
+    from infer_opt.run.runner import Recorder, logs_beside, plan_run
     from infer_opt.workloads.online.sweep import search_max_rate
 
     planned = plan_run(replace(suite, groups=[group]), Path(args.out), args.model, variants,
@@ -97,7 +97,8 @@ def _sweep(args: argparse.Namespace, suite: Any, group: Any, variants: list[str]
                f">= {first.slo_target_pct}% of requests", ""]
     index = 0
     with opened(executor) as run_jobs, \
-            Recorder(Path(args.out), run_id, planned.cells[0].metric_columns) as rec:
+            Recorder(Path(args.out), run_id, planned.cells[0].metric_columns) as rec, \
+            logs_beside(rec.csv_path):  # a served variant's server logs, as `run` keeps them
         display.log(f"infer-opt: writing {rec.csv_path} (one row per probe)")
         display.on_event(RunStarted(run_id, rec.csv_path, 0, 0))
         for variant in variants:

@@ -35,6 +35,7 @@ from infer_opt.core.settings import Settings
 from infer_opt.core.weights import refusal
 
 DEFAULT_ENGINE = "torch"
+SUITE = "suite"  # the owner of an engine option a suite's header set (build_stack)
 PART = re.compile(r"^([A-Za-z0-9][\w.:-]*)(?:\[([^\[\]]*)\])?$")
 
 
@@ -114,9 +115,12 @@ def _unknown(name: str, variant: str) -> UserError:
                                 f"{', '.join(registry.names('engine'))}")
 
 
-def build_stack(variant: str, device: str, model: str = "") -> Stack:
+def build_stack(variant: str, device: str, model: str = "",
+                suite_options: dict[str, Any] | None = None) -> Stack:
     """Parse, apply every plugin in order and validate the result (see module docstring).
-    `model`: the suite's model name, for plugins that look up weights of their own for it."""
+    `model`: the suite's model name, for plugins that look up weights of their own for it.
+    `suite_options`: engine options the suite's header gives as defaults; the engine says
+    which this variant takes (Engine.suite_options), owned by SUITE, the variant's own win."""
     parts = split_variant(variant)
     engines = set(registry.all_names("engine"))
     plugins_known = set(registry.all_names("plugin"))
@@ -132,6 +136,8 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
                                 f"variant {variant}: engine {engine_name}").items():
         if key in engine_values:
             settings.set_option(key, value, by=engine_name)
+    for key, value in engine.suite_options(settings, dict(suite_options or {})).items():
+        settings.set_option(key, value, by=SUITE)
     # An engine that serves another behind HTTP (engines/http) hosts the variant's plugins:
     # they are checked against the engine inside the server, which gets the rest of the
     # variant as its `stack` option.
@@ -167,11 +173,12 @@ def build_stack(variant: str, device: str, model: str = "") -> Stack:
     return Stack(variant, engine, plugins, settings, _unavailable(engine, plugins, settings))
 
 
-def run_stack(variant: str, device: str, model: str = "") -> Stack:
+def run_stack(variant: str, device: str, model: str = "",
+              suite_options: dict[str, Any] | None = None) -> Stack:
     """build_stack for a run: a plugin that raises while its stack is built fails that
     variant's rows (Stack.failed) instead of stopping the whole run with a traceback."""
     try:
-        return build_stack(variant, device, model)
+        return build_stack(variant, device, model, suite_options)
     except PluginFailed as exc:
         return exc.stack
 

@@ -188,6 +188,12 @@ class Engine:
         return cls.name
 
     @classmethod
+    def suite_options(cls, settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
+        """Which of a suite's engine-option defaults (`given`, from its header, e.g. a served
+        endpoint) this variant takes, given the options it sets itself: none by default."""
+        return {}
+
+    @classmethod
     def has_row_ops(cls, settings: Settings) -> bool:
         """Whether rows can join and leave a batch with these settings (`row_ops`, unless a
         setting takes it away, e.g. a KV cache that cannot be copied row by row)."""

@@ -131,6 +131,7 @@ SERVING_LOAD = [
     "prompts",
     "prefix_tokens",
     "prefix_reuse",
+    "concurrency",  # closed-loop clients (arrival = concurrency): the load instead of a rate
 ]
 SERVING_SLO = [
     "ttft_slo_ms",
@@ -181,6 +182,7 @@ ADDED_IN: dict[int, list[str]] = {
         "run_added_mb_p50", "run_added_mb_ci_low", "run_added_mb_ci_high", "bandwidth_method",
         "kl_at_depth_mean", "kl_at_depth_max", "top1_at_depth_pct"],
     5: [*ENERGY, *GPU_STATE],
+    6: ["concurrency"],
 }
 MIN_READABLE_SCHEMA = 2
 

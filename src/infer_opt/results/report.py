@@ -36,8 +36,9 @@ def _label(r: dict[str, str]) -> str:
     if r.get("workload", "static-batch") in ("", "static-batch"):
         return f"{r['variant']} bs{r.get('batch_size', '')} {shape}"
     # Serving rows: the policy and the load say what the row is; there is no batch size.
-    rate = _num(r.get("arrival_rate_per_s"))
-    load = f"{r.get('arrival', '')}" + (f" {rate:g}/s" if rate else "")
+    rate, clients = _num(r.get("arrival_rate_per_s")), _num(r.get("concurrency"))
+    load = f"{r.get('arrival', '')}" + (f" {rate:g}/s" if rate else "") + \
+        (f" {clients:g}" if clients else "")
     return (f"{r['variant']} {r.get('policy', '')} {load} n={r.get('num_requests', '')} "
             f"{shape}{_reuse(r)}")
 

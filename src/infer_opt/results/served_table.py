@@ -21,7 +21,8 @@ from infer_opt.format.samples import metric_samples, same_rounds, statistic
 TWINS = {"llamacpp": "llamacpp", "vllm": "vllm"}
 # Columns a served row and its twin must share to be the same workload.
 SAME = ("model", "group", "workload", "batch_size", "prompt_tokens", "new_tokens", "arrival",
-        "arrival_rate_per_s", "num_requests", "prompts", "prefix_tokens", "prefix_reuse")
+        "arrival_rate_per_s", "concurrency", "num_requests", "prompts", "prefix_tokens",
+        "prefix_reuse")
 MIN_ROUNDS = 2
 
 
@@ -47,6 +48,15 @@ def twin_variant(variant: str) -> str | None:
             rest = [engine, *rest]
         return "+".join(rest) or "baseline"
     return TWINS.get(server)
+
+
+def load_of(r: dict[str, str]) -> str:
+    """What a row's load is: its batch size, its arrival rate, or its closed-loop clients."""
+    if r.get("batch_size"):
+        return r["batch_size"]
+    if r.get("concurrency"):
+        return f"{r['concurrency']} clients"
+    return r.get("arrival_rate_per_s", "")
 
 
 def _per_round(column: str, s: dict[str, Any] | None) -> tuple[list[float], list[int]] | None:
@@ -98,8 +108,7 @@ def render_served(rows: list[dict[str, str]], samples: dict[str, Any]) -> str:
         s_r, s_t = samples.get(r["cell_index"]), samples.get(twin["cell_index"])
         errors = parse_number(r.get("errors"))
         lines.append("| " + " | ".join([
-            r["variant"], twin_name, r.get("workload", ""), r.get("batch_size") or
-            r.get("arrival_rate_per_s", ""),
+            r["variant"], twin_name, r.get("workload", ""), load_of(r),
             _fmt(served_ratio("ttft_ms_p50", s_r, s_t)),
             _fmt(served_ratio("tpot_ms_p50", s_r, s_t)),
             _fmt(served_ratio(throughput, s_r, s_t)),
@@ -107,7 +116,7 @@ def render_served(rows: list[dict[str, str]], samples: dict[str, Any]) -> str:
         ]) + " |")
     if not lines:
         return ""
-    head = ["served variant", "in-process twin", "workload", "bs / rate", "TTFT ratio",
+    head = ["served variant", "in-process twin", "workload", "bs / rate / clients", "TTFT ratio",
             "TPOT ratio", "throughput ratio", "errors"]
     return "\n".join([
         "## Served vs in-process (served / in-process per interleaved round: median [95% CI])",

@@ -44,8 +44,10 @@ def draw_latency_curves(curves: dict[str, list[dict[str, str]]], title: str, out
     fig, grid = figure(1, 2, figsize=(12, 5))
     axes = grid[0]
     for i, (label, pts) in enumerate(sorted(curves.items())):
-        # Along the curve the offered rate grows; offline (everything at t = 0) is the limit.
-        pts.sort(key=lambda r: float(r.get("arrival_rate_per_s") or "inf"))
+        # Along the curve the offered load grows (the rate, or the closed-loop clients);
+        # offline (everything at t = 0) is the limit.
+        pts.sort(key=lambda r: float(r.get("arrival_rate_per_s") or r.get("concurrency")
+                                     or "inf"))
         x = [float(r["output_tokens_per_s"]) for r in pts]
         color = f"C{i % 10}"
         for ax, metric in zip(axes, ("ttft_ms", "tpot_ms")):

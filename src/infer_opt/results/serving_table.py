@@ -15,8 +15,8 @@ from infer_opt.results.markdown import table
 
 ONLINE = "online"
 # Columns that describe the load; rows equal on all of them served the same requests.
-LOAD_KEYS = ("model", "variant", "arrival", "arrival_rate_per_s", "burstiness", "num_requests",
-             "prompt_tokens", "new_tokens", "prompts", "prefix_tokens")
+LOAD_KEYS = ("model", "variant", "arrival", "arrival_rate_per_s", "burstiness", "concurrency",
+             "num_requests", "prompt_tokens", "new_tokens", "prompts", "prefix_tokens")
 
 
 def busy_mark(row: dict[str, str]) -> str:
@@ -46,8 +46,8 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
     online = [r for r in rows if r.get("workload") == ONLINE]
     if not online:
         return ""
-    head = ["variant", "policy", "arrival", "rate/s", "n", "max bs", "prefix reuse", "status",
-            "out tok/s", "tok/s vs seq", "req/s", "goodput req/s", "SLO met %", "queue p50 ms",
+    head = ["variant", "policy", "arrival", "rate/s", "concurrency", "n", "max bs",
+            "prefix reuse", "status", "out tok/s", "tok/s vs seq", "req/s", "goodput req/s", "SLO met %", "queue p50 ms",
             "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "e2e p99 ms",
             "mean batch", "TTFT ratio (no reuse / reuse)", "tokens = no reuse", "machine",
             "reason / notes"]
@@ -72,7 +72,8 @@ def render_online(rows: list[dict[str, str]], tokens: dict[str, Any]) -> str:
         why = r.get("reason") or r.get("notes") or ""
         body.append([
             r["variant"], r.get("policy", ""), r.get("arrival", ""),
-            _f(r.get("arrival_rate_per_s"), 2), r.get("num_requests", ""),
+            _f(r.get("arrival_rate_per_s"), 2), r.get("concurrency", ""),
+            r.get("num_requests", ""),
             r.get("max_batch_size", ""), r.get("prefix_reuse", ""), r["status"],
             _f(r["output_tokens_per_s"]), vs_seq, _f(r["requests_per_s"], 2),
             _f(r.get("goodput_requests_per_s"), 2), _f(r.get("slo_met_pct"), 0),

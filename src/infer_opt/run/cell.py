@@ -30,6 +30,9 @@ class Cell:
     job: int = 0
     # Metric columns declared by the run's plugins and engines (schema.run_columns).
     metric_columns: list[str] = field(default_factory=list)
+    # Engine options the suite's header gives as defaults (run/suite.Suite.engine_defaults):
+    # every process that builds the variant's stack builds the same one.
+    engine_defaults: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,6 +41,8 @@ class Cell:
         w = self.workload
         if w.get("kind") == "online":
             rate = "" if w.get("arrival") == "offline" else f" rate={w.get('arrival_rate_per_s')}/s"
+            if w.get("arrival") == "concurrency":
+                rate = f" clients={w.get('concurrency')}"
             return (f"{self.variant} online {w.get('policy')} {w.get('arrival')}{rate} "
                     f"n={w.get('num_requests')}"
                     + (" prefix-reuse" if w.get("prefix_reuse") else ""))

@@ -100,17 +100,34 @@ def validate_stacks(suite: Suite, device: str, variants_filter: list[str] | None
     for group in suite.groups:
         for variant in group.variants:
             if variant not in stacks:
-                stacks[variant] = run_stack(variant, device, model or suite.model)
+                stacks[variant] = run_stack(variant, device, model or suite.model,
+                                            suite.engine_defaults)
             if stacks[variant].failed is not None:
                 continue
             for w in group.workloads:
                 check_fit(stacks[variant], w, f"group {group.name}")
+    _check_defaults_used(suite, stacks)
     if variants_filter is not None:
         unknown = [v for v in variants_filter if v not in stacks]
         if unknown:
             raise UserError("--variants", f"{unknown[0]!r} is not a variant of suite "
                                           f"{suite.name}; its variants: {', '.join(stacks)}")
     return stacks
+
+
+def _check_defaults_used(suite: Suite, stacks: dict[str, Stack]) -> None:
+    """A header default no variant takes (an endpoint without a served[server=endpoint]
+    variant) is a suite that does not do what it says: refused."""
+    from infer_opt.core.stack import SUITE
+    from infer_opt.run.suite import SERVED_DEFAULTS
+
+    for key, option in SERVED_DEFAULTS.items():
+        if getattr(suite, key) and not any(s.settings.owners.get(f"option {option}") == SUITE
+                                           for s in stacks.values()):
+            raise UserError(f"{suite.path}: {key}",
+                            f"applies to served[server=endpoint] variants, and this suite's "
+                            f"variants do not take it (none is served[server=endpoint] without "
+                            f"its own {option}); add one, e.g. \"served[server=endpoint]\"")
 
 
 def new_run_id(suite_name: str) -> str:
@@ -130,6 +147,11 @@ def check_fit(stack: Stack, w: Any, where: str) -> None:
         raise UserError(where, f"the {w.kind} workload joins rows of different lengths in one "
                                f"batch; engine {engine.name} ({variant!r}) cannot: run it in a "
                                "static-batch group")
+    if engine.serves_requests and getattr(w, "prefix_reuse", False):
+        raise UserError(f"{where}: prefix_reuse", f"must be false for {variant!r}: reuse copies "
+                                                  "the prefix's KV cache in process, and a "
+                                                  "served variant's prefix caching is its "
+                                                  "server's own (allowed: false)")
     unfit = getattr(w, "unfit_reason", None)  # the workload's own demands (a depth)
     why = unfit(stack) if unfit is not None else None
     if why:
@@ -187,7 +209,8 @@ def plan_cells(suite: Suite, run_id: str, ref: ModelRef, device: str, bandwidth:
                                   model=asdict(ref), variant=variant, workload=w.to_dict(),
                                   device=device, threads=suite.threads,
                                   bandwidth_gb_per_s=bandwidth, seed=suite.seed,
-                                  group=group.name, metric_columns=metric_columns))
+                                  group=group.name, metric_columns=metric_columns,
+                                  engine_defaults=suite.engine_defaults))
     if not cells:
         raise UserError("--variants", "no cell left to run after filtering")
     return cells

@@ -225,7 +225,8 @@ def run_job(job: Job, log: Callable[[str], None] = lambda _m: None,
     from infer_opt.workloads.base import workload_from_dict
 
     first = job.cells[0]
-    stacks = {v: run_stack(v, first.device, first.model["name"]) for v in job.variants}
+    stacks = {v: run_stack(v, first.device, first.model["name"], first.engine_defaults)
+              for v in job.variants}
     for stack in stacks.values():
         if stack.failed is not None:  # the plugin's traceback: the error log, not the terminal
             record_text(stack.failed_traceback)

@@ -16,7 +16,8 @@ import errno
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -171,6 +172,26 @@ class Recorder:
 
 # --- the run -----------------------------------------------------------------------------
 
+@contextmanager
+def logs_beside(csv_path: Path) -> Iterator[None]:
+    """Served variants (engines/http) keep their servers' logs in <run_id>.servers/, and full
+    tracebacks of failed cells go to <run_id>.errors.log (run/faults.py), not the terminal (the
+    row's reason holds one line): set for this run's workers (run/rounds.WORKER_ENV), restored
+    after it. `run` and `sweep` both."""
+    saved = {k: os.environ.get(k) for k in ("INFER_OPT_SERVER_LOGS", "INFER_OPT_ERROR_LOG")}
+    stem = str(csv_path.with_suffix(""))
+    os.environ["INFER_OPT_SERVER_LOGS"] = stem + ".servers"
+    os.environ["INFER_OPT_ERROR_LOG"] = stem + ".errors.log"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
               variants_filter: list[str] | None = None,
               executor: Executor = local_executor, log: Callable[[str], None] | None = None,
@@ -181,15 +202,8 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
     planned = plan_run(suite, out_dir, model, variants_filter, log)
     cells = planned.cells
     jobs = plan_jobs(suite, cells, planned.idle)
-    with Recorder(out_dir, planned.run_id, cells[0].metric_columns) as rec:
-        # Served variants (engines/http) keep their servers' logs beside the results; set for
-        # this run's workers only (run/rounds.WORKER_ENV), restored after it.
-        # Full tracebacks of failed cells go to <run_id>.errors.log (run/faults.py), not the
-        # terminal: the row's reason holds one line.
-        saved = {k: os.environ.get(k) for k in ("INFER_OPT_SERVER_LOGS", "INFER_OPT_ERROR_LOG")}
-        stem = str(rec.csv_path.with_suffix(""))
-        os.environ["INFER_OPT_SERVER_LOGS"] = stem + ".servers"
-        os.environ["INFER_OPT_ERROR_LOG"] = stem + ".errors.log"
+    with Recorder(out_dir, planned.run_id, cells[0].metric_columns) as rec, \
+            logs_beside(rec.csv_path):
         log(f"infer-opt: writing {rec.csv_path} ({len(jobs)} groups in interleaved rounds)")
         on_event(RunStarted(planned.run_id, rec.csv_path, len(cells), len(jobs)))
         start = time.perf_counter()
@@ -203,11 +217,6 @@ def run_suite(suite: Suite, out_dir: Path, model: str | None = None,
             close = getattr(results, "close", None)
             if close is not None:
                 close()  # a generator left early: its workers are killed (run/rounds.py)
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     return rec.csv_path
 
 

@@ -9,6 +9,9 @@
     seed = 0                       # prompts and the order of interleaved rounds
     reference = "baseline"         # variant the table divides by (must be one of the suite's)
     also_reference = ["kv-cache"]  # optional: more divisors, shown in the speedup-vs-fidelity part
+    endpoint = "http://host:8000/v1"  # optional: the server of every served[server=endpoint]
+    served_model = "NAME"          #   variant (a variant's own endpoint / model_name /
+    api_key_env = "VAR"            #   api_key_env win); the key's value is never written
 
     [[group]]                      # variants x batch_sizes, one workload shape
     workload = "static-batch"      # the kind of load (default)
@@ -60,7 +63,15 @@ HEADER: tuple[Param, ...] = (
           item=Param("also_reference", str, "", "a variant of the suite")),
     Param("allow_long_cells", bool, False, "accept values above the cell ceilings "
           "(workloads/base.CEILINGS)"),
+    Param("endpoint", str, "", "base URL of the server of every served[server=endpoint] "
+          "variant"),
+    Param("served_model", str, "", "model name those variants send"),
+    Param("api_key_env", str, "", "environment variable holding their API key"),
 )
+# Header keys that are the defaults of served[server=endpoint] variants -> the engine option
+# each sets (engines/http/engine.py ServedEngine.suite_options decides who takes them).
+SERVED_DEFAULTS = {"endpoint": "endpoint", "served_model": "model_name",
+                   "api_key_env": "api_key_env"}
 SUITE_KEYS = {p.name for p in HEADER} | {"group"}
 # Keys every group has; each workload kind adds its own (its group_params()).
 GROUP_KEYS = {"name", "variants", "workload"}
@@ -92,7 +103,16 @@ class Suite:
     also_reference: list[str] = field(default_factory=list)
     description: str = ""
     allow_long_cells: bool = False
+    endpoint: str = ""
+    served_model: str = ""
+    api_key_env: str = ""
     groups: list[Group] = field(default_factory=list)
+
+    @property
+    def engine_defaults(self) -> dict[str, str]:
+        """Engine options the header gives as defaults (SERVED_DEFAULTS), those set only."""
+        return {option: getattr(self, key) for key, option in SERVED_DEFAULTS.items()
+                if getattr(self, key)}
 
     @property
     def cell_count(self) -> int:
@@ -125,6 +145,17 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
         raise UserError(where, f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
 
 
+def _check_served_defaults(where: str, header: dict[str, Any]) -> None:
+    from infer_opt.engines.http.endpoint import endpoint_problem, env_name_problem
+
+    why = header["endpoint"] and endpoint_problem(header["endpoint"])
+    if why:
+        raise UserError(f"{where}: endpoint", why)
+    why = header["api_key_env"] and env_name_problem(header["api_key_env"])
+    if why:
+        raise UserError(f"{where}: api_key_env", why)
+
+
 def load_suite(name_or_path: str, allow_long_cells: bool = False) -> Suite:
     """The suite, every field checked (one line, exit 2, on the first problem): the header and
     each group's keys against their Params, variant strings parsed, no variant twice in a
@@ -147,6 +178,7 @@ def load_suite(name_or_path: str, allow_long_cells: bool = False) -> Suite:
         raise UserError(f"{where}: name", f"{name!r} must be 1-64 letters, digits, '.', '_' or "
                                           "'-' (it becomes part of result file names)")
     header["name"] = name
+    _check_served_defaults(where, header)
     suite = Suite(path=where, **header)
     long_ok = suite.allow_long_cells or allow_long_cells
     if suite.timeout_s > TIMEOUT_CEILING_S and not long_ok:

@@ -77,7 +77,8 @@ class VariantWorker:
         torch.set_num_threads(first.threads)
         self.ref = ModelRef(**first.model)
         # Validated by the plan already.
-        self.stack = build_stack(first.variant, first.device, first.model["name"])
+        self.stack = build_stack(first.variant, first.device, first.model["name"],
+                                 first.engine_defaults)
         self.settings = self.stack.settings
         self.env = environment(first.device, first.threads)
         self.rss_before_load_mb = round(rss_mb(), 1)

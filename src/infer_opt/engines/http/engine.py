@@ -82,6 +82,10 @@ COUNTERS = {
     "infer_opt_generation_tokens_total": "server_generation_tokens",
 }
 GAUGES = {"vllm:kv_cache_usage_perc": ("server_kv_cache_usage_pct", 100.0)}
+# Options a suite's header may default for its server=endpoint variants (run/suite.py).
+SUITE_OPTIONS = ("endpoint", "model_name", "api_key_env")
+# Options that only the own server reads: elsewhere they would name a row for nothing.
+OWN_OPTIONS = ("policy", "max_batch_size", "max_wait_ms", "engine")
 
 
 class ServedEngine(Engine):
@@ -122,14 +126,39 @@ class ServedEngine(Engine):
         return HOSTED[server][0] if server in HOSTED else cls.name
 
     @classmethod
+    def suite_options(cls, settings: Settings, given: dict[str, Any]) -> dict[str, Any]:
+        """A suite's endpoint, model name and API key variable are the defaults of its
+        server=endpoint variants; a variant's own options win."""
+        if settings.options.get("server", "own") != "endpoint":
+            return {}
+        return {k: v for k, v in given.items() if k in SUITE_OPTIONS and k not in
+                settings.options}
+
+    @classmethod
     def check_settings(cls, settings: Settings) -> str | None:
+        from infer_opt.core import registry
+        from infer_opt.engines.http.endpoint import endpoint_problem, env_name_problem
+
         o = settings.options
         server = o.get("server", "own")
-        if server == "endpoint" and not str(o.get("endpoint", "")).startswith(("http://",
-                                                                                "https://")):
-            return "server=endpoint needs endpoint=http://host:port/v1"
+        if server == "endpoint" and not o.get("endpoint"):
+            return ("server=endpoint needs endpoint=http://host:port/v1 (in the variant, or "
+                    "the suite's endpoint = \"...\")")
         if server != "endpoint" and o.get("endpoint"):
             return f"endpoint is only for server=endpoint (server is {server})"
+        why = o.get("endpoint") and endpoint_problem(str(o["endpoint"]))
+        if why:
+            return f"endpoint {why}"
+        why = o.get("api_key_env") and env_name_problem(str(o["api_key_env"]))
+        if why:
+            return f"api_key_env {why}"
+        policies = registry.names("policy")
+        if "policy" in o and o["policy"] not in policies:
+            return f"policy must be one of {', '.join(policies)}; got {o['policy']!r}"
+        own_only = [k for k in OWN_OPTIONS if k in o]
+        if server != "own" and own_only:
+            return (f"{own_only[0]} is an option of the own server; server={server} batches "
+                    "requests its own way")
         if settings.decoder is not None:
             return ("the own server decodes rows step by step; a plugin replacing whole-"
                     "sequence generation (speculative decoding) is not served")
@@ -160,9 +189,9 @@ class ServedEngine(Engine):
         self.model_name = o.get("model_name") or ref.name
         self.chat = bool(o.get("chat", False))
         self.text_prompts = self.server_kind == "llamacpp"
-        # Greedy like the suite's decode loop: llama-cpp-python's server applies a repeat
-        # penalty of 1.1 by default, even at temperature 0.
-        self.extra_body = {"repeat_penalty": 1.0} if self.server_kind == "llamacpp" else {}
+        # Fields a server needs in every request to answer like the suite's decode loop
+        # (greedy, fixed length); set by `_launcher` for the server it starts.
+        self.extra_body: dict[str, Any] = {}
         self.timeout_s = float(o.get("timeout_s", 600.0))
         key_env = o.get("api_key_env") or ""
         self._api_key = os.environ.get(key_env) if key_env else None  # never in a row or log
@@ -176,6 +205,11 @@ class ServedEngine(Engine):
         if self.server_kind == "endpoint":
             self.base_url = str(o["endpoint"]).rstrip("/")
             settings.notes.append(f"served by the endpoint {self.base_url}")
+            from infer_opt.core.stack import SUITE
+
+            header = [k for k in SUITE_OPTIONS if settings.owners.get(f"option {k}") == SUITE]
+            if header:
+                settings.notes.append(f"{', '.join(header)} from the suite's header")
         else:
             self.server = self._launcher(ref, o)
             atexit.register(self.close)
@@ -218,9 +252,13 @@ class ServedEngine(Engine):
         python = environment_python(engine, env)
         assert python is not None  # unavailable_reason checked it
         if self.server_kind == "llamacpp":
+            from infer_opt.engines.llamacpp import served
             from infer_opt.engines.llamacpp.engine import ensure_gguf
 
             gguf, _ = ensure_gguf(ref)
+            eog = served.eog_token_ids(python, gguf)
+            self.extra_body = served.request_fields(eog)
+            self.settings.notes.append(served.note(eog))
             return launch.llamacpp_server(python, gguf, self.model_name, threads,
                                           ref.max_context)
         return launch.vllm_server(python, ref.path, self.model_name, threads, 2)

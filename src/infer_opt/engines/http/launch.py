@@ -149,7 +149,10 @@ def own_server(stack: str, model: str, policy: str, max_batch_size: int, max_wai
 
 def llamacpp_server(python: Path, gguf: Path, model: str, threads: int,
                     n_ctx: int) -> ServerProcess:
-    """llama-cpp-python's OpenAI server (its `[server]` extra) on a GGUF file."""
+    """llama-cpp-python's OpenAI server (its `[server]` extra) on a GGUF file. With its default
+    `interrupt_requests` a streaming request ends (`[DONE]`, no finish reason) as soon as
+    another waits for the model: off, requests queue for it as they do on other servers
+    (engines/llamacpp/served.py)."""
     def argv(port: int) -> list[str]:
         from infer_opt.engines.llamacpp.cpu import extra_buffers
 
@@ -157,7 +160,7 @@ def llamacpp_server(python: Path, gguf: Path, model: str, threads: int,
         return [str(python), "-m", "infer_opt.engines.llamacpp.server", str(int(use)),
                 "--model", str(gguf), "--model_alias",
                 model, "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
-                "--n_ctx", str(n_ctx)]
+                "--n_ctx", str(n_ctx), "--interrupt_requests", "False"]
 
     return _new("llamacpp", argv)
 

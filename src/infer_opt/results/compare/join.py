@@ -25,7 +25,8 @@ NOT_IDENTITY_WORKLOAD_KEYS = {"repeats", "warmup_runs", "warmup_new_tokens", "mi
 def label(row: dict[str, str]) -> str:
     parts = [row.get("variant", ""), f"{row.get('workload', '')}"]
     for col, short in (("batch_size", "bs"), ("policy", "policy"), ("arrival", "arrival"),
-                       ("arrival_rate_per_s", "rate"), ("prefix_reuse", "reuse"),
+                       ("arrival_rate_per_s", "rate"), ("concurrency", "concurrency"),
+                       ("prefix_reuse", "reuse"),
                        ("prompt_tokens", "prompt"), ("new_tokens", "new")):
         if row.get(col):
             parts.append(f"{short}={row[col]}")
@@ -46,6 +47,8 @@ def join_key(run: ResultsFile, row: dict[str, str], use_workload: bool) -> tuple
         w.pop(k, None)
     if w.get("depth_tokens", 0) == 0:  # in the row's key already; runs before depths had none
         w.pop("depth_tokens", None)
+    if w.get("concurrency", 0) == 0:  # open-loop loads: runs before schema 6 had no such key
+        w.pop("concurrency", None)
     return key + (json.dumps(w, sort_keys=True),)
 
 

@@ -3,21 +3,23 @@
 Inter-arrival gaps: Poisson process at rate λ = exponential gaps with mean 1/λ; gamma with
 shape k = `burstiness` and scale 1/(λ k) keeps the mean 1/λ while k < 1 makes arrivals
 burstier and k > 1 more regular (vLLM's benchmark_serving uses the same knob); offline = every
-request is there at t = 0. The first request arrives at t = 0.
+request is there at t = 0. The first request arrives at t = 0. With `concurrency` (N
+closed-loop clients) no time is known up front: each request arrives when a client is free
+(workloads/online/closed_loop.py), so the times here are placeholders (0).
 """
 
 from __future__ import annotations
 
 import random
 
-ARRIVALS = ("poisson", "gamma", "offline")
+ARRIVALS = ("poisson", "gamma", "offline", "concurrency")
 LENGTHS = ("fixed", "uniform")
 
 
 def arrival_times(n: int, arrival: str, rate_per_s: float, burstiness: float = 1.0,
                   seed: int = 0) -> list[float]:
     """n arrival times in seconds, ascending, the first at 0."""
-    if arrival == "offline":
+    if arrival in ("offline", "concurrency"):
         return [0.0] * n
     rng = random.Random(f"arrivals-{seed}")
     times, t = [], 0.0

@@ -9,6 +9,7 @@ from infer_opt.core import registry
 from infer_opt.core.timing import HostClock
 from infer_opt.engines import decode
 from infer_opt.workloads.online.arrivals import arrival_times, lengths
+from infer_opt.workloads.online.closed_loop import ClosedLoop
 from infer_opt.workloads.online.metrics import RequestTimes, run_columns
 from infer_opt.workloads.online.prompts import shared_prefix_prompts, text_prompts
 from infer_opt.workloads.online.server import Request
@@ -80,12 +81,19 @@ class OnlineSession:
                     self.first_call_ms = warm[0].stamps_s[0] * 1e3  # cold: first kernels
         self.ctx.settings.counters.clear()
 
+    def _source(self, reqs: list[Request]) -> Any:
+        """What the policy reads requests from: the seeded list (arrival times known up front),
+        or N closed-loop clients that send the next request when one ends."""
+        if self.w.arrival != "concurrency":
+            return reqs
+        return ClosedLoop(reqs, self.w.concurrency, whole=self.engine.serves_requests)
+
     def run_once(self, round_index: int) -> float:
         reqs = self._fresh()
         with self.engine.context():
             clock = HostClock()
             clock.start()
-            stats = self.serve(self.engine, reqs, clock, self.w, self.prefix)
+            stats = self.serve(self.engine, self._source(reqs), clock, self.w, self.prefix)
         self.runs.append(reqs)
         self.steps.append(stats.step_batch_sizes)
         self.rounds.append(round_index)
@@ -151,8 +159,10 @@ def times(r: Request) -> RequestTimes:
 
 def online_row_columns(w: Any) -> dict[str, Any]:
     """The load's own columns, filled in every row of the workload (ok or not)."""
+    open_loop = w.arrival not in ("offline", "concurrency")  # only then is there a rate
     return dict(policy=w.policy, arrival=w.arrival,
-                arrival_rate_per_s="" if w.arrival == "offline" else w.arrival_rate_per_s,
+                arrival_rate_per_s=w.arrival_rate_per_s if open_loop else "",
+                concurrency=w.concurrency or "",
                 burstiness=w.burstiness if w.arrival == "gamma" else "",
                 num_requests=w.num_requests, max_batch_size=w.batch_cap,
                 max_wait_ms=w.max_wait_ms if w.policy == "dynamic" else "",

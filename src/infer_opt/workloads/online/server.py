@@ -45,8 +45,9 @@ class Arrivals:
     """Requests in arrival order, their times known up front; hands out those that are due.
 
     A policy reads requests from a source with this interface (`due`, `open`, `wait`): this
-    seeded list, or the live queue of the suite's HTTP server (workloads/online/http_app.py), whose
-    requests arrive when clients send them.
+    seeded list, closed-loop clients (closed_loop.py) and multi-turn sessions (sessions.py),
+    whose requests become due as earlier ones end, or the live queue of the suite's HTTP server
+    (workloads/online/http_app.py), whose requests arrive when clients send them.
     """
 
     def __init__(self, requests: list[Request]) -> None:

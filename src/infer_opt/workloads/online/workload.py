@@ -1,7 +1,8 @@
 """The `online` workload kind: N requests arriving over time, served by one batching policy.
 
 A suite [[group]] with `workload = "online"` expands to one workload per policy x arrival rate
-x prefix_reuse value. Everything is checked here, with one-line errors naming the key.
+(or concurrency, with `arrival = "concurrency"`) x prefix_reuse value. Everything is checked
+here, with one-line errors naming the key.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class OnlineWorkload(Sampled):
     arrival: str = "poisson"
     arrival_rate_per_s: float = 1.0
     burstiness: float = 1.0
+    # Closed-loop clients with arrival = "concurrency" (workloads/online/closed_loop.py); 0
+    # otherwise, so the workload of an open-loop row is what it was before this field existed.
+    concurrency: int = 0
     prompt_tokens: int = 32
     new_tokens: int = 32
     lengths: str = "fixed"
@@ -65,6 +69,8 @@ class OnlineWorkload(Sampled):
         Param("arrival", str, "poisson", "arrival process", choices=ARRIVALS),
         Param("arrival_rate_per_s", float, 1.0, "mean arrivals per second", greater_than=0.0),
         Param("burstiness", float, 1.0, "gamma shape (1 = Poisson)", greater_than=0.0),
+        Param("concurrency", int, 0, "closed-loop clients (arrival = \"concurrency\")",
+              minimum=0),
         Param("prompt_tokens", int, 32, "mean prompt length", minimum=1),
         Param("new_tokens", int, 32, "mean tokens generated", minimum=1),
         Param("lengths", str, "fixed", "fixed or uniform lengths", choices=LENGTHS),
@@ -85,12 +91,13 @@ class OnlineWorkload(Sampled):
     )
     # Suite keys that expand into one workload per value (a list), and the field each sets.
     EXPANDED: ClassVar[dict[str, str]] = {"policies": "policy", "arrival_rates":
-                                          "arrival_rate_per_s", "prefix_reuse": "prefix_reuse"}
+                                          "arrival_rate_per_s", "concurrencies": "concurrency",
+                                          "prefix_reuse": "prefix_reuse"}
 
     @classmethod
     def group_params(cls) -> tuple[Param, ...]:
-        """Keys a suite [[group]] may set: policies, arrival_rates and prefix_reuse are lists
-        (one workload per combination); the other fields are set once."""
+        """Keys a suite [[group]] may set: policies, arrival_rates (or concurrencies) and
+        prefix_reuse are lists (one workload per combination); the other fields are set once."""
         by = {p.name: p for p in cls.params}
         policy = replace(by["policy"], name="policies",
                          choices=tuple(registry.names("policy")))
@@ -98,6 +105,9 @@ class OnlineWorkload(Sampled):
                       "one workload per policy", item=policy),
                 Param("arrival_rates", list, [1.0], "one workload per rate",
                       item=replace(by["arrival_rate_per_s"], name="arrival_rates")),
+                Param("concurrencies", list, [1], "arrival = \"concurrency\": one workload "
+                      "per number of closed-loop clients",
+                      item=replace(by["concurrency"], name="concurrencies", minimum=1)),
                 Param("prefix_reuse", list, [False], "true, false or both",
                       item=by["prefix_reuse"]),
                 *(p for p in cls.params if p.name not in cls.EXPANDED.values()))
@@ -110,6 +120,12 @@ class OnlineWorkload(Sampled):
         if self.policy not in policies:
             raise UserError("workload", f"policy must be one of {', '.join(policies)}; "
                                         f"got {self.policy!r}")
+        if self.arrival == "concurrency" and self.concurrency < 1:
+            raise UserError("workload.concurrency", "must be >= 1 with arrival = \"concurrency\""
+                                                    f", got {self.concurrency}")
+        if self.arrival != "concurrency" and self.concurrency:
+            raise UserError("workload.concurrency", "needs arrival = \"concurrency\" (got "
+                                                    f"arrival = {self.arrival!r})")
         if self.prompts == "shared-prefix" and self.prefix_tokens < 1:
             raise UserError("workload.prefix_tokens",
                             "must be >= 1 with prompts = \"shared-prefix\"")
@@ -151,7 +167,10 @@ class OnlineWorkload(Sampled):
 
     @classmethod
     def from_group(cls, group: dict[str, Any]) -> list[OnlineWorkload]:
-        """One workload per policy x arrival rate x prefix_reuse value (keys already checked)."""
+        """One workload per policy x arrival rate (or concurrency) x prefix_reuse value (keys
+        already checked). `concurrencies` goes with arrival = "concurrency" only, and
+        `arrival_rates` never does (a closed loop has no rate): either mix is refused, since a
+        key that silently does nothing is a typo the user would not see."""
         given = dict(group)
         reuse = given.get("prefix_reuse", [False])
         if isinstance(reuse, bool):
@@ -160,12 +179,23 @@ class OnlineWorkload(Sampled):
             raise UserError("workload", f"prefix_reuse must be true, false or a list of them, "
                                         f"got {reuse!r}")
         values = check_all(cls.group_params(), given, "workload", what="key")
+        closed = values["arrival"] == "concurrency"
+        if "concurrencies" in given and not closed:
+            raise UserError("workload.concurrencies", "needs arrival = \"concurrency\" (got "
+                                                      f"arrival = {values['arrival']!r})")
+        if closed and "arrival_rates" in given:
+            raise UserError("workload.arrival_rates", "has no meaning with arrival = "
+                                                      "\"concurrency\" (closed-loop clients send "
+                                                      "when served); use concurrencies")
         rates = values["arrival_rates"]
         if values["arrival"] == "offline":
             rates = rates[:1]  # arrival rate means nothing when everything arrives at t = 0
+        # One load per rate, or per concurrency (the rate field keeps its default there).
+        loads = ([{"concurrency": n} for n in values["concurrencies"]] if closed else
+                 [{"arrival_rate_per_s": float(r)} for r in rates])
         scalar = {k: v for k, v in values.items() if k not in cls.EXPANDED}
-        return [cls(policy=p, arrival_rate_per_s=float(r), prefix_reuse=x, **scalar)
-                for p in values["policies"] for r in rates for x in values["prefix_reuse"]]
+        return [cls(policy=p, prefix_reuse=x, **load, **scalar)
+                for p in values["policies"] for load in loads for x in values["prefix_reuse"]]
 
     def session(self, ctx: Any) -> Any:
         from infer_opt.workloads.online.measure import OnlineSession
