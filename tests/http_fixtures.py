@@ -1,9 +1,9 @@
 """Scripted SSE servers on 127.0.0.1 for the HTTP client's tests and timing check.
 
 A script is a list of steps the server writes for every POST: ("status", code), ("line", text)
-(an SSE line, written and flushed), ("sleep", seconds) or ("close",) (drop the connection
-mid-stream). `sent_s` records perf_counter when each line was flushed (same clock as the
-client's in this process).
+(an SSE line, written and flushed), ("raw", text) (written and flushed as is: part of a line,
+or several), ("sleep", seconds) or ("close",) (drop the connection mid-stream). `sent_s`
+records perf_counter when each line was flushed (same clock as the client's in this process).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ def scripted_server(script: list[Step]) -> Iterator[dict[str, Any]]:
                     self.wfile.write(step[1].encode() + b"\n\n")
                     self.wfile.flush()
                     state["sent_s"].append(time.perf_counter())
+                elif step[0] == "raw":
+                    self.wfile.write(step[1].encode())
+                    self.wfile.flush()
                 elif step[0] == "close":
                     return
 

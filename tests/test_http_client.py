@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("httpx")
+pytest.importorskip("httpcore")
 
 from infer_opt.engines.http.client import Completion, Job, count_tokens, run_jobs  # noqa: E402
 from tests.http_fixtures import data, finish, scripted_server, text_chunk  # noqa: E402
@@ -148,3 +148,28 @@ def test_endpoint_engine_sends_the_key_and_never_records_it(monkeypatch: pytest.
     recorded = repr(stack.settings.notes) + repr(stack.settings.metrics) + repr(
         stack.settings.options)
     assert "sk-secret-123" not in recorded
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_connect_refused_is_a_one_line_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    c = asyncio.run(run_jobs(url, [Job(0, [1], 2)], "m", timeout_s=10))[0]
+    assert c.error is not None and c.error.startswith("ConnectError") and "\n" not in c.error
+
+
+def test_control_requests_raise_client_error_without_an_answer() -> None:
+    from infer_opt.engines.http.client import ClientError, new_client
+
+    async def go() -> None:
+        async with new_client(timeout_s=10) as pool:
+            await pool.get(f"http://127.0.0.1:{free_port()}/metrics")
+
+    with pytest.raises(ClientError, match="ConnectError"):
+        asyncio.run(go())

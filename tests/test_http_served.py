@@ -206,6 +206,8 @@ def server_pids_alive(log_dir: Path) -> list[int]:
 
 
 def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
+    from infer_opt.engines.http import rx_stamps
+
     body = SUITE.format(policy="continuous", more="", repeats=2) + ONLINE
     rows, csv_path = run_cli(tmp_path, body)
     served = "served[server=own,policy=continuous]+kv-cache"
@@ -214,6 +216,8 @@ def test_served_rows_beside_in_process_twin(tmp_path: Path) -> None:
         assert row["status"] == "ok", row["reason"]
         assert float(row["errors"]) == 0 and float(row["error_rate_pct"]) == 0
         assert "tokens counted from usage" in row["notes"]
+        assert "chunks stamped at kernel receive (SO_TIMESTAMPNS)" in row["notes"] or \
+            rx_stamps.SO_TIMESTAMPNS is None
         assert float(row["server_start_s"]) > 0
     samples = {}
     for line in csv_path.with_name(csv_path.stem + ".samples.jsonl").read_text().splitlines():

@@ -1,8 +1,21 @@
 """A streaming client for OpenAI-compatible `/v1/completions` and `/v1/chat/completions`.
 
-One `httpx.AsyncClient` (one connection pool) sends every request of a run; each SSE line is
-stamped on arrival with the run's clock (`HostClock`, perf_counter seconds since the run
-started: the same clock the in-process serving policies stamp tokens with).
+One `Pool` (one connection pool, httpcore's) sends every request of a run, and the control
+requests of the served engine (`get`, `post`: /metrics, /reset_prefix_cache) go through the
+same pool, so one object owns every connection to the server.
+
+Stamps: when the bytes arrived, not when Python got to them. Each token-bearing chunk is
+stamped on the run's clock (`HostClock`, perf_counter seconds since the run started: the same
+clock the in-process serving policies stamp tokens with) with the time the kernel received
+the bytes that completed its SSE line (engines/http/rx_stamps.py: `SO_TIMESTAMPNS` on Linux).
+httpcore reads the socket only when its parser needs bytes, so every line completed in a body
+chunk arrived in the latest read, and takes that read's stamp. Stamping at processing time
+instead put the client's own queueing into the measurement: with 32 streams the chunks that
+arrive together are parsed one after another, and the last was stamped milliseconds late
+(bench/checks/client_timing.py). Where the kernel gives no stamp (not Linux; https, which uses
+httpcore's own network backend) a chunk is stamped when the client read it. A Completion's
+`stamp_source` says which: "kernel" when every chunk had the kernel's stamp, else "read"; the
+served row's notes say it too (`sources_note`).
 
 Tokens, not chunks. A chunk is a token-bearing event only when it carries text (completions:
 `choices[0].text`, chat: `choices[0].delta.content`) or token ids; a role-only first chunk
@@ -31,10 +44,12 @@ that ignores them may stop early, so the actual length is recorded (`tokens`) an
 `short = True` marks it.
 
 Errors are results, never exceptions: an HTTP status >= 400, a timeout, a connection failure,
-a line that is not valid SSE JSON, and a stream that ends without `[DONE]` or a finish reason
-set `error` (a one-line reason). The caller counts them per row; a failed request is never
-dropped silently from the latency statistics.
+a line that is not valid SSE JSON, an `error` event, and a stream that ends without `[DONE]`
+or a finish reason set `error` (a one-line reason). The caller counts them per row; a failed
+request is never dropped silently from the latency statistics. The pool's `get` and `post`
+raise `ClientError` when no HTTP answer came.
 """
+
 
 from __future__ import annotations
 
@@ -42,10 +57,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 TOKEN_COUNT_SOURCES = ("usage", "token_ids", "tokenizer", "chunks")
+STAMP_SOURCES = {"kernel": "chunks stamped at kernel receive (SO_TIMESTAMPNS)",
+                 "read": "chunks stamped at read"}
 
 
 @dataclass
@@ -61,6 +79,7 @@ class Completion:
     usage_per_chunk: list[int | None] = field(default_factory=list)  # completion_tokens so far
     finish_reason: str | None = None
     token_count_source: str = ""
+    kernel_stamps: int = 0  # chunks whose stamp is the kernel's receive time (else the read's)
     error: str | None = None
     requested_tokens: int = 0
     done_s: float | None = None
@@ -84,11 +103,126 @@ class Completion:
         return [t for t, k in zip(self.chunk_s, self.chunk_tokens) for _ in range(k)]
 
     @property
+    def stamp_source(self) -> str:
+        """"kernel" when every chunk has the kernel's receive stamp, "read" when any was
+        stamped at read, "" with no token-bearing chunk."""
+        if not self.chunk_s:
+            return ""
+        return "kernel" if self.kernel_stamps == len(self.chunk_s) else "read"
+
+    @property
     def cached_tokens(self) -> int | None:
         """Prompt tokens the server answered from its prefix cache, when usage says so."""
         details = (self.usage or {}).get("prompt_tokens_details") or {}
         value = details.get("cached_tokens")
         return int(value) if isinstance(value, int) else None
+
+
+def sources_note(sources: set[str]) -> str:
+    """The served row's note on how its requests' tokens were counted and their chunks
+    stamped, from the `token_count_source` and `stamp_source` values of its completions:
+    "tokens counted from usage; chunks stamped at kernel receive (SO_TIMESTAMPNS)"."""
+    counted = "/".join(sorted(s for s in sources if s in TOKEN_COUNT_SOURCES))
+    stamped = [STAMP_SOURCES[s] for s in ("kernel", "read") if s in sources]
+    if len(stamped) == 2:
+        stamped = [STAMP_SOURCES["kernel"] + ", some at read"]
+    return "; ".join([f"tokens counted from {counted}"] + stamped)
+
+
+class ClientError(Exception):
+    """A control request (`Pool.get` / `Pool.post`) got no HTTP answer: connect, read or write
+    failure, timeout, protocol error."""
+
+
+@dataclass
+class Reply:
+    """A whole, non-streamed answer to a control request."""
+
+    status_code: int
+    text: str
+
+
+def transport_errors() -> tuple[type[Exception], ...]:
+    """What httpcore raises when a request gets no (complete) HTTP answer."""
+    import httpcore
+
+    return (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol, httpcore.ProxyError)
+
+
+class Pool:
+    """The one connection pool of a run or of an engine's lifetime: streamed requests
+    (`stream`), control requests (`get`, `post`), `aclose`.
+
+    Plain http goes through httpcore with the kernel-stamping network backend
+    (engines/http/rx_stamps.py); https through httpcore's own backend (TLS on raw sockets is
+    not worth it for the benchmark path), created on first use, stamped at read."""
+
+    def __init__(self, max_connections: int = 256, timeout_s: float = 600.0) -> None:
+        import httpcore
+
+        from infer_opt.engines.http import rx_stamps
+
+        self.timeout_s = timeout_s
+        self._limits = {"max_connections": max_connections,
+                        "max_keepalive_connections": max_connections}
+        backend = rx_stamps.StampingBackend() if rx_stamps.supported() else None
+        self._plain = httpcore.AsyncConnectionPool(network_backend=backend, **self._limits)
+        self._tls: Any = None
+
+    def _for(self, url: str) -> Any:
+        if url[:6].lower() != "https:":
+            return self._plain
+        if self._tls is None:
+            import httpcore
+
+            self._tls = httpcore.AsyncConnectionPool(**self._limits)
+        return self._tls
+
+    @staticmethod
+    def _timeouts(timeout_s: float) -> dict[str, Any]:
+        t = timeout_s
+        return {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
+
+    def stream(self, method: str, url: str, content: bytes, headers: dict[str, str],
+               timeout_s: float | None = None) -> AbstractAsyncContextManager[Any]:
+        """httpcore's streamed response (`.status`, `.aiter_stream()`, `.aread()`,
+        `.extensions["network_stream"]`) as an async context manager."""
+        return self._for(url).stream(method, url, headers=headers, content=content,
+                                     extensions=self._timeouts(timeout_s or self.timeout_s))
+
+    async def _request(self, method: str, url: str, headers: dict[str, str] | None,
+                       content: bytes, timeout: float | None) -> Reply:
+        try:
+            r = await self._for(url).request(method, url, headers=headers or {},
+                                             content=content,
+                                             extensions=self._timeouts(timeout or self.timeout_s))
+        except transport_errors() as exc:
+            raise ClientError(_one_line(exc)) from exc
+        return Reply(r.status, r.content.decode("utf-8", "replace"))
+
+    async def get(self, url: str, headers: dict[str, str] | None = None,
+                  timeout: float | None = None) -> Reply:
+        return await self._request("GET", url, headers, b"", timeout)
+
+    async def post(self, url: str, headers: dict[str, str] | None = None,
+                   timeout: float | None = None, content: bytes = b"") -> Reply:
+        return await self._request("POST", url, headers, content, timeout)
+
+    async def aclose(self) -> None:
+        await self._plain.aclose()
+        if self._tls is not None:
+            await self._tls.aclose()
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 def request_body(prompt: str | Sequence[int], max_tokens: int, model: str, chat: bool,
@@ -113,19 +247,20 @@ def _chunk_text(choice: dict[str, Any]) -> str:
     return choice.get("text") or ""
 
 
-async def stream(client: Any, url: str, body: dict[str, Any], now: Callable[[], float],
+async def stream(client: Pool, url: str, body: dict[str, Any], now: Callable[[], float],
                  headers: dict[str, str] | None = None, timeout_s: float = 600.0) -> Completion:
-    """POST `body` to `url` and read its SSE stream; every line stamped with `now()`."""
-    import httpx
-
+    """POST `body` to `url` and read its SSE stream into a Completion. `now()` is the run's
+    clock: perf_counter minus a fixed zero (chunk stamps, taken in perf_counter seconds, are
+    moved onto it)."""
     c = Completion(sent_s=now(), requested_tokens=int(body.get("max_tokens", 0)))
     try:
-        saw_done = await asyncio.wait_for(_read(client, url, body, headers, now, c), timeout_s)
-    except asyncio.TimeoutError:
+        saw_done = await asyncio.wait_for(_read(client, url, body, headers, now, c, timeout_s),
+                                          timeout_s)
+    except asyncio.TimeoutError:  # the whole request (httpcore's ReadTimeout is per read)
         c.error = f"timeout after {timeout_s:g} s"
         return c
-    except httpx.HTTPError as exc:
-        c.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    except transport_errors() as exc:
+        c.error = _one_line(exc)
         return c
     if c.error is not None:
         return c
@@ -135,43 +270,77 @@ async def stream(client: Any, url: str, body: dict[str, Any], now: Callable[[], 
     return c
 
 
-async def _read(client: Any, url: str, body: dict[str, Any], headers: dict[str, str] | None,
-                now: Callable[[], float], c: Completion) -> bool:
+async def _read(client: Pool, url: str, body: dict[str, Any], headers: dict[str, str] | None,
+                now: Callable[[], float], c: Completion, timeout_s: float) -> bool:
     """Read the stream into `c`; True when `[DONE]` arrived. Sets c.error and stops on a
     status >= 400 or a malformed line."""
-    async with client.stream("POST", url, json=body, headers=headers) as resp:
-        if resp.status_code >= 400:
+    from infer_opt.engines.http.rx_stamps import StampedStream
+
+    before = time.perf_counter()
+    zero = (before + time.perf_counter()) / 2 - now()  # perf_counter at the run clock's 0
+    head = {"Content-Type": "application/json", "Accept": "text/event-stream", **(headers or {})}
+    async with client.stream("POST", url, json.dumps(body).encode(), head, timeout_s) as resp:
+        if resp.status >= 400:
             text = (await resp.aread()).decode("utf-8", "replace")
-            c.error = f"HTTP {resp.status_code}: {' '.join(text.split())[:200]}"
+            c.error = f"HTTP {resp.status}: {' '.join(text.split())[:200]}"
             return False
-        async for line in resp.aiter_lines():
-            t = now()
-            if not line or line.startswith(":"):  # keep-alive / comment lines
+        net = resp.extensions.get("network_stream")
+        stamped = isinstance(net, StampedStream)  # else (https, no backend): at processing
+        tail, t, kernel = b"", 0.0, False
+        async for chunk in resp.aiter_stream():
+            # The lines this chunk completes arrived in the stream's latest read.
+            if stamped:
+                t, kernel = net.stamp_s - zero, net.kernel
+            else:
+                t = now()
+            if b"\n" not in chunk:
+                tail += chunk
                 continue
-            if not line.startswith("data:"):
-                if line.startswith(("event:", "id:", "retry:")):
-                    continue
-                c.error = f"malformed SSE line: {line[:80]!r}"
-                return False
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return True
-            try:
-                event = json.loads(data)
-            except json.JSONDecodeError:
-                c.error = f"malformed SSE JSON: {data[:80]!r}"
-                return False
-            if not isinstance(event, dict):
-                c.error = f"malformed SSE event: {data[:80]!r}"
-                return False
-            if "error" in event:
-                c.error = f"server error: {str(event['error'])[:200]}"
-                return False
-            _take(c, event, t)
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()  # the start of a line the next chunk completes
+            for line in lines:
+                if line and line != b"\r":  # a blank line ends an event: nothing to read
+                    done = _line(c, line, t, kernel)
+                    if done is not None:
+                        return done
+        if tail.strip():  # a last line without its newline
+            done = _line(c, tail, t, kernel)
+            if done is not None:
+                return done
     return False
 
 
-def _take(c: Completion, event: dict[str, Any], t: float) -> None:
+def _line(c: Completion, line: bytes, t: float, kernel: bool) -> bool | None:
+    """One SSE line: True at `[DONE]`, False on a malformed line or an error event (c.error
+    set), None to go on."""
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    if not line or line[:1] == b":":  # keep-alive / comment lines
+        return None
+    if line[:5] != b"data:":
+        if line.startswith((b"event:", b"id:", b"retry:")):
+            return None
+        c.error = f"malformed SSE line: {line[:80].decode('utf-8', 'replace')!r}"
+        return False
+    data = line[5:].strip()
+    if data == b"[DONE]":
+        return True
+    try:
+        event = json.loads(data)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        c.error = f"malformed SSE JSON: {data[:80].decode('utf-8', 'replace')!r}"
+        return False
+    if not isinstance(event, dict):
+        c.error = f"malformed SSE event: {data[:80].decode('utf-8', 'replace')!r}"
+        return False
+    if "error" in event:
+        c.error = f"server error: {str(event['error'])[:200]}"
+        return False
+    _take(c, event, t, kernel)
+    return None
+
+
+def _take(c: Completion, event: dict[str, Any], t: float, kernel: bool) -> None:
     usage = event.get("usage")
     if isinstance(usage, dict):
         c.usage = usage
@@ -186,6 +355,7 @@ def _take(c: Completion, event: dict[str, Any], t: float) -> None:
     if not text and not ids:
         return  # role-only, empty or finish-only chunk: no tokens, no stamp
     c.chunk_s.append(t)
+    c.kernel_stamps += kernel
     c.chunk_text.append(text)
     c.token_ids.extend(int(i) for i in ids)
     c.chunk_tokens.append(len(ids))
@@ -239,20 +409,16 @@ class Job:
     at_s: float = 0.0
 
 
-def new_client(max_connections: int = 256, timeout_s: float = 600.0) -> Any:
+def new_client(max_connections: int = 256, timeout_s: float = 600.0) -> Pool:
     """One connection pool for every request of a run (or of an engine's lifetime)."""
-    import httpx
-
-    return httpx.AsyncClient(timeout=httpx.Timeout(timeout_s),
-                             limits=httpx.Limits(max_connections=max_connections,
-                                                 max_keepalive_connections=max_connections))
+    return Pool(max_connections, timeout_s)
 
 
 async def run_jobs(base_url: str, jobs: list[Job], model: str, *, chat: bool = False,
                    concurrency: int | None = None, api_key: str | None = None,
                    encode: Callable[[str], list[int]] | None = None,
                    timeout_s: float = 600.0, extra: dict[str, Any] | None = None,
-                   t0: float | None = None, client: Any = None) -> list[Completion]:
+                   t0: float | None = None, client: Pool | None = None) -> list[Completion]:
     """Send every job at its time (or `concurrency` at a time) over one connection pool
     (`client`, kept open by the caller; a new one, closed at the end, when None).
 
@@ -267,7 +433,7 @@ async def run_jobs(base_url: str, jobs: list[Job], model: str, *, chat: bool = F
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     gate = asyncio.Semaphore(concurrency or len(jobs) or 1)
 
-    async def one(pool: Any, job: Job) -> Completion:
+    async def one(pool: Pool, job: Job) -> Completion:
         if concurrency is None:
             delay = job.at_s - now()
             if delay > 0:

@@ -46,7 +46,14 @@ from infer_opt.core.settings import Settings
 from infer_opt.core.timing import Clock
 from infer_opt.engines.base import BatchRun, Engine, ModelFacts, environment_reason
 from infer_opt.engines.http import launch
-from infer_opt.engines.http.client import Completion, Job, new_client, run_jobs
+from infer_opt.engines.http.client import (
+    ClientError,
+    Completion,
+    Job,
+    new_client,
+    run_jobs,
+    sources_note,
+)
 
 SERVERS = ("own", "llamacpp", "vllm", "endpoint")
 # server -> (engine inside it, its environment, packages it needs there)
@@ -313,15 +320,24 @@ class ServedEngine(Engine):
             encode=self._encode(), timeout_s=self.timeout_s, t0=t0, client=self._client,
             extra=self.extra_body))
         self._count(out)
-        self._check_server("during the run")
+        self._check_server("during the run", failed=any(x.error is not None for x in out))
         self._count_server(before, self._server_metrics())
         return out
 
-    def _check_server(self, when: str) -> None:
-        """A server that died fails the run, naming its exit code and last log lines."""
+    def _check_server(self, when: str, failed: bool = False) -> None:
+        """A server that died fails the run, naming its exit code and last log lines.
+        `failed`: requests failed, perhaps because it died; its connections close a moment
+        before its exit can be seen, so it gets up to 1 s to be seen dead."""
+        proc = None if self.server is None else self.server.proc
+        if failed and proc is not None:
+            import subprocess
+
+            try:
+                proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
         if self.server is None or self.server.alive:
             return
-        proc = self.server.proc
         code = None if proc is None else proc.returncode
         how = "" if code is None else f" with code {code}" + (
             f" (signal {-code})" if code < 0 else "")
@@ -345,14 +361,12 @@ class ServedEngine(Engine):
         untimed 1-token request whose prompt shares no first token with the jobs'."""
         if self.server_kind == "endpoint":
             return  # someone else's server: leave its state alone
-        import httpx
-
         try:
             r = self._loop.run_until_complete(self._client.post(
                 self._root() + "/reset_prefix_cache", headers=self._headers(), timeout=10.0))
             if r.status_code < 400:
                 return
-        except httpx.HTTPError:
+        except ClientError:
             pass
         firsts = {j.prompt[0] for j in jobs if not isinstance(j.prompt, str) and j.prompt}
         flush: Any = next(t for t in range(1, 1 << 20) if t not in firsts)
@@ -365,12 +379,11 @@ class ServedEngine(Engine):
 
     def _server_metrics(self) -> dict[str, float] | None:
         """The server's Prometheus samples we use, or None where it has no /metrics."""
-        import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
         try:
             r = self._get(self._root() + "/metrics")
-        except httpx.HTTPError:
+        except ClientError:
             return None
         if r.status_code != 200:
             return None
@@ -410,15 +423,15 @@ class ServedEngine(Engine):
             c["http_short"] = c.get("http_short", 0) + x.short
             if x.cached_tokens is not None:
                 c["http_cached"] = c.get("http_cached", 0) + x.cached_tokens
-            if x.error is None:
-                self.sources.add(x.token_count_source)
+            if x.error is None:  # how tokens were counted, and how chunks were stamped
+                self.sources.update(s for s in (x.token_count_source, x.stamp_source) if s)
         n = c.get("http_requests", 0)
         m = self.settings.metrics
         m.update(errors=c.get("http_errors", 0), short_requests=c.get("http_short", 0),
                  error_rate_pct=100.0 * c.get("http_errors", 0) / n if n else 0.0)
         if "http_cached" in c:
             m["prefix_cached_tokens"] = c["http_cached"]
-        note = f"tokens counted from {'/'.join(sorted(self.sources))}"
+        note = sources_note(self.sources)
         notes = [x for x in self.settings.notes if not x.startswith("tokens counted from ")]
         self.settings.notes[:] = notes + ([note] if self.sources else [])
 
@@ -460,7 +473,7 @@ class ServedEngine(Engine):
         t0 = time.perf_counter() - clock.now()  # the clock's zero, in perf_counter seconds
         done = self._loop.run_until_complete(self._drive(source, t0))
         self._count(done)
-        self._check_server("during the run")
+        self._check_server("during the run", failed=any(x.error is not None for x in done))
         self._count_server(before, self._server_metrics())
 
     async def _drive(self, source: Any, t0: float) -> list[Completion]:
