@@ -78,3 +78,29 @@ def scripted_server(script: list[Step]) -> Iterator[dict[str, Any]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def asgi_in_thread(app: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on a free loopback port; yields its /v1 URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from infer_opt.engines.http.launch import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,29 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 @contextmanager
 def own_server_in_thread(engine: Any, policy: str, max_batch_size: int = 3) -> Iterator[str]:
     """The own server's app on `engine`, served by uvicorn in a thread on a free port."""
-    import uvicorn
-
     from infer_opt.core import registry
-    from infer_opt.engines.http.launch import free_port
     from infer_opt.workloads.online.http_app import PolicyOptions, build_app
 
     app = build_app(engine, None, registry.load("policy", policy),
                     PolicyOptions(max_batch_size=max_batch_size, max_wait_ms=20.0),
                     "tiny-random", 512)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    from .http_fixtures import asgi_in_thread
+
+    with asgi_in_thread(app) as url:
+        yield url
 
 
 @pytest.mark.parametrize("policy", ["sequential", "dynamic", "continuous"])

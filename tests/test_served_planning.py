@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -202,10 +200,7 @@ max_repeats = 1
 def own_server_seeing_keys(seen: list[str | None]) -> Iterator[str]:
     """The own server's app on the tiny model (uvicorn in a thread, a free port), recording
     the Authorization header of every request."""
-    import uvicorn
-
     from infer_opt.core import registry
-    from infer_opt.engines.http.launch import free_port
     from infer_opt.workloads.online.http_app import PolicyOptions, build_app
 
     from .conftest import load_engine
@@ -219,20 +214,10 @@ def own_server_seeing_keys(seen: list[str | None]) -> Iterator[str]:
             seen.append(None if auth is None else auth.decode())
         await app(scope, receive, send)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(recording, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    from .http_fixtures import asgi_in_thread
+
+    with asgi_in_thread(recording) as url:
+        yield url
 
 
 def test_the_api_key_is_sent_and_never_written(tmp_path: Path) -> None:
